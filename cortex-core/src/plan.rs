@@ -1,0 +1,235 @@
+//! [`LaunchPlan`]: exactly what a [`Runtime`](crate::Runtime) starts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{EngineKind, HealthSpec, ModelId};
+
+/// Label keys the supervisor puts on every plan, so a runtime can find what it owns after a restart
+/// of the manager (Docker labels, process environment, pod labels).
+pub mod labels {
+    /// Marks an instance as started by Cortex; the value is [`MANAGED_BY_VALUE`].
+    pub const MANAGED_BY: &str = "io.cortex.managed-by";
+    /// The value of [`MANAGED_BY`].
+    pub const MANAGED_BY_VALUE: &str = "cortex";
+    /// The [`ModelId`](crate::ModelId) the instance serves.
+    pub const MODEL_ID: &str = "io.cortex.model-id";
+    /// The replica index, from 0.
+    pub const REPLICA: &str = "io.cortex.replica";
+    /// The [`EngineKind`](crate::EngineKind).
+    pub const ENGINE: &str = "io.cortex.engine";
+}
+
+/// Everything needed to start one instance of one model, exact and validated.
+///
+/// Built by an [`Engine`](crate::Engine) from a [`ModelSpec`](crate::ModelSpec); started by a
+/// [`Runtime`](crate::Runtime). Nothing in a plan is left for the runtime to decide except the host
+/// port a container's [`port`](Self::port) is published on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LaunchPlan {
+    /// The model this plan serves.
+    pub model: ModelId,
+    /// Which replica of the model, from 0.
+    pub replica: u32,
+    /// The engine that made the plan.
+    pub engine: EngineKind,
+    /// What to run: a local program or a container image.
+    pub target: Target,
+    /// Arguments after the program (or the image's entrypoint), in order.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Paths made visible to the engine.
+    pub mounts: Vec<Mount>,
+    /// The TCP port the engine listens on (inside the container for a container target).
+    pub port: u16,
+    /// Shared memory size in bytes (`/dev/shm` of a container).
+    pub shm_size: Option<u64>,
+    /// Which GPUs the engine gets.
+    pub gpus: GpuRequest,
+    /// Labels identifying the instance; the supervisor adds those in [`labels`].
+    pub labels: BTreeMap<String, String>,
+    /// How to probe the engine's health.
+    pub health: HealthSpec,
+    /// How long the engine gets to exit after a polite stop before it is killed.
+    #[serde(with = "humantime_serde")]
+    pub stop_grace: Duration,
+}
+
+// === impl LaunchPlan ===
+
+impl LaunchPlan {
+    /// A plan with no arguments, environment, mounts, shared memory, GPUs or labels, and a 10 s stop
+    /// grace period.
+    pub fn new(
+        model: ModelId,
+        engine: EngineKind,
+        target: Target,
+        port: u16,
+        health: HealthSpec,
+    ) -> Self {
+        Self {
+            model,
+            replica: 0,
+            engine,
+            target,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            mounts: Vec::new(),
+            port,
+            shm_size: None,
+            gpus: GpuRequest::None,
+            labels: BTreeMap::new(),
+            health,
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// The command line as a person would type it in a POSIX shell: the program (or, for a
+    /// container, the image) and the arguments, each quoted where the shell needs it.
+    ///
+    /// ```
+    /// # use cortex_core::{LaunchPlan, Target, HealthSpec};
+    /// let mut plan = LaunchPlan::new(
+    ///     "m".parse().unwrap(),
+    ///     "llamacpp".into(),
+    ///     Target::Process { program: "llama-server".into() },
+    ///     8080,
+    ///     HealthSpec::new("/health"),
+    /// );
+    /// plan.args = vec!["-m".into(), "/models/my model.gguf".into(), "--alias".into(), "it's".into()];
+    /// assert_eq!(plan.command_line(), r#"llama-server -m '/models/my model.gguf' --alias 'it'\''s'"#);
+    /// ```
+    pub fn command_line(&self) -> String {
+        let head = match &self.target {
+            Target::Process { program } => program.to_string_lossy(),
+            Target::Container { image, .. } => image.as_str().into(),
+        };
+        let mut line = shell_quote(&head);
+        for arg in &self.args {
+            line.push(' ');
+            line.push_str(&shell_quote(arg));
+        }
+        line
+    }
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything but safe characters.
+fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'_' | b'.' | b'/' | b':' | b'=' | b',' | b'+' | b'@' | b'%'
+                )
+        });
+    if safe {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// What a plan runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Target {
+    /// A program on the local machine.
+    Process {
+        /// The executable's path, or a name looked up on `PATH`.
+        program: PathBuf,
+    },
+    /// A container from a local image.
+    Container {
+        /// The image reference, such as `cortex/llama-server:b11434`.
+        image: String,
+        /// The container's name, such as `llamacpp-model-gemma`.
+        name: String,
+        /// Share the host's IPC namespace (as the source documents run engines).
+        #[serde(default)]
+        ipc_host: bool,
+        /// A Docker network to attach to, besides publishing the port on 127.0.0.1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
+}
+
+// === impl Target ===
+
+impl Target {
+    /// Which kind of target this is.
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            Self::Process { .. } => TargetKind::Process,
+            Self::Container { .. } => TargetKind::Container,
+        }
+    }
+}
+
+/// The kinds of [`Target`], which a [`Runtime`](crate::Runtime) names to say what it can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TargetKind {
+    /// Local processes.
+    Process,
+    /// Containers.
+    Container,
+}
+
+/// A path made visible to the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Mount {
+    /// Path on the host.
+    pub source: PathBuf,
+    /// Path the engine sees (for a process target, the same as `source`).
+    pub target: PathBuf,
+    /// Mounted read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+// === impl Mount ===
+
+impl Mount {
+    /// A read-only mount of `source` at `target`.
+    pub fn read_only(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
+        Self {
+            source: source.into(),
+            target: target.into(),
+            read_only: true,
+        }
+    }
+
+    /// A writable mount of `source` at `target`.
+    pub fn read_write(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
+        Self {
+            source: source.into(),
+            target: target.into(),
+            read_only: false,
+        }
+    }
+}
+
+/// Which GPUs an engine gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GpuRequest {
+    /// None: CPU only.
+    #[default]
+    None,
+    /// Every GPU the host has.
+    All,
+    /// Any `n` GPUs.
+    Count(u32),
+    /// These GPUs, by index or UUID.
+    Devices(Vec<String>),
+}
