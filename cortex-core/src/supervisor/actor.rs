@@ -130,6 +130,7 @@ impl Actor {
             .collect();
         let mut ups = Vec::with_capacity(plans.len());
         let mut failure = None;
+        // Whether `Stopping` was shown; the starts may all end (cancelled) before this sees the stop.
         let mut stopping = false;
         loop {
             tokio::select! {
@@ -151,6 +152,10 @@ impl Actor {
             }
         }
         drop(starts);
+        if self.slot.stop.is_cancelled() && !stopping {
+            stopping = true;
+            self.set_state(ModelState::Stopping);
+        }
         if stopping || failure.is_some() {
             // Replicas that became ready before the others failed (or the stop came) go too.
             join_all(
@@ -164,6 +169,8 @@ impl Actor {
                 _ => NotUp::Cancelled,
             });
         }
+        // Neither stopped nor failed: every replica came up.
+        debug_assert_eq!(ups.len(), plans.len());
         ups.sort_by_key(|up| up.endpoint.replica);
         Ok(ups)
     }
