@@ -37,6 +37,14 @@ pub trait Registry: Send + Sync + 'static {
     fn subscribe(&self) -> watch::Receiver<Arc<RegistrySnapshot>>;
 }
 
+impl fmt::Debug for dyn Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("version", &self.snapshot().version)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything a registry holds at one instant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -173,12 +173,6 @@ struct FakeInstance {
     removed: bool,
 }
 
-impl std::fmt::Debug for dyn Registry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").finish_non_exhaustive()
-    }
-}
-
 // === impl FakeWorld ===
 
 impl FakeWorld {

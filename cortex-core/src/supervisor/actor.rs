@@ -51,6 +51,20 @@ struct Failure {
     log_tail: Vec<LogLine>,
 }
 
+/// How the wait for one starting replica ended.
+enum Outcome {
+    Ready,
+    Cancelled,
+    Exited(Result<Exit, RuntimeError>),
+    TimedOut,
+}
+
+/// In-flight restarts: replica index and how the start went.
+type Restarts<'a> = FuturesUnordered<BoxFuture<'a, (u32, Result<Up, NotUp>)>>;
+
+/// Waits for instance exits: replica index, instance and how it exited.
+type Exits = FuturesUnordered<BoxFuture<'static, (u32, InstanceId, Result<Exit, RuntimeError>)>>;
+
 /// A replica of a running model.
 struct Live {
     plan: Arc<LaunchPlan>,
@@ -215,12 +229,6 @@ impl Actor {
             instance: instance.id.clone(),
         });
 
-        enum Outcome {
-            Ready,
-            Cancelled,
-            Exited(Result<Exit, RuntimeError>),
-            TimedOut,
-        }
         let last = Mutex::new(None);
         let deadline = Instant::now() + plan.health.startup_timeout;
         let outcome = tokio::select! {
@@ -296,7 +304,7 @@ impl Actor {
                 probing: false,
             })
             .collect();
-        let mut exits = FuturesUnordered::new();
+        let mut exits = Exits::new();
         for r in &mut live {
             self.register(r);
             exits.push(self.wait_exit(r));
@@ -305,7 +313,7 @@ impl Actor {
 
         let mut probes: FuturesUnordered<BoxFuture<'static, (u32, InstanceId, HealthStatus)>> =
             FuturesUnordered::new();
-        let mut restarts = FuturesUnordered::new();
+        let mut restarts = Restarts::new();
         // Cancelled by a stop, or when the model fails: ends in-flight restarts.
         let run = self.slot.stop.child_token();
         let mut tick = tokio::time::interval_at(
@@ -326,53 +334,107 @@ impl Actor {
                     }
                 }
                 Some((replica, instance, status)) = probes.next() => {
-                    self.on_probe(&mut live, replica, &instance, status);
+                    self.on_probe(&mut live, replica, &instance, &status);
                 }
                 Some((replica, instance, exit)) = exits.next() => {
-                    let Some(r) = live.get_mut(replica as usize) else { continue };
-                    let Some(up) = r.up.take_if(|up| up.instance.id == instance) else { continue };
-                    let exit = self.exited(&up.endpoint, exit);
-                    self.deregister(r, &up.endpoint, &format!("instance exited with {exit}"));
-                    let log_tail = self.log_tail(&up.instance.id).await;
-                    self.stop_replica(&up.endpoint, &r.plan).await;
-                    let reason = format!("replica {replica} exited with {exit}");
-                    match self.restart {
-                        RestartPolicy::OnFailure { max_restarts, backoff } if r.restarts < max_restarts => {
-                            r.restarts += 1;
-                            let reason = live_reason(&reason, r.restarts, max_restarts);
-                            self.restart_replica(r, max_restarts, backoff, &run, &mut restarts, &reason);
-                            self.refresh_state(&live, &reason);
-                        }
-                        _ => break Some(Failure { reason, log_tail }),
+                    if let Some(f) = self.on_exit(&mut live, replica, &instance, exit, &run, &mut restarts).await {
+                        break Some(f);
                     }
                 }
                 Some((replica, result)) = restarts.next() => {
-                    let Some(r) = live.get_mut(replica as usize) else { continue };
-                    match result {
-                        Ok(up) => {
-                            r.up = Some(up);
-                            r.failures = 0;
-                            self.register(r);
-                            exits.push(self.wait_exit(r));
-                            self.refresh_state(&live, "");
-                        }
-                        Err(NotUp::Cancelled) => {}
-                        Err(NotUp::Failed(f)) => match self.restart {
-                            RestartPolicy::OnFailure { max_restarts, backoff } if r.restarts < max_restarts => {
-                                r.restarts += 1;
-                                let reason = live_reason(&f.reason, r.restarts, max_restarts);
-                                self.restart_replica(r, max_restarts, backoff, &run, &mut restarts, &reason);
-                                self.refresh_state(&live, &reason);
-                            }
-                            _ => break Some(f),
-                        },
+                    if let Some(f) = self.on_restarted(&mut live, replica, result, &run, &mut restarts, &mut exits) {
+                        break Some(f);
                     }
                 }
             }
         };
+        self.wind_down(live, restarts, &run, failure).await;
+    }
 
-        // Failed or stopping: everything goes. Endpoints leave the registry before any instance
-        // is stopped, so no request is routed to an instance that is going away.
+    /// An instance exited: out of the registry, logs kept, removed; then restarted if the policy
+    /// allows, else the model fails (returned).
+    async fn on_exit<'a>(
+        &'a self,
+        live: &mut [Live],
+        replica: u32,
+        instance: &InstanceId,
+        exit: Result<Exit, RuntimeError>,
+        run: &CancellationToken,
+        restarts: &mut Restarts<'a>,
+    ) -> Option<Failure> {
+        let r = live.get_mut(replica as usize)?;
+        // An exit of an instance already replaced is old news.
+        let up = r.up.take_if(|up| &up.instance.id == instance)?;
+        let exit = self.exited(&up.endpoint, exit);
+        self.deregister(r, &up.endpoint, &format!("instance exited with {exit}"));
+        let log_tail = self.log_tail(&up.instance.id).await;
+        self.stop_replica(&up.endpoint, &r.plan).await;
+        let reason = format!("replica {replica} exited with {exit}");
+        self.try_restart(live, replica, Failure { reason, log_tail }, run, restarts)
+    }
+
+    /// A restart finished: back in the registry, or another attempt, or the model fails (returned).
+    fn on_restarted<'a>(
+        &'a self,
+        live: &mut [Live],
+        replica: u32,
+        result: Result<Up, NotUp>,
+        run: &CancellationToken,
+        restarts: &mut Restarts<'a>,
+        exits: &mut Exits,
+    ) -> Option<Failure> {
+        let r = live.get_mut(replica as usize)?;
+        match result {
+            Ok(up) => {
+                r.up = Some(up);
+                r.failures = 0;
+                self.register(r);
+                exits.push(self.wait_exit(r));
+                self.refresh_state(live, "");
+                None
+            }
+            Err(NotUp::Cancelled) => None,
+            Err(NotUp::Failed(f)) => self.try_restart(live, replica, f, run, restarts),
+        }
+    }
+
+    /// Schedules another restart of `replica` if the policy allows; else returns the failure.
+    fn try_restart<'a>(
+        &'a self,
+        live: &mut [Live],
+        replica: u32,
+        failure: Failure,
+        run: &CancellationToken,
+        restarts: &mut Restarts<'a>,
+    ) -> Option<Failure> {
+        let r = live.get_mut(replica as usize)?;
+        match self.restart {
+            RestartPolicy::OnFailure {
+                max_restarts,
+                backoff,
+            } if r.restarts < max_restarts => {
+                r.restarts += 1;
+                let reason = format!(
+                    "{}; restarting (attempt {} of {max_restarts})",
+                    failure.reason, r.restarts
+                );
+                self.restart_replica(r, max_restarts, backoff, run, restarts, &reason);
+                self.refresh_state(live, &reason);
+                None
+            }
+            _ => Some(failure),
+        }
+    }
+
+    /// Failed or stopping: everything goes. Endpoints leave the registry before any instance is
+    /// stopped, so no request is routed to an instance that is going away.
+    async fn wind_down(
+        &self,
+        mut live: Vec<Live>,
+        mut restarts: Restarts<'_>,
+        run: &CancellationToken,
+        failure: Option<Failure>,
+    ) {
         if failure.is_none() {
             self.set_state(ModelState::Stopping);
         }
@@ -410,7 +472,7 @@ impl Actor {
         max: u32,
         backoff: Duration,
         run: &CancellationToken,
-        restarts: &mut FuturesUnordered<BoxFuture<'a, (u32, Result<Up, NotUp>)>>,
+        restarts: &mut Restarts<'a>,
         reason: &str,
     ) {
         let replica = r.plan.replica;
@@ -437,7 +499,7 @@ impl Actor {
         live: &mut [Live],
         replica: u32,
         instance: &InstanceId,
-        status: HealthStatus,
+        status: &HealthStatus,
     ) {
         let threshold = self.shared.config.failure_threshold.max(1);
         let Some(r) = live.get_mut(replica as usize) else {
@@ -450,7 +512,7 @@ impl Actor {
         let endpoint = up.endpoint.clone();
         if status.is_ready() {
             r.failures = 0;
-            self.record_health(replica, &status, 0);
+            self.record_health(replica, status, 0);
             if !r.registered {
                 self.register(r);
                 self.refresh_state(live, "");
@@ -458,7 +520,7 @@ impl Actor {
             return;
         }
         r.failures += 1;
-        self.record_health(replica, &status, r.failures);
+        self.record_health(replica, status, r.failures);
         if r.failures >= threshold && r.registered {
             let reason = format!(
                 "replica {replica}: {} probes failed in a row (last: {status})",
@@ -655,10 +717,6 @@ async fn probe_once(
         .unwrap_or_else(|_| {
             HealthStatus::down(format!("probe timed out after {}", format_duration(limit)))
         })
-}
-
-fn live_reason(reason: &str, attempt: u32, max: u32) -> String {
-    format!("{reason}; restarting (attempt {attempt} of {max})")
 }
 
 /// An error and its causes, joined by `: `.

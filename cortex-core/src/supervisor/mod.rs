@@ -357,8 +357,7 @@ impl Supervisor {
         let state = status
             .wait_for(|s| !matches!(s.state, ModelState::Starting))
             .await
-            .map(|s| s.state.clone())
-            .unwrap_or(ModelState::Stopped);
+            .map_or(ModelState::Stopped, |s| s.state.clone());
         match state {
             ModelState::Running | ModelState::Unhealthy { .. } => Ok(()),
             ModelState::Failed { reason, log_tail } => Err(SupervisorError::Failed {
@@ -392,8 +391,7 @@ impl Supervisor {
             .subscribe()
             .wait_for(|s| s.state.is_terminal())
             .await
-            .map(|s| s.state.clone())
-            .unwrap_or(ModelState::Stopped);
+            .map_or(ModelState::Stopped, |s| s.state.clone());
         if let ModelState::Failed { .. } = state {
             let stop_error = slot
                 .stop_error
@@ -607,7 +605,7 @@ pub(crate) fn set_state(shared: &Shared, slot: &Slot, to: ModelState) {
                 tracing::warn!(model = %slot.id, %reason, "model failed");
             }
             _ => {
-                tracing::info!(model = %slot.id, from = from.name(), to = to.name(), "model state")
+                tracing::info!(model = %slot.id, from = from.name(), to = to.name(), "model state");
             }
         }
         emit(shared, &slot.id, EventKind::StateChanged { from, to });

@@ -131,8 +131,7 @@ fn s(secs: f64) -> Duration {
 /// Waits until the model's state satisfies `f`.
 async fn state_where(sup: &Supervisor, m: &ModelId, f: impl Fn(&ModelState) -> bool) -> ModelState {
     let mut rx = sup.watch(m).unwrap();
-    let state = rx.wait_for(|st| f(&st.state)).await.unwrap().state.clone();
-    state
+    rx.wait_for(|st| f(&st.state)).await.unwrap().state.clone()
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
