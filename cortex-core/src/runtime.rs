@@ -41,7 +41,8 @@ pub trait Runtime: Send + Sync + 'static {
         plan: &LaunchPlan,
     ) -> impl Future<Output = Result<Instance, RuntimeError>> + Send;
 
-    /// Resolves when the instance exits, with how it exited.
+    /// Resolves when the instance exits, with how it exited. May be called more than once, and
+    /// concurrently, for the same instance; every call sees the exit.
     ///
     /// # Errors
     ///

@@ -42,6 +42,8 @@ pub struct Script {
     pub stop_delay: Duration,
     /// `Runtime::stop` fails with this message.
     pub stop_error: Option<String>,
+    /// `Runtime::start` panics, as a buggy runtime implementation would.
+    pub start_panic: bool,
 }
 
 impl Default for Script {
@@ -54,6 +56,7 @@ impl Default for Script {
             logs: Vec::new(),
             stop_delay: Duration::ZERO,
             stop_error: None,
+            start_panic: false,
         }
     }
 }
@@ -112,6 +115,12 @@ impl Script {
     /// `Runtime::stop` takes `d`.
     pub fn with_stop_delay(mut self, d: Duration) -> Self {
         self.stop_delay = d;
+        self
+    }
+
+    /// `Runtime::start` panics.
+    pub fn with_start_panic(mut self) -> Self {
+        self.start_panic = true;
         self
     }
 
@@ -313,6 +322,7 @@ impl Runtime for FakeRuntime {
                 .unwrap_or_default()
         };
         tokio::time::sleep(script.start_delay).await;
+        assert!(!script.start_panic, "scripted panic in FakeRuntime::start");
         let mut world = self.world.lock();
         if let Some(message) = script.start_error {
             world.calls.push(Call::Start {

@@ -352,7 +352,40 @@ impl Supervisor {
 
         let mut status = slot.status.subscribe();
         let plans = plans.into_iter().map(|(plan, _)| Arc::new(plan)).collect();
-        tokio::spawn(actor::Actor::new(self.shared.clone(), slot.clone(), &spec).run(plans));
+        let run =
+            tokio::spawn(actor::Actor::new(self.shared.clone(), slot.clone(), &spec).run(plans));
+        // A panic in the actor (a bug in a runtime or probe implementation, say) must not leave the
+        // model `Starting` forever: it fails the model, naming the panic.
+        tokio::spawn({
+            let (shared, slot) = (self.shared.clone(), slot.clone());
+            async move {
+                if let Err(e) = run.await {
+                    let reason = match e.try_into_panic() {
+                        Ok(panic) => {
+                            let what = panic
+                                .downcast_ref::<&str>()
+                                .map(ToString::to_string)
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            format!("internal error: the model's task panicked: {what}; its instances may still run")
+                        }
+                        Err(_) => "internal error: the model's task was cancelled; its instances may still run".to_owned(),
+                    };
+                    *slot
+                        .stop_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
+                    set_state(
+                        &shared,
+                        &slot,
+                        ModelState::Failed {
+                            reason,
+                            log_tail: Vec::new(),
+                        },
+                    );
+                }
+            }
+        });
 
         let state = status
             .wait_for(|s| !matches!(s.state, ModelState::Starting))

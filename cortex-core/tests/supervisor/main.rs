@@ -812,3 +812,21 @@ async fn the_spec_startup_timeout_overrides_the_engine_default() {
     assert_eq!(t.elapsed(), s(60.0));
     sleep(s(0.0)).await;
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_panicking_runtime_fails_the_model_instead_of_hanging() {
+    let h = Harness::new();
+    let m = id("buggy");
+    h.world.script(&m, Script::default().with_start_panic());
+    let err = h.sup.start(spec("buggy")).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "model buggy failed to start: internal error: the model's task panicked: scripted panic in \
+         FakeRuntime::start; its instances may still run"
+    );
+    // A stop reports that the model could not be cleaned up, rather than claiming success.
+    assert!(matches!(
+        h.sup.stop(&m).await,
+        Err(SupervisorError::StopFailed { .. })
+    ));
+}
