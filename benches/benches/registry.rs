@@ -55,10 +55,15 @@ fn filled() -> (InMemoryRegistry, LockedRegistry) {
     (fast, locked)
 }
 
-fn resolve(c: &mut Criterion) {
-    let (fast, locked) = filled();
-    let names: Vec<String> = (0..MODELS).map(|m| format!("served-{m}")).collect();
-    let mut group = c.benchmark_group("registry::resolve");
+/// Resolves every name in turn through both registries, as one criterion group.
+fn compare(
+    c: &mut Criterion,
+    group: &str,
+    fast: &InMemoryRegistry,
+    locked: &LockedRegistry,
+    names: &[String],
+) {
+    let mut group = c.benchmark_group(group);
     group.bench_function("arc_swap", |b| {
         let mut i = 0;
         b.iter(|| {
@@ -74,6 +79,12 @@ fn resolve(c: &mut Criterion) {
         });
     });
     group.finish();
+}
+
+fn resolve(c: &mut Criterion) {
+    let (fast, locked) = filled();
+    let names: Vec<String> = (0..MODELS).map(|m| format!("served-{m}")).collect();
+    compare(c, "registry::resolve", &fast, &locked, &names);
 }
 
 /// The same lookups while another thread re-registers endpoints as fast as it can.
@@ -95,22 +106,7 @@ fn resolve_under_writes(c: &mut Criterion) {
             }
         })
     };
-    let mut group = c.benchmark_group("registry::resolve_under_writes");
-    group.bench_function("arc_swap", |b| {
-        let mut i = 0;
-        b.iter(|| {
-            i = (i + 1) % MODELS;
-            black_box(fast.resolve(black_box(&names[i])))
-        });
-    });
-    group.bench_function("rwlock_baseline", |b| {
-        let mut i = 0;
-        b.iter(|| {
-            i = (i + 1) % MODELS;
-            black_box(locked.resolve(black_box(&names[i])))
-        });
-    });
-    group.finish();
+    compare(c, "registry::resolve_under_writes", &fast, &locked, &names);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
 }
