@@ -33,6 +33,18 @@ impl LockedRegistry {
         self.0.read().unwrap().get(name).cloned()
     }
 
+    fn deregister(&self, name: &str, instance: &str) {
+        let mut map = self.0.write().unwrap();
+        if let Some(list) = map.get(name) {
+            let list: Vec<Endpoint> = list
+                .iter()
+                .filter(|e| e.instance.as_str() != instance)
+                .cloned()
+                .collect();
+            map.insert(name.into(), list.into());
+        }
+    }
+
     fn register(&self, e: Endpoint) {
         let mut map = self.0.write().unwrap();
         let key = e.served_name.clone();
@@ -55,61 +67,111 @@ fn filled() -> (InMemoryRegistry, LockedRegistry) {
     (fast, locked)
 }
 
-/// Resolves every name in turn through both registries, as one criterion group.
-fn compare(
-    c: &mut Criterion,
-    group: &str,
-    fast: &InMemoryRegistry,
-    locked: &LockedRegistry,
-    names: &[String],
+/// Resolves every name in turn, `b.iter`-style.
+fn bench_resolve(
+    b: &mut criterion::Bencher<'_>,
+    resolve: &dyn Fn(&str) -> Option<Arc<[Endpoint]>>,
 ) {
-    let mut group = c.benchmark_group(group);
+    let names: Vec<String> = (0..MODELS).map(|m| format!("served-{m}")).collect();
+    let mut i = 0;
+    b.iter(|| {
+        i = (i + 1) % MODELS;
+        black_box(resolve(black_box(&names[i])))
+    });
+}
+
+/// Runs `work` in a loop on another thread until the returned guard is dropped.
+fn background(work: impl Fn(u32) + Send + 'static) -> impl Drop {
+    struct Stop(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+            if let Some(t) = self.1.take() {
+                t.join().unwrap();
+            }
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut n = 0u32;
+        while !flag.load(Ordering::Relaxed) {
+            work(n);
+            n = n.wrapping_add(1);
+        }
+    });
+    Stop(stop, Some(thread))
+}
+
+/// The registries alone.
+fn resolve(c: &mut Criterion) {
+    let (fast, locked) = filled();
+    let mut group = c.benchmark_group("registry::resolve");
     group.bench_function("arc_swap", |b| {
-        let mut i = 0;
-        b.iter(|| {
-            i = (i + 1) % MODELS;
-            black_box(fast.resolve(black_box(&names[i])))
-        });
+        bench_resolve(b, &|n| fast.resolve(n));
     });
     group.bench_function("rwlock_baseline", |b| {
-        let mut i = 0;
-        b.iter(|| {
-            i = (i + 1) % MODELS;
-            black_box(locked.resolve(black_box(&names[i])))
-        });
+        bench_resolve(b, &|n| locked.resolve(n));
     });
     group.finish();
 }
 
-fn resolve(c: &mut Criterion) {
+/// While another thread resolves too: the gateway's normal case, requests on every core.
+fn resolve_with_reader(c: &mut Criterion) {
     let (fast, locked) = filled();
-    let names: Vec<String> = (0..MODELS).map(|m| format!("served-{m}")).collect();
-    compare(c, "registry::resolve", &fast, &locked, &names);
+    let (fast, locked) = (Arc::new(fast), Arc::new(locked));
+    let mut group = c.benchmark_group("registry::resolve_with_reader");
+    {
+        let other = fast.clone();
+        let _reader = background(move |n| {
+            black_box(other.resolve(&format!("served-{}", n as usize % MODELS)));
+        });
+        group.bench_function("arc_swap", |b| {
+            bench_resolve(b, &|n| fast.resolve(n));
+        });
+    }
+    {
+        let other = locked.clone();
+        let _reader = background(move |n| {
+            black_box(other.resolve(&format!("served-{}", n as usize % MODELS)));
+        });
+        group.bench_function("rwlock_baseline", |b| {
+            bench_resolve(b, &|n| locked.resolve(n));
+        });
+    }
+    group.finish();
 }
 
-/// The same lookups while another thread re-registers endpoints as fast as it can.
+/// While another thread replaces one endpoint after another as fast as it can: a write storm far
+/// beyond the few writes per model lifetime the supervisor makes, to bound the worst case.
 fn resolve_under_writes(c: &mut Criterion) {
     let (fast, locked) = filled();
     let (fast, locked) = (Arc::new(fast), Arc::new(locked));
-    let names: Vec<String> = (0..MODELS).map(|m| format!("served-{m}")).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (fast, locked, stop) = (fast.clone(), locked.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut n = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                let m = (n as usize) % MODELS;
-                fast.deregister(&format!("served-{m}"), &InstanceId::new(format!("i-{m}-1")));
-                fast.register(endpoint(m, 1));
-                locked.register(endpoint(m, 1));
-                n = n.wrapping_add(1);
-            }
-        })
-    };
-    compare(c, "registry::resolve_under_writes", &fast, &locked, &names);
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    let mut group = c.benchmark_group("registry::resolve_under_writes");
+    {
+        let writer = fast.clone();
+        let _writer = background(move |n| {
+            let m = n as usize % MODELS;
+            writer.deregister(&format!("served-{m}"), &InstanceId::new(format!("i-{m}-1")));
+            writer.register(endpoint(m, 1));
+        });
+        group.bench_function("arc_swap", |b| {
+            bench_resolve(b, &|n| fast.resolve(n));
+        });
+    }
+    {
+        let writer = locked.clone();
+        let _writer = background(move |n| {
+            let m = n as usize % MODELS;
+            writer.deregister(&format!("served-{m}"), &format!("i-{m}-1"));
+            writer.register(endpoint(m, 1));
+        });
+        group.bench_function("rwlock_baseline", |b| {
+            bench_resolve(b, &|n| locked.resolve(n));
+        });
+    }
+    group.finish();
 }
 
-criterion_group!(benches, resolve, resolve_under_writes);
+criterion_group!(benches, resolve, resolve_with_reader, resolve_under_writes);
 criterion_main!(benches);
