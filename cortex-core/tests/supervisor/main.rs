@@ -371,6 +371,12 @@ async fn hanging_probes_count_as_failures_after_the_probe_timeout() {
         reason,
         "replica 0: 3 probes failed in a row (last: down: probe timed out after 5s)"
     );
+
+    // An unhealthy model stops like a running one.
+    h.sup.stop(&m).await.unwrap();
+    assert_eq!(h.status(&m).state, ModelState::Stopped);
+    assert!(h.world.live().is_empty());
+    assert_eq!(h.stops().len(), 1);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
