@@ -1,14 +1,78 @@
-//! A zero-copy GGUF reader that never panics on bad input, and a memory estimator that predicts what
-//! llama.cpp allocates on each GPU and on the host.
+//! A zero-copy GGUF reader that never panics on bad input.
 //!
-//! # Status
+//! # Overview
 //!
-//! This crate is part of the workspace layout but holds no code yet: the reader arrives with the
-//! cortex-gguf issue and the estimator with the memory-estimator issue (see `docs/architecture.md`).
-//! Nothing here is usable today.
+//! [`Gguf::parse`] takes the bytes of a GGUF file (any `&[u8]`: a memory map, a `Vec`, a fuzzer's
+//! input) and returns borrowed views: keys and strings as `&str`, arrays iterated lazily without
+//! allocating, tensor infos with their names, dimensions, ggml types and offsets. Everything is
+//! validated while parsing, at least as strictly as llama.cpp's own reader; a malformed file gives
+//! an [`Error`] naming the byte offset and what was found there — never a panic, never an
+//! allocation larger than the input, never recursion.
+//!
+//! With the `mmap` feature, [`GgufFile::open`] maps a file and [`GgufModel::open`] opens a split
+//! set (`name-00001-of-00009.gguf`) from any of its shards, checking every shard. [`ModelInfo`]
+//! summarizes a model as llama.cpp describes it. [`GgufBuilder`] writes files (for tests, fuzz
+//! seeds and benchmarks).
+//!
+//! ```
+//! use cortex_gguf::{Gguf, GgufBuilder, GgmlType, OwnedValue};
+//!
+//! let bytes = GgufBuilder::new()
+//!     .kv("general.architecture", "llama")
+//!     .kv("llama.context_length", 8192u32)
+//!     .kv("tokenizer.ggml.tokens", OwnedValue::strings(["<unk>", "<s>", "</s>"]))
+//!     .tensor("token_embd.weight", [4096, 3], GgmlType::F16)
+//!     .build();
+//!
+//! let gguf = Gguf::parse(&bytes)?;
+//! assert_eq!(gguf.arch_get::<u64>("context_length")?, 8192);
+//! let tokens = gguf.get::<cortex_gguf::Array<'_>>("tokenizer.ggml.tokens")?;
+//! let tokens: Vec<&str> = tokens.typed::<&str>().flatten().collect();
+//! assert_eq!(tokens, ["<unk>", "<s>", "</s>"]);
+//!
+//! // Truncated anywhere: an error with an offset, never a panic.
+//! let err = Gguf::parse(&bytes[..40]).unwrap_err();
+//! assert!(err.to_string().contains("at byte"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Safety
+//!
+//! The parser is safe code that reads through a bounds-checked cursor, with
+//! `clippy::indexing_slicing` and `clippy::arithmetic_side_effects` denied in this crate. The only
+//! `unsafe` is the memory map of the `mmap` feature (see [`GgufFile::open`]).
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---------|---------|--------------|
+//! | `mmap`  | no      | `GgufFile` and `GgufModel`, opening files and split sets by memory map (memmap2) |
+//! | `full`  | no      | every feature above |
 //!
 //! # Minimum supported Rust version
 //!
 //! Rust 1.85, rolling, at least six months behind stable.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+mod cursor;
+mod error;
+#[cfg(feature = "mmap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mmap")))]
+mod file;
+mod gguf;
+mod info;
+mod types;
+mod writer;
+
+pub use error::{Counted, Error};
+#[cfg(feature = "mmap")]
+pub use file::{GgufFile, GgufModel, OpenError};
+pub use gguf::{
+    Array, ArrayIter, ByteOrder, DEFAULT_ALIGNMENT, FromValue, GetError, Gguf, Kv, MAX_ARRAY_LEN,
+    MAX_DIMS, MAX_STRING_LEN, MAX_TENSOR_NAME, TensorInfo, Value,
+};
+pub use info::{FileType, ModelInfo, PerLayer, Rope, SwaPattern, ftype_name};
+pub use types::{BlockLayout, GgmlType, ValueType};
+pub use writer::{GgufBuilder, OwnedValue};
