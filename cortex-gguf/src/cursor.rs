@@ -50,20 +50,17 @@ impl<'a> Cursor<'a> {
             .ok()
             .and_then(|n| self.pos.checked_add(n).map(|end| (n, end)))
             .and_then(|(_, end)| self.data.get(self.pos..end).map(|s| (s, end)));
-        match slice {
-            Some((s, end)) => {
-                self.pos = end;
-                Ok(s)
-            }
-            None => {
-                let offset = self.offset();
-                self.pos = self.data.len();
-                Err(Error::UnexpectedEof {
-                    offset,
-                    needed: n,
-                    available: available as u64,
-                })
-            }
+        if let Some((s, end)) = slice {
+            self.pos = end;
+            Ok(s)
+        } else {
+            let offset = self.offset();
+            self.pos = self.data.len();
+            Err(Error::UnexpectedEof {
+                offset,
+                needed: n,
+                available: available as u64,
+            })
         }
     }
 

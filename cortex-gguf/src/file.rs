@@ -31,7 +31,7 @@ pub enum OpenError {
         source: Error,
     },
     /// A shard of a split set does not exist.
-    #[error("split set {}: shard {} of {count} is missing", first.display(), missing.display())]
+    #[error("split set of {count} shards starting at {}: {} is missing", first.display(), missing.display())]
     MissingShard {
         /// The first shard's path.
         first: PathBuf,
@@ -177,29 +177,12 @@ impl GgufModel {
                     count,
                 });
             }
-            let file = GgufFile::open(&shard)?;
-            let gguf = file.gguf();
-            let bad = |problem: String| OpenError::BadShard {
-                path: shard.clone(),
-                problem,
-            };
-            match gguf.get::<u32>("split.no") {
-                Ok(n) if n.checked_add(1) == Some(no) => {}
-                Ok(n) => {
-                    return Err(bad(format!(
-                        "split.no is {n}, the name says {}",
-                        no.saturating_sub(1)
-                    )));
-                }
-                Err(e) => return Err(bad(e.to_string())),
-            }
-            match gguf.get::<u32>("split.count") {
-                Ok(n) if n == count => {}
-                Ok(n) => return Err(bad(format!("split.count is {n}, the name says {count}"))),
-                Err(e) => return Err(bad(e.to_string())),
-            }
-            drop(gguf);
-            shards.push(file);
+            shards.push(GgufFile::open(&shard)?);
+        }
+        {
+            let views: Vec<(&Path, Gguf<'_>)> =
+                shards.iter().map(|s| (s.path(), s.gguf())).collect();
+            check_split_set(&views, count)?;
         }
         let mut shards = shards.into_iter();
         let Some(first_file) = shards.next() else {
@@ -213,39 +196,6 @@ impl GgufModel {
             first: first_file,
             rest: shards.collect(),
         };
-        let total: u64 = model.shards().map(|s| s.gguf().tensor_count() as u64).sum();
-        match model.gguf().get::<u64>("split.tensors.count") {
-            Ok(n) if n == total => {}
-            Ok(n) => {
-                return Err(OpenError::BadShard {
-                    path: first,
-                    problem: format!(
-                        "split.tensors.count is {n}, but the shards hold {total} tensors"
-                    ),
-                });
-            }
-            Err(e) => {
-                return Err(OpenError::BadShard {
-                    path: first,
-                    problem: e.to_string(),
-                });
-            }
-        }
-        // Tensor names are unique within each shard (the parser checks); check across shards.
-        let mut names: Vec<(&str, usize)> = model.tensors().map(|(i, t)| (t.name(), i)).collect();
-        names.sort_unstable();
-        if let Some(pair) = names.windows(2).find(|w| matches!(w, [a, b] if a.0 == b.0)) {
-            if let [(name, a), (_, b)] = pair {
-                let path = model
-                    .shards()
-                    .nth(*b)
-                    .map_or_else(PathBuf::new, |s| s.path.clone());
-                return Err(OpenError::BadShard {
-                    path,
-                    problem: format!("tensor {name:?} is also in shard {}", a.saturating_add(1)),
-                });
-            }
-        }
         Ok(model)
     }
 
@@ -281,6 +231,108 @@ impl GgufModel {
     /// The model's summary, counting the tensors of every shard.
     pub fn info(&self) -> ModelInfo {
         ModelInfo::from_parts(&self.gguf(), self.tensors().map(|(_, t)| t))
+    }
+}
+
+/// Checks that `shards`, in order, form one split set of `count` shards: each one's `split.no`
+/// matches its place, all agree on `split.count`, the first one's `split.tensors.count` equals
+/// the tensors of all, and no tensor name repeats across shards.
+pub(crate) fn check_split_set(shards: &[(&Path, Gguf<'_>)], count: u32) -> Result<(), OpenError> {
+    let bad = |path: &Path, problem: String| OpenError::BadShard {
+        path: path.to_owned(),
+        problem,
+    };
+    if shards.len() != count as usize {
+        let path = shards.first().map_or(Path::new(""), |s| s.0);
+        return Err(bad(
+            path,
+            format!("{} shards for a set of {count}", shards.len()),
+        ));
+    }
+    for (no, (path, gguf)) in (0u32..).zip(shards) {
+        match gguf.get::<u32>("split.no") {
+            Ok(n) if n == no => {}
+            Ok(n) => return Err(bad(path, format!("split.no is {n}, the name says {no}"))),
+            Err(e) => return Err(bad(path, e.to_string())),
+        }
+        match gguf.get::<u32>("split.count") {
+            Ok(n) if n == count => {}
+            Ok(n) => {
+                return Err(bad(
+                    path,
+                    format!("split.count is {n}, the name says {count}"),
+                ));
+            }
+            Err(e) => return Err(bad(path, e.to_string())),
+        }
+    }
+    let Some((first, head)) = shards.first() else {
+        return Ok(());
+    };
+    let total: u64 = shards.iter().map(|(_, g)| g.tensor_count() as u64).sum();
+    match head.get::<u64>("split.tensors.count") {
+        Ok(n) if n == total => {}
+        Ok(n) => {
+            return Err(bad(
+                first,
+                format!("split.tensors.count is {n}, but the shards hold {total} tensors"),
+            ));
+        }
+        Err(e) => return Err(bad(first, e.to_string())),
+    }
+    // Names are unique within each shard (the parser checks); check across shards.
+    let mut names: Vec<(&str, usize)> = shards
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, g))| g.clone().into_tensors().map(move |t| (t.name(), i)))
+        .collect();
+    names.sort_unstable();
+    for pair in names.windows(2) {
+        if let [(name, a), (other, b)] = *pair {
+            if name == other {
+                let path = shards.get(b).map_or(Path::new(""), |s| s.0);
+                return Err(bad(
+                    path,
+                    format!("tensor {name:?} is also in shard {}", a.saturating_add(1)),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Entry points for the fuzz targets (`fuzz/`), compiled only under `cfg(fuzzing)`.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use std::path::PathBuf;
+
+    use crate::Gguf;
+
+    /// Cuts `data` into shards at each `SHARD` separator, parses each, and checks them as one
+    /// split set (whatever its `split.count` says about the length).
+    pub fn split_set(data: &[u8]) {
+        const SEPARATOR: &[u8] = b"\xffSHARD\xff";
+        let mut shards = Vec::new();
+        let mut rest = data;
+        while let Some(at) = rest.windows(SEPARATOR.len()).position(|w| w == SEPARATOR) {
+            let (head, tail) = rest.split_at(at);
+            shards.push(head);
+            rest = tail.get(SEPARATOR.len()..).unwrap_or(&[]);
+        }
+        shards.push(rest);
+        let paths: Vec<PathBuf> = (1..=shards.len())
+            .map(|i| PathBuf::from(format!("m-{i:05}.gguf")))
+            .collect();
+        let parsed: Vec<_> = shards.iter().map(|s| Gguf::parse(s)).collect();
+        if parsed.iter().all(Result::is_ok) {
+            let views: Vec<_> = paths
+                .iter()
+                .map(PathBuf::as_path)
+                .zip(parsed.into_iter().flatten())
+                .collect();
+            let count = u32::try_from(views.len()).unwrap_or(u32::MAX);
+            let _ = super::check_split_set(&views, count);
+        }
     }
 }
 

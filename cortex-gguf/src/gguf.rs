@@ -325,7 +325,7 @@ impl Header {
         }
         // As gguf-py: a version whose low half is zero read little-endian is a big-endian file.
         let raw = c.u32()?;
-        let (version, byte_order) = if raw & 0xFFFF == 0 {
+        let (version, byte_order) = if raw.trailing_zeros() >= 16 {
             (raw.swap_bytes(), ByteOrder::Big)
         } else {
             (raw, ByteOrder::Little)
@@ -500,15 +500,15 @@ fn read_kv<'a>(c: &mut Cursor<'a>) -> Result<Kv<'a>, Error> {
 fn read_value<'a>(c: &mut Cursor<'a>, ty: ValueType) -> Result<Value<'a>, Error> {
     Ok(match ty {
         ValueType::U8 => Value::U8(c.u8()?),
-        ValueType::I8 => Value::I8(c.u8()?.cast_signed()),
+        ValueType::I8 => Value::I8(i8::from_ne_bytes([c.u8()?])),
         ValueType::U16 => Value::U16(c.u16()?),
-        ValueType::I16 => Value::I16(c.u16()?.cast_signed()),
+        ValueType::I16 => Value::I16(i16::from_ne_bytes(c.u16()?.to_ne_bytes())),
         ValueType::U32 => Value::U32(c.u32()?),
-        ValueType::I32 => Value::I32(c.u32()?.cast_signed()),
+        ValueType::I32 => Value::I32(i32::from_ne_bytes(c.u32()?.to_ne_bytes())),
         ValueType::F32 => Value::F32(f32::from_bits(c.u32()?)),
         ValueType::Bool => Value::Bool(c.u8()? != 0),
         ValueType::U64 => Value::U64(c.u64()?),
-        ValueType::I64 => Value::I64(c.u64()?.cast_signed()),
+        ValueType::I64 => Value::I64(i64::from_ne_bytes(c.u64()?.to_ne_bytes())),
         ValueType::F64 => Value::F64(f64::from_bits(c.u64()?)),
         ValueType::String => Value::String(c.string()?.1),
         ValueType::Array => {
@@ -581,16 +581,18 @@ fn read_tensor<'a>(c: &mut Cursor<'a>) -> Result<TensorInfo<'a>, Error> {
     for d in dims.iter_mut().take(n_dims as usize) {
         let at = c.offset();
         let v = c.size()?;
-        if v.cast_signed() < 0 {
+        // ggml reads dimensions as signed 64-bit integers.
+        let signed = i64::from_ne_bytes(v.to_ne_bytes());
+        if signed < 0 {
             return Err(Error::NegativeDim {
                 offset: at,
-                found: v.cast_signed(),
+                found: signed,
             });
         }
         // ggml counts elements in a signed 64-bit integer.
         elements = elements
             .checked_mul(v)
-            .filter(|&e| e <= i64::MAX as u64)
+            .filter(|&e| i64::try_from(e).is_ok())
             .ok_or(Error::SizeOverflow { offset: at })?;
         *d = v;
     }
@@ -816,6 +818,15 @@ impl fmt::Debug for Array<'_> {
             .field("len", &self.len)
             .field("offset", &self.offset)
             .finish_non_exhaustive()
+    }
+}
+
+impl<'a> IntoIterator for &Array<'a> {
+    type Item = Result<Value<'a>, Error>;
+    type IntoIter = ArrayIter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
     }
 }
 

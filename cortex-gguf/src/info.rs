@@ -49,7 +49,7 @@ pub struct ModelInfo {
     pub expert_used_count: Option<u32>,
     /// Tokens in `tokenizer.ggml.tokens`, else `<arch>.vocab_size`.
     pub vocab_size: Option<u64>,
-    /// RoPE settings.
+    /// Rotary position embedding (`RoPE`) settings.
     pub rope: Rope,
     /// Whether `tokenizer.chat_template` is present.
     pub has_chat_template: bool,
@@ -105,7 +105,7 @@ pub enum SwaPattern {
     Layers(Vec<bool>),
 }
 
-/// RoPE settings from the metadata.
+/// Rotary position embedding (`RoPE`) settings from the metadata.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Rope {
@@ -142,7 +142,7 @@ impl ModelInfo {
                 .and_then(|v| per_layer(&v))
         };
 
-        let mut tensors: Vec<TensorInfo<'t>> = tensors.collect();
+        let tensors: Vec<TensorInfo<'t>> = tensors.collect();
         let parameters = tensors
             .iter()
             .map(TensorInfo::elements)
@@ -151,45 +151,7 @@ impl ModelInfo {
             .iter()
             .filter_map(|t| t.bytes().ok())
             .fold(0u64, u64::saturating_add);
-        // llama.cpp walks tensors in name order (a std::map) when it guesses the file type.
-        tensors.sort_by(|a, b| a.name().cmp(b.name()));
-        let mut counts: Vec<(GgmlType, u32)> = Vec::new();
-        let mut most = (GgmlType::F32, 0u32);
-        for t in &tensors {
-            let n = match counts.iter_mut().find(|(ty, _)| *ty == t.ggml_type()) {
-                Some((_, n)) => {
-                    *n = n.saturating_add(1);
-                    *n
-                }
-                None => {
-                    counts.push((t.ggml_type(), 1));
-                    1
-                }
-            };
-            if most.1 < n {
-                most = (t.ggml_type(), n);
-            }
-        }
-        counts.sort_by_key(|(ty, _)| ty.0);
-
-        let file_type = match gguf.get::<u32>("general.file_type") {
-            Ok(id) => FileType {
-                id,
-                guessed: false,
-                label: ftype_name(id).unwrap_or("unknown, may not work").to_owned(),
-            },
-            Err(_) => {
-                let id = guess_ftype(most.0);
-                FileType {
-                    id,
-                    guessed: true,
-                    label: format!(
-                        "(guessed) {}",
-                        ftype_name(id).unwrap_or("unknown, may not work")
-                    ),
-                }
-            }
-        };
+        let (tensor_types, file_type) = tensor_types_and_file_type(gguf, tensors);
 
         let sliding_window_pattern = key("attention.sliding_window_pattern")
             .and_then(|k| gguf.value(&k))
@@ -214,7 +176,7 @@ impl ModelInfo {
             parameters,
             tensor_bytes,
             file_type,
-            tensor_types: counts,
+            tensor_types,
             block_count: u32_of("block_count"),
             context_length: u64_of("context_length"),
             embedding_length: u64_of("embedding_length"),
@@ -240,6 +202,50 @@ impl ModelInfo {
             has_chat_template: gguf.value("tokenizer.chat_template").is_some(),
         }
     }
+}
+
+/// The tensor type histogram, and the file type: `general.file_type`, or llama.cpp's guess from
+/// the most common tensor type.
+fn tensor_types_and_file_type(
+    gguf: &Gguf<'_>,
+    mut tensors: Vec<TensorInfo<'_>>,
+) -> (Vec<(GgmlType, u32)>, FileType) {
+    // llama.cpp walks tensors in name order (a std::map) when it guesses the file type, and the
+    // first type to reach the highest count wins.
+    tensors.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut counts: Vec<(GgmlType, u32)> = Vec::new();
+    let mut most = (GgmlType::F32, 0u32);
+    for t in &tensors {
+        let n = if let Some((_, n)) = counts.iter_mut().find(|(ty, _)| *ty == t.ggml_type()) {
+            *n = n.saturating_add(1);
+            *n
+        } else {
+            counts.push((t.ggml_type(), 1));
+            1
+        };
+        if most.1 < n {
+            most = (t.ggml_type(), n);
+        }
+    }
+    counts.sort_by_key(|(ty, _)| ty.0);
+    let file_type = if let Ok(id) = gguf.get::<u32>("general.file_type") {
+        FileType {
+            id,
+            guessed: false,
+            label: ftype_name(id).unwrap_or("unknown, may not work").to_owned(),
+        }
+    } else {
+        let id = guess_ftype(most.0);
+        FileType {
+            id,
+            guessed: true,
+            label: format!(
+                "(guessed) {}",
+                ftype_name(id).unwrap_or("unknown, may not work")
+            ),
+        }
+    };
+    (counts, file_type)
 }
 
 fn per_layer(v: &Value<'_>) -> Option<PerLayer> {

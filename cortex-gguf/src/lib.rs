@@ -67,6 +67,8 @@ mod types;
 mod writer;
 
 pub use error::{Counted, Error};
+#[cfg(all(fuzzing, feature = "mmap"))]
+pub use file::fuzzing;
 #[cfg(feature = "mmap")]
 pub use file::{GgufFile, GgufModel, OpenError};
 pub use gguf::{

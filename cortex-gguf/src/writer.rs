@@ -272,6 +272,11 @@ impl GgufBuilder {
     }
 
     /// The complete file: header, then zeroed tensor data.
+    ///
+    /// # Panics
+    ///
+    /// When the file would not fit in memory; write large files with
+    /// [`write_header`](Self::write_header) and a sparse `set_len`.
     pub fn build(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let total = self
@@ -351,16 +356,16 @@ impl GgufBuilder {
     fn value(&self, buf: &mut Vec<u8>, v: &OwnedValue) {
         match v {
             OwnedValue::U8(x) => buf.push(*x),
-            OwnedValue::I8(x) => buf.push(x.cast_unsigned()),
+            OwnedValue::I8(x) => buf.extend_from_slice(&x.to_ne_bytes()),
             OwnedValue::U16(x) => self.u16(buf, *x),
-            OwnedValue::I16(x) => self.u16(buf, x.cast_unsigned()),
+            OwnedValue::I16(x) => self.u16(buf, u16::from_ne_bytes(x.to_ne_bytes())),
             OwnedValue::U32(x) => self.u32(buf, *x),
-            OwnedValue::I32(x) => self.u32(buf, x.cast_unsigned()),
+            OwnedValue::I32(x) => self.u32(buf, u32::from_ne_bytes(x.to_ne_bytes())),
             OwnedValue::F32(x) => self.u32(buf, x.to_bits()),
             OwnedValue::Bool(x) => buf.push(u8::from(*x)),
             OwnedValue::String(s) => self.string(buf, s),
             OwnedValue::U64(x) => self.u64(buf, *x),
-            OwnedValue::I64(x) => self.u64(buf, x.cast_unsigned()),
+            OwnedValue::I64(x) => self.u64(buf, u64::from_ne_bytes(x.to_ne_bytes())),
             OwnedValue::F64(x) => self.u64(buf, x.to_bits()),
             OwnedValue::Array(elem, items) => {
                 self.u32(buf, elem.id());
