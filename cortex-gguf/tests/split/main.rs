@@ -102,7 +102,8 @@ fn a_missing_shard_is_named() {
 
 #[test]
 fn shards_that_disagree_are_refused() {
-    let cases: [(&str, Box<dyn Fn(&Dir)>, &str); 4] = [
+    type Break = Box<dyn Fn(&Dir)>;
+    let cases: [(&str, Break, &str); 4] = [
         (
             "wrong-no",
             Box::new(|d: &Dir| {
