@@ -136,7 +136,10 @@ struct TensorSpec {
     offset: Option<u64>,
 }
 
-/// Writes a GGUF file; see the [module docs](self).
+/// Writes a GGUF file in llama.cpp's layout: header, key-value pairs, tensor infos, padding to the
+/// alignment, then each tensor's data (zeros) at the previous end rounded up to the alignment.
+/// Anything can be written, including what the reader refuses (a `general.alignment` of the wrong
+/// type, say), so tests can build malformed files from valid ones.
 ///
 /// ```
 /// use cortex_gguf::{ByteOrder, Gguf, GgufBuilder, GgmlType, OwnedValue};

@@ -64,24 +64,25 @@ fn reference(file: &Path) -> Json {
 }
 
 /// The first place two documents differ, as a path.
-fn first_difference(a: &Json, b: &Json, path: &str) -> Option<String> {
-    match (a, b) {
-        (Json::Object(x), Json::Object(y)) => {
-            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+fn first_difference(ours: &Json, theirs: &Json, path: &str) -> Option<String> {
+    match (ours, theirs) {
+        (Json::Object(left), Json::Object(right)) => {
+            let mut keys: Vec<&String> = left.keys().chain(right.keys()).collect();
             keys.sort();
             keys.dedup();
-            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
-                (Some(v), Some(w)) => first_difference(v, w, &format!("{path}.{k}")),
-                (v, w) => Some(format!("{path}.{k}: {v:?} vs {w:?}")),
-            })
+            keys.into_iter()
+                .find_map(|key| match (left.get(key), right.get(key)) {
+                    (Some(l), Some(r)) => first_difference(l, r, &format!("{path}.{key}")),
+                    (l, r) => Some(format!("{path}.{key}: {l:?} vs {r:?}")),
+                })
         }
-        (Json::Array(x), Json::Array(y)) if x.len() == y.len() => x
+        (Json::Array(left), Json::Array(right)) if left.len() == right.len() => left
             .iter()
-            .zip(y)
+            .zip(right)
             .enumerate()
-            .find_map(|(i, (v, w))| first_difference(v, w, &format!("{path}[{i}]"))),
-        (x, y) if x == y => None,
-        (x, y) => Some(format!("{path}: {x} vs {y}")),
+            .find_map(|(i, (l, r))| first_difference(l, r, &format!("{path}[{i}]"))),
+        (l, r) if l == r => None,
+        (l, r) => Some(format!("{path}: {l} vs {r}")),
     }
 }
 
