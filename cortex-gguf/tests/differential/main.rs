@@ -1,4 +1,4 @@
-//! `gguf-inspect --json --full` against the reference reader (PyPI `gguf`) on the same files: the
+//! `gguf-inspect --json --full` against the reference reader (`PyPI` `gguf`) on the same files: the
 //! real Gemma model, every vocab file of the pinned llama.cpp, and writer outputs. Same keys, value
 //! types and values, tensor names, types, dims, offsets and sizes, version, byte order, alignment
 //! and data offset.

@@ -141,7 +141,10 @@ fn gemma_matches_what_llama_server_printed() {
     );
 
     // Every tensor's data lies inside the file, and the last one ends at its end (no trailing bytes).
-    let last = gguf.tensors().max_by_key(|t| t.offset()).unwrap();
+    let last = gguf
+        .tensors()
+        .max_by_key(cortex_gguf::TensorInfo::offset)
+        .unwrap();
     assert_eq!(
         gguf.data_offset() + last.offset() + last.bytes().unwrap(),
         file.len()
@@ -178,7 +181,7 @@ fn every_vocab_file_of_the_pinned_llama_cpp_parses() {
             .get::<cortex_gguf::Array<'_>>("tokenizer.ggml.tokens")
             .unwrap();
         assert!(tokens.len() > 1000, "{}", path.display());
-        for token in tokens.iter() {
+        for token in &tokens {
             let token = token.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(matches!(token, Value::String(_)));
         }

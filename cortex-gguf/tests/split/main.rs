@@ -110,7 +110,7 @@ fn shards_that_disagree_are_refused() {
                 write(
                     &d.shard(2, 3),
                     &shard(3, 3, 5, &["blk.0.attn_q.weight", "blk.0.attn_k.weight"]),
-                )
+                );
             }),
             "split.no is 2, the name says 1",
         ),
@@ -120,7 +120,7 @@ fn shards_that_disagree_are_refused() {
                 write(
                     &d.shard(3, 3),
                     &shard(3, 4, 5, &["blk.1.attn_q.weight", "output.weight"]),
-                )
+                );
             }),
             "split.count is 4, the name says 3",
         ),
@@ -135,7 +135,7 @@ fn shards_that_disagree_are_refused() {
                 write(
                     &d.shard(3, 3),
                     &shard(3, 3, 5, &["blk.0.attn_q.weight", "output.weight"]),
-                )
+                );
             }),
             "tensor \"blk.0.attn_q.weight\" is also in shard 2",
         ),

@@ -20,7 +20,7 @@ fn require(path: PathBuf) -> PathBuf {
     path
 }
 
-/// The real Gemma 3 270M Q4_K_M model.
+/// The real Gemma 3 270M `Q4_K_M` model.
 pub fn gemma() -> PathBuf {
     require(cache().join("models/gemma-3-270m-q4_k_m.gguf"))
 }
