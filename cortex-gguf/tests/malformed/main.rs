@@ -2,6 +2,13 @@
 //! llama.cpp's published GGUF advisories. Each must give its error, at the right byte, and never
 //! panic.
 
+// Test code: sizes are small and known, and a long test reads better as one story.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::too_many_lines
+)]
+
 use cortex_gguf::{
     ByteOrder, Counted, Error, GgmlType, Gguf, GgufBuilder, MAX_TENSOR_NAME, OwnedValue, Value,
     ValueType,

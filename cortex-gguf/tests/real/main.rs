@@ -2,6 +2,13 @@
 //! against what the real llama-server printed when it loaded the same Gemma file
 //! (`shared/facts/llama-server-captures/startup_log_default_lv4.txt`). No expected value is typed in.
 
+// Test code: sizes are small and known, and a long test reads better as one story.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::too_many_lines
+)]
+
 #[path = "../support/mod.rs"]
 mod support;
 
