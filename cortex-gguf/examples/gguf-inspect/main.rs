@@ -140,6 +140,29 @@ fn summary(model: &GgufModel, full: bool) -> String {
     for (ty, n) in &info.tensor_types {
         println!("type {ty:>8}:  {n} tensors");
     }
+    out.push_str(&metadata(&gguf, full));
+    println!("\ntensors ({}):", model.tensors().count());
+    for (shard, t) in model.tensors() {
+        println!(
+            "  {:<40} {:>8} {:?} shard {} offset {}",
+            t.name(),
+            t.ggml_type().to_string(),
+            t.dims(),
+            shard + 1,
+            t.offset()
+        );
+    }
+    out
+}
+
+/// The key-value listing of the summary.
+fn metadata(gguf: &cortex_gguf::Gguf<'_>, full: bool) -> String {
+    let mut out = String::new();
+    macro_rules! println {
+        ($($t:tt)*) => {{
+            let _ = writeln!(out, $($t)*);
+        }};
+    }
     println!("\nmetadata ({} keys):", gguf.kv_count());
     for kv in gguf.kvs() {
         let value = match &kv.value {
@@ -168,17 +191,6 @@ fn summary(model: &GgufModel, full: bool) -> String {
             }
         };
         println!("  {:<45} {value}", kv.key);
-    }
-    println!("\ntensors ({}):", model.tensors().count());
-    for (shard, t) in model.tensors() {
-        println!(
-            "  {:<40} {:>8} {:?} shard {} offset {}",
-            t.name(),
-            t.ggml_type().to_string(),
-            t.dims(),
-            shard + 1,
-            t.offset()
-        );
     }
     out
 }

@@ -166,10 +166,7 @@ fn gemma_matches_what_llama_server_printed() {
     let tokens = gguf
         .get::<cortex_gguf::Array<'_>>("tokenizer.ggml.tokens")
         .unwrap();
-    assert_eq!(
-        tokens.iter().flatten().count() as u64,
-        tokens.len()
-    );
+    assert_eq!(tokens.iter().flatten().count() as u64, tokens.len());
     assert_eq!(tokens.get(2).unwrap().unwrap(), Value::String("<bos>"));
 }
 
