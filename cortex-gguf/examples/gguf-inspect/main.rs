@@ -8,6 +8,9 @@
 //! tensors). With `--json`: the stable document described in docs/gguf.md; long arrays show their
 //! length and first items unless `--full`. A split set is opened from any shard.
 
+// Sizes and counts are shown rounded to two decimals: precision beyond 2^52 does not matter.
+#![allow(clippy::cast_precision_loss)]
+
 mod json;
 
 use std::fmt::Write as _;
