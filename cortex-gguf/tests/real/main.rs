@@ -192,3 +192,31 @@ fn every_vocab_file_of_the_pinned_llama_cpp_parses() {
         assert_eq!(info.vocab_size, Some(tokens.len()));
     }
 }
+
+/// The type table is `shared/facts/ggml-types.tsv` (from the pinned ggml) row for row: every id,
+/// name, block size and bytes per block, and nothing else.
+#[test]
+fn the_type_table_is_the_pinned_ggml_table() {
+    let tsv = std::fs::read_to_string(support::facts().join("ggml-types.tsv")).unwrap();
+    let mut rows = 0;
+    for line in tsv.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (id, name, block, bytes) = (
+            cols[0].parse().unwrap(),
+            cols[1],
+            cols[2].parse().unwrap(),
+            cols[3].parse().unwrap(),
+        );
+        let layout = GgmlType(id)
+            .block()
+            .unwrap_or_else(|| panic!("type {id} ({name}) is missing"));
+        assert_eq!(
+            (layout.name, layout.elements, layout.bytes),
+            (name, block, bytes),
+            "type {id}"
+        );
+        assert_eq!(GgmlType::from_name(name), Some(GgmlType(id)));
+        rows += 1;
+    }
+    assert_eq!(GgmlType::all().count(), rows, "no type beyond the table");
+}
