@@ -1,5 +1,7 @@
 //! A zero-copy GGUF reader that never panics on bad input.
 //!
+//! The memory estimator for llama.cpp will live here too; it is not written yet.
+//!
 //! # Overview
 //!
 //! [`Gguf::parse`] takes the bytes of a GGUF file (any `&[u8]`: a memory map, a `Vec`, a fuzzer's
