@@ -1,11 +1,5 @@
-//! Launch plans for llama.cpp's `llama-server` and vLLM, the process and Docker runtimes, health
-//! probes and engine error translation, implementing the traits of [`cortex_core`].
-//!
-//! # Status
-//!
-//! This crate is part of the workspace layout but holds no code yet: plans, the process runtime and
-//! the HTTP health probe arrive with the cortex-engines issue, the Docker runtime with the Docker
-//! runtime issue (see `docs/architecture.md`). Nothing here is usable today.
+//! Launch plans for llama.cpp's `llama-server` and vLLM, the process runtime, the HTTP health
+//! probe, and engine error translation, implementing the traits of [`cortex_core`].
 //!
 //! # Minimum supported Rust version
 //!
@@ -13,5 +7,13 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[doc(no_inline)]
-pub use cortex_core::{Engine, HealthProbe, Runtime};
+pub mod flags;
+pub mod llamacpp;
+mod probe;
+mod resolve;
+pub mod runtime;
+
+pub use llamacpp::{LlamaCppEngine, LlamaCppSettings};
+pub use probe::HttpProbe;
+pub use resolve::{ResolvedGguf, resolve_gguf};
+pub use runtime::{ProcessRuntime, ProcessRuntimeBuilder};

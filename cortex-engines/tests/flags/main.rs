@@ -1,0 +1,45 @@
+//! The checked-in flag tables are what the pinned engines' own help generates.
+//! To regenerate after a version change: `CORTEX_WRITE_FLAGS=1 cargo test -p cortex-engines --test flags`.
+
+use std::path::Path;
+
+use cortex_engines::flags::FlagTable;
+
+fn facts() -> std::path::PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/facts");
+    assert!(
+        p.exists(),
+        "{} is missing (shared/ must sit beside the repository)",
+        p.display()
+    );
+    p
+}
+
+fn check(generated: &FlagTable, checked_in: &Path) {
+    let tsv = generated.to_tsv();
+    if std::env::var_os("CORTEX_WRITE_FLAGS").is_some() {
+        std::fs::write(checked_in, &tsv).unwrap();
+    }
+    let committed = std::fs::read_to_string(checked_in).unwrap();
+    assert!(
+        committed == tsv,
+        "{} differs from the table generated from the facts; regenerate with CORTEX_WRITE_FLAGS=1",
+        checked_in.display()
+    );
+    assert_eq!(
+        &FlagTable::from_tsv(&committed),
+        generated,
+        "the TSV reads back the same table"
+    );
+}
+
+#[test]
+fn llama_server_table_is_generated_from_its_help() {
+    let help = std::fs::read_to_string(facts().join("llama-server-b11434-help.txt")).unwrap();
+    let table = FlagTable::from_llama_help("b11434", &help);
+    check(
+        &table,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/llamacpp/flags-b11434.tsv"),
+    );
+    assert!(table.flags().len() > 200, "{}", table.flags().len());
+}
