@@ -1,0 +1,266 @@
+//! llama.cpp plans: exact command lines for both targets, and one test per validation rule.
+
+use std::path::{Path, PathBuf};
+
+use cortex_core::{
+    Diagnostic, Engine, EngineSettings, GpuRequest, ModelId, ModelSource, ModelSpec, PlanContext,
+    PlanError, Severity, Target, TargetKind, Task,
+};
+use cortex_engines::LlamaCppEngine;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str, files: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("cortex-engines-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in files {
+            std::fs::write(dir.join(f), b"GGUF").unwrap();
+        }
+        Self(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn spec(path: &Path, settings: &str) -> ModelSpec {
+    let settings: EngineSettings = toml::from_str(settings).unwrap();
+    ModelSpec::new(ModelId::new("gemma").unwrap(), "llamacpp".into(), ModelSource::Path(path.to_owned()))
+        .with_served_name("gemma-3")
+        .with_settings(settings)
+}
+
+fn plan(spec: &ModelSpec, target: TargetKind) -> Result<cortex_core::Planned, PlanError> {
+    LlamaCppEngine::new().plan(spec, &PlanContext::new(target, 0, 39001))
+}
+
+fn errors(spec: &ModelSpec) -> Vec<Diagnostic> {
+    match plan(spec, TargetKind::Process) {
+        Err(PlanError::Invalid { diagnostics, .. }) => diagnostics.into_iter().filter(Diagnostic::is_error).collect(),
+        Ok(_) => panic!("expected the plan to be refused"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn warnings(spec: &ModelSpec) -> Vec<Diagnostic> {
+    plan(spec, TargetKind::Process).unwrap().warnings.into_vec()
+}
+
+#[test]
+fn process_plan_is_exact() {
+    let dir = Dir::new("exact", &["gemma.gguf"]);
+    let file = dir.0.join("gemma.gguf");
+    let planned = plan(&spec(&file, "threads = 6"), TargetKind::Process).unwrap();
+    let p = planned.plan;
+    assert_eq!(p.target, Target::Process { program: "llama-server".into() });
+    let expected = format!(
+        "llama-server -m {} --alias gemma-3 --host 127.0.0.1 --port 39001 -c 8192 -ngl all -b 512 -t 6 -fa on --numa isolate --metrics",
+        file.display()
+    );
+    assert_eq!(p.command_line(), expected);
+    assert_eq!(p.port, 39001);
+    assert_eq!(p.health.path, "/health");
+    assert_eq!(p.health.loading_statuses, [503]);
+    assert_eq!(p.health.startup_timeout.as_secs(), 300);
+    assert_eq!(p.stop_grace.as_secs(), 10);
+    assert!(p.mounts.is_empty() && p.shm_size.is_none() && p.gpus == GpuRequest::None);
+    assert!(planned.warnings.is_empty(), "{:?}", planned.warnings);
+}
+
+#[test]
+fn container_plan_mounts_the_model_read_only() {
+    let dir = Dir::new("container", &["gemma.gguf", "adapter.gguf"]);
+    let file = dir.0.join("gemma.gguf");
+    let s = spec(&file, "threads = 4\nlora = [{ path = \"/srv/loras/style.gguf\", scale = 0.5 }]");
+    let p = LlamaCppEngine::new().plan(&s, &PlanContext::new(TargetKind::Container, 1, 8080)).unwrap().plan;
+    assert_eq!(
+        p.target,
+        Target::Container { image: "cortex/llama-server:b11434".into(), name: "llamacpp-model-gemma-1".into(), ipc_host: true, network: None }
+    );
+    assert_eq!(
+        p.command_line(),
+        "cortex/llama-server:b11434 -m /models/gemma.gguf --alias gemma-3 --host 0.0.0.0 --port 8080 -c 8192 -ngl all -b 512 -t 4 -fa on --numa isolate --lora-scaled /mnt/cortex/1/style.gguf:0.5 --metrics"
+    );
+    assert_eq!(p.mounts.len(), 2);
+    assert!(p.mounts.iter().all(|m| m.read_only));
+    assert_eq!((p.mounts[0].source.as_path(), p.mounts[0].target.as_path()), (dir.0.as_path(), Path::new("/models")));
+    assert_eq!(p.shm_size, Some(8 << 30));
+    assert_eq!(p.gpus, GpuRequest::All);
+    assert_eq!(p.env["NVIDIA_DRIVER_CAPABILITIES"], "compute,utility");
+}
+
+#[test]
+fn every_setting_reaches_the_command_line() {
+    let dir = Dir::new("all", &["m.gguf"]);
+    let s = spec(
+        &dir.0.join("m.gguf"),
+        r#"
+        ctx_size = 4096
+        gpu_layers = 20
+        tensor_split = [3.0, 1.0]
+        split_mode = "layer"
+        main_gpu = 1
+        batch_size = 1024
+        ubatch_size = 256
+        threads = 2
+        flash_attn = "auto"
+        load_mode = "mlock"
+        numa = "distribute"
+        rope_scaling = "yarn"
+        rope_freq_base = 500000.0
+        cache_type_k = "q8_0"
+        cache_type_v = "q8_0"
+        parallel = 2
+        kv_unified = true
+        swa_full = true
+        cont_batching = false
+        metrics = false
+        slots = false
+        verbosity = 4
+        log_timestamps = true
+        warmup = false
+        check_tensors = true
+        jinja = false
+        chat_template = "chatml"
+        timeout = 600
+        api_key = "sk-upstream"
+        draft = { model = "/m/draft.gguf", max = 16, min = 2, gpu_layers = "all" }
+        defaults = { temperature = 0.7, top_p = 0.9, top_k = 20, max_tokens = 256, seed = 42 }
+        "#,
+    );
+    let line = plan(&s, TargetKind::Process).unwrap().plan.command_line();
+    for expected in [
+        "-c 4096", "-ngl 20", "-ts 3,1", "-sm layer", "-mg 1", "-b 1024", "-ub 256", "-t 2", "-fa auto",
+        "-lm mlock", "--numa distribute", "--rope-scaling yarn", "--rope-freq-base 500000", "-ctk q8_0",
+        "-ctv q8_0", "-np 2", "-lv 4", "--chat-template chatml", "--spec-type draft-simple",
+        "-md /m/draft.gguf", "--spec-draft-n-max 16", "--spec-draft-n-min 2", "-ngld all", "--temp 0.7",
+        "--top-p 0.9", "--top-k 20", "-n 256", "--seed 42", "-to 600", "--api-key sk-upstream", "-kvu",
+        "--swa-full", "-nocb", "--no-slots", "--log-timestamps", "--no-warmup", "--check-tensors", "--no-jinja",
+    ] {
+        assert!(line.contains(expected), "{expected:?} missing from {line}");
+    }
+    assert!(!line.contains("--metrics"));
+    let embed = spec(&dir.0.join("m.gguf"), "").with_task(Task::Embed);
+    assert!(plan(&embed, TargetKind::Process).unwrap().plan.args.contains(&"--embeddings".to_owned()));
+    let rerank = spec(&dir.0.join("m.gguf"), "").with_task(Task::Rerank);
+    assert!(plan(&rerank, TargetKind::Process).unwrap().plan.args.contains(&"--reranking".to_owned()));
+}
+
+#[test]
+fn quantized_v_cache_needs_flash_attention() {
+    let dir = Dir::new("qv", &["m.gguf"]);
+    let e = errors(&spec(&dir.0.join("m.gguf"), "cache_type_v = \"q8_0\"\nflash_attn = \"off\""));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].field, "settings.cache_type_v");
+    assert_eq!(e[0].message, "quantized V cache requires flash_attn to be enabled");
+}
+
+#[test]
+fn tensor_split_rules() {
+    let dir = Dir::new("ts", &["m.gguf"]);
+    let m = dir.0.join("m.gguf");
+    assert_eq!(errors(&spec(&m, "tensor_split = [1.0, -1.0]"))[0].message, "tensor split entries must be zero or positive");
+    assert_eq!(errors(&spec(&m, "tensor_split = [0.0, 0.0]"))[0].message, "tensor split entries sum to zero: no GPU gets any layer");
+    assert_eq!(
+        errors(&spec(&m, "tensor_split = [1.0, 1.0, 1.0]\ngpus = { count = 2 }"))[0].message,
+        "the split names 3 GPUs but only 2 are requested"
+    );
+}
+
+#[test]
+fn settings_values_are_checked_against_the_pinned_choices() {
+    let dir = Dir::new("choices", &["m.gguf"]);
+    let m = dir.0.join("m.gguf");
+    let e = errors(&spec(&m, "cache_type_k = \"q3_k\""));
+    assert_eq!(e[0].message, "`q3_k` is not accepted by -ctk");
+    assert!(e[0].suggestion.as_deref().unwrap().contains("q8_0"));
+    assert_eq!(errors(&spec(&m, "split_mode = \"columns\""))[0].field, "settings.split_mode");
+    assert_eq!(errors(&spec(&m, "load_mode = \"fast\""))[0].field, "settings.load_mode");
+    let e = errors(&spec(&m, "system_prompt = \"be nice\""));
+    assert_eq!(e[0].message, "llama-server b11434 has no system prompt option");
+    match plan(&spec(&m, "ctx = 4096"), TargetKind::Process) {
+        Err(PlanError::Invalid { diagnostics, .. }) => {
+            let d = diagnostics.iter().next().unwrap();
+            assert_eq!(d.field, "settings.ctx");
+            assert!(d.message.contains("unknown field `ctx`"), "{d}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn custom_arguments_are_checked_against_the_flag_table() {
+    let dir = Dir::new("args", &["m.gguf"]);
+    let m = dir.0.join("m.gguf");
+    let with = |args: &[&str]| spec(&m, "").with_args(args.iter().copied());
+
+    // Unknown: a warning naming the closest flag.
+    let w = warnings(&with(&["--ctx-sise", "4096"]));
+    assert_eq!(w[0].message, "unknown flag `--ctx-sise` for llama-server b11434");
+    assert_eq!(w[0].suggestion.as_deref(), Some("did you mean `--ctx-size`?"));
+    // Deprecated or no-op: a warning with the replacement.
+    let w = warnings(&with(&["--defrag-thold", "0.1"]));
+    assert!(w.iter().any(|d| d.suggestion.as_deref() == Some("drop it")), "{w:?}");
+    let w = warnings(&with(&["--mlock"]));
+    assert_eq!(w[0].suggestion.as_deref(), Some("use `--load-mode mlock` (settings.load_mode = \"mlock\")"));
+    let w = warnings(&with(&["--no-mmap"]));
+    assert!(w[0].suggestion.as_deref().unwrap().contains("--load-mode none"));
+    // Removed: an error naming the replacement.
+    let e = errors(&with(&["--draft-max", "16"]));
+    assert!(e.iter().any(|d| d.suggestion.as_deref() == Some("use `--spec-draft-n-max` (settings.draft.max)")), "{e:?}");
+    // A bare -fa swallows the next argument: refused.
+    let e = errors(&with(&["-fa", "--jinja"]));
+    assert_eq!(e[0].message, "`-fa` needs a value");
+    assert_eq!(e[0].suggestion.as_deref(), Some("give one of on, off, auto"));
+    let e = errors(&with(&["-fa", "yes"]));
+    assert_eq!(e[0].message, "`-fa` does not accept `yes`");
+    // Wrong value type.
+    let e = errors(&with(&["--ubatch-size", "big"]));
+    assert_eq!(e[0].message, "`--ubatch-size` takes a number, not `big`");
+    // Flags Cortex manages.
+    let e = errors(&with(&["--port", "9999"]));
+    assert_eq!(e[0].message, "`--port` is managed by Cortex: the port is chosen by the supervisor");
+    // Good arguments pass, in both spellings.
+    assert!(warnings(&with(&["--jinja", "--top-k=40", "-ngl", "auto", "--swa-full"])).is_empty());
+    assert!(plan(&with(&["--jinja"]), TargetKind::Process).unwrap().plan.args.ends_with(&["--jinja".to_owned()]));
+    for d in warnings(&with(&["--ctx-sise", "1"])) {
+        assert_eq!(d.severity, Severity::Warning);
+        assert_eq!(d.field, "args[0]");
+    }
+}
+
+#[test]
+fn gguf_resolution() {
+    // A directory with one model (and a projector, which is not a model).
+    let dir = Dir::new("one", &["model-Q4_K_M.gguf", "mmproj-model-f16.gguf"]);
+    let p = plan(&spec(&dir.0, ""), TargetKind::Process).unwrap().plan;
+    assert!(p.args[1].ends_with("model-Q4_K_M.gguf"));
+
+    // Several: ambiguous, with the candidates; a quantization preference or a file name decides.
+    let dir = Dir::new("many", &["m-Q4_K_M.gguf", "m-Q8_0.gguf"]);
+    let e = errors(&spec(&dir.0, ""));
+    assert!(e[0].message.ends_with("holds several GGUF models"), "{}", e[0]);
+    assert_eq!(e[0].suggestion.as_deref(), Some("set settings.model_file or settings.quant to one of: m-Q4_K_M.gguf, m-Q8_0.gguf"));
+    assert!(plan(&spec(&dir.0, "quant = \"q8_0\""), TargetKind::Process).unwrap().plan.args[1].ends_with("m-Q8_0.gguf"));
+    assert!(plan(&spec(&dir.0, "model_file = \"m-Q4_K_M.gguf\""), TargetKind::Process).unwrap().plan.args[1].ends_with("m-Q4_K_M.gguf"));
+    let e = errors(&spec(&dir.0, "quant = \"IQ2_XS\""));
+    assert_eq!(e[0].suggestion.as_deref(), Some("choose one of: m-Q4_K_M.gguf, m-Q8_0.gguf"));
+
+    // A split set: the first shard is loaded, from any shard, after checking all exist.
+    let dir = Dir::new("split", &["big-00001-of-00003.gguf", "big-00002-of-00003.gguf", "big-00003-of-00003.gguf"]);
+    let p = plan(&spec(&dir.0.join("big-00002-of-00003.gguf"), ""), TargetKind::Process).unwrap().plan;
+    assert!(p.args[1].ends_with("big-00001-of-00003.gguf"));
+    assert!(plan(&spec(&dir.0, ""), TargetKind::Process).unwrap().plan.args[1].ends_with("big-00001-of-00003.gguf"));
+    std::fs::remove_file(dir.0.join("big-00003-of-00003.gguf")).unwrap();
+    let e = errors(&spec(&dir.0.join("big-00001-of-00003.gguf"), ""));
+    assert!(e[0].message.starts_with("split set of 3 is incomplete: missing"), "{}", e[0]);
+
+    // A path that does not exist is planned as given (llama-server reports it), with a warning.
+    let w = warnings(&spec(Path::new("/nope/missing.gguf"), ""));
+    assert_eq!(w[0].message, "/nope/missing.gguf does not exist (yet)");
+}
