@@ -360,7 +360,11 @@ impl FlagTable {
                     out.push(d);
                 }
                 // Its value, if it has one, goes with it.
-                if inline.is_none() && args.get(i).is_some_and(|v| !v.starts_with('-') || v.parse::<f64>().is_ok()) {
+                if inline.is_none()
+                    && args
+                        .get(i)
+                        .is_some_and(|v| !v.starts_with('-') || v.parse::<f64>().is_ok())
+                {
                     i += 1;
                 }
                 continue;

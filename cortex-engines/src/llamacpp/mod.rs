@@ -484,7 +484,7 @@ impl Engine for LlamaCppEngine {
             .with_loading_statuses([503])
             .with_refused(Refused::Down)
             .with_startup_timeout(Duration::from_secs(300))
-            .with_poll_interval(Duration::from_millis(100), Duration::from_secs(2));
+            .with_poll_interval(Duration::from_millis(50), Duration::from_millis(250));
         let mut plan = LaunchPlan::new(
             spec.id.clone(),
             EngineKind::LLAMA_CPP,

@@ -12,7 +12,8 @@ struct Dir(PathBuf);
 
 impl Dir {
     fn new(name: &str, files: &[&str]) -> Self {
-        let dir = std::env::temp_dir().join(format!("cortex-engines-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cortex-engines-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         for f in files {
@@ -30,9 +31,13 @@ impl Drop for Dir {
 
 fn spec(path: &Path, settings: &str) -> ModelSpec {
     let settings: EngineSettings = toml::from_str(settings).unwrap();
-    ModelSpec::new(ModelId::new("gemma").unwrap(), "llamacpp".into(), ModelSource::Path(path.to_owned()))
-        .with_served_name("gemma-3")
-        .with_settings(settings)
+    ModelSpec::new(
+        ModelId::new("gemma").unwrap(),
+        "llamacpp".into(),
+        ModelSource::Path(path.to_owned()),
+    )
+    .with_served_name("gemma-3")
+    .with_settings(settings)
 }
 
 fn plan(spec: &ModelSpec, target: TargetKind) -> Result<cortex_core::Planned, PlanError> {
@@ -41,7 +46,10 @@ fn plan(spec: &ModelSpec, target: TargetKind) -> Result<cortex_core::Planned, Pl
 
 fn errors(spec: &ModelSpec) -> Vec<Diagnostic> {
     match plan(spec, TargetKind::Process) {
-        Err(PlanError::Invalid { diagnostics, .. }) => diagnostics.into_iter().filter(Diagnostic::is_error).collect(),
+        Err(PlanError::Invalid { diagnostics, .. }) => diagnostics
+            .into_iter()
+            .filter(Diagnostic::is_error)
+            .collect(),
         Ok(_) => panic!("expected the plan to be refused"),
         Err(e) => panic!("{e}"),
     }
@@ -57,7 +65,12 @@ fn process_plan_is_exact() {
     let file = dir.0.join("gemma.gguf");
     let planned = plan(&spec(&file, "threads = 6"), TargetKind::Process).unwrap();
     let p = planned.plan;
-    assert_eq!(p.target, Target::Process { program: "llama-server".into() });
+    assert_eq!(
+        p.target,
+        Target::Process {
+            program: "llama-server".into()
+        }
+    );
     let expected = format!(
         "llama-server -m {} --alias gemma-3 --host 127.0.0.1 --port 39001 -c 8192 -ngl all -b 512 -t 6 -fa on --numa isolate --metrics",
         file.display()
@@ -76,11 +89,22 @@ fn process_plan_is_exact() {
 fn container_plan_mounts_the_model_read_only() {
     let dir = Dir::new("container", &["gemma.gguf", "adapter.gguf"]);
     let file = dir.0.join("gemma.gguf");
-    let s = spec(&file, "threads = 4\nlora = [{ path = \"/srv/loras/style.gguf\", scale = 0.5 }]");
-    let p = LlamaCppEngine::new().plan(&s, &PlanContext::new(TargetKind::Container, 1, 8080)).unwrap().plan;
+    let s = spec(
+        &file,
+        "threads = 4\nlora = [{ path = \"/srv/loras/style.gguf\", scale = 0.5 }]",
+    );
+    let p = LlamaCppEngine::new()
+        .plan(&s, &PlanContext::new(TargetKind::Container, 1, 8080))
+        .unwrap()
+        .plan;
     assert_eq!(
         p.target,
-        Target::Container { image: "cortex/llama-server:b11434".into(), name: "llamacpp-model-gemma-1".into(), ipc_host: true, network: None }
+        Target::Container {
+            image: "cortex/llama-server:b11434".into(),
+            name: "llamacpp-model-gemma-1".into(),
+            ipc_host: true,
+            network: None
+        }
     );
     assert_eq!(
         p.command_line(),
@@ -88,7 +112,10 @@ fn container_plan_mounts_the_model_read_only() {
     );
     assert_eq!(p.mounts.len(), 2);
     assert!(p.mounts.iter().all(|m| m.read_only));
-    assert_eq!((p.mounts[0].source.as_path(), p.mounts[0].target.as_path()), (dir.0.as_path(), Path::new("/models")));
+    assert_eq!(
+        (p.mounts[0].source.as_path(), p.mounts[0].target.as_path()),
+        (dir.0.as_path(), Path::new("/models"))
+    );
     assert_eq!(p.shm_size, Some(8 << 30));
     assert_eq!(p.gpus, GpuRequest::All);
     assert_eq!(p.env["NVIDIA_DRIVER_CAPABILITIES"], "compute,utility");
@@ -135,39 +162,99 @@ fn every_setting_reaches_the_command_line() {
     );
     let line = plan(&s, TargetKind::Process).unwrap().plan.command_line();
     for expected in [
-        "-c 4096", "-ngl 20", "-ts 3,1", "-sm layer", "-mg 1", "-b 1024", "-ub 256", "-t 2", "-fa auto",
-        "-lm mlock", "--numa distribute", "--rope-scaling yarn", "--rope-freq-base 500000", "-ctk q8_0",
-        "-ctv q8_0", "-np 2", "-lv 4", "--chat-template chatml", "--spec-type draft-simple",
-        "-md /m/draft.gguf", "--spec-draft-n-max 16", "--spec-draft-n-min 2", "-ngld all", "--temp 0.7",
-        "--top-p 0.9", "--top-k 20", "-n 256", "--seed 42", "-to 600", "--api-key sk-upstream", "-kvu",
-        "--swa-full", "-nocb", "--no-slots", "--log-timestamps", "--no-warmup", "--check-tensors", "--no-jinja",
+        "-c 4096",
+        "-ngl 20",
+        "-ts 3,1",
+        "-sm layer",
+        "-mg 1",
+        "-b 1024",
+        "-ub 256",
+        "-t 2",
+        "-fa auto",
+        "-lm mlock",
+        "--numa distribute",
+        "--rope-scaling yarn",
+        "--rope-freq-base 500000",
+        "-ctk q8_0",
+        "-ctv q8_0",
+        "-np 2",
+        "-lv 4",
+        "--chat-template chatml",
+        "--spec-type draft-simple",
+        "-md /m/draft.gguf",
+        "--spec-draft-n-max 16",
+        "--spec-draft-n-min 2",
+        "-ngld all",
+        "--temp 0.7",
+        "--top-p 0.9",
+        "--top-k 20",
+        "-n 256",
+        "--seed 42",
+        "-to 600",
+        "--api-key sk-upstream",
+        "-kvu",
+        "--swa-full",
+        "-nocb",
+        "--no-slots",
+        "--log-timestamps",
+        "--no-warmup",
+        "--check-tensors",
+        "--no-jinja",
     ] {
         assert!(line.contains(expected), "{expected:?} missing from {line}");
     }
     assert!(!line.contains("--metrics"));
     let embed = spec(&dir.0.join("m.gguf"), "").with_task(Task::Embed);
-    assert!(plan(&embed, TargetKind::Process).unwrap().plan.args.contains(&"--embeddings".to_owned()));
+    assert!(
+        plan(&embed, TargetKind::Process)
+            .unwrap()
+            .plan
+            .args
+            .contains(&"--embeddings".to_owned())
+    );
     let rerank = spec(&dir.0.join("m.gguf"), "").with_task(Task::Rerank);
-    assert!(plan(&rerank, TargetKind::Process).unwrap().plan.args.contains(&"--reranking".to_owned()));
+    assert!(
+        plan(&rerank, TargetKind::Process)
+            .unwrap()
+            .plan
+            .args
+            .contains(&"--reranking".to_owned())
+    );
 }
 
 #[test]
 fn quantized_v_cache_needs_flash_attention() {
     let dir = Dir::new("qv", &["m.gguf"]);
-    let e = errors(&spec(&dir.0.join("m.gguf"), "cache_type_v = \"q8_0\"\nflash_attn = \"off\""));
+    let e = errors(&spec(
+        &dir.0.join("m.gguf"),
+        "cache_type_v = \"q8_0\"\nflash_attn = \"off\"",
+    ));
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].field, "settings.cache_type_v");
-    assert_eq!(e[0].message, "quantized V cache requires flash_attn to be enabled");
+    assert_eq!(
+        e[0].message,
+        "quantized V cache requires flash_attn to be enabled"
+    );
 }
 
 #[test]
 fn tensor_split_rules() {
     let dir = Dir::new("ts", &["m.gguf"]);
     let m = dir.0.join("m.gguf");
-    assert_eq!(errors(&spec(&m, "tensor_split = [1.0, -1.0]"))[0].message, "tensor split entries must be zero or positive");
-    assert_eq!(errors(&spec(&m, "tensor_split = [0.0, 0.0]"))[0].message, "tensor split entries sum to zero: no GPU gets any layer");
     assert_eq!(
-        errors(&spec(&m, "tensor_split = [1.0, 1.0, 1.0]\ngpus = { count = 2 }"))[0].message,
+        errors(&spec(&m, "tensor_split = [1.0, -1.0]"))[0].message,
+        "tensor split entries must be zero or positive"
+    );
+    assert_eq!(
+        errors(&spec(&m, "tensor_split = [0.0, 0.0]"))[0].message,
+        "tensor split entries sum to zero: no GPU gets any layer"
+    );
+    assert_eq!(
+        errors(&spec(
+            &m,
+            "tensor_split = [1.0, 1.0, 1.0]\ngpus = { count = 2 }"
+        ))[0]
+            .message,
         "the split names 3 GPUs but only 2 are requested"
     );
 }
@@ -179,10 +266,19 @@ fn settings_values_are_checked_against_the_pinned_choices() {
     let e = errors(&spec(&m, "cache_type_k = \"q3_k\""));
     assert_eq!(e[0].message, "`q3_k` is not accepted by -ctk");
     assert!(e[0].suggestion.as_deref().unwrap().contains("q8_0"));
-    assert_eq!(errors(&spec(&m, "split_mode = \"columns\""))[0].field, "settings.split_mode");
-    assert_eq!(errors(&spec(&m, "load_mode = \"fast\""))[0].field, "settings.load_mode");
+    assert_eq!(
+        errors(&spec(&m, "split_mode = \"columns\""))[0].field,
+        "settings.split_mode"
+    );
+    assert_eq!(
+        errors(&spec(&m, "load_mode = \"fast\""))[0].field,
+        "settings.load_mode"
+    );
     let e = errors(&spec(&m, "system_prompt = \"be nice\""));
-    assert_eq!(e[0].message, "llama-server b11434 has no system prompt option");
+    assert_eq!(
+        e[0].message,
+        "llama-server b11434 has no system prompt option"
+    );
     match plan(&spec(&m, "ctx = 4096"), TargetKind::Process) {
         Err(PlanError::Invalid { diagnostics, .. }) => {
             let d = diagnostics.iter().next().unwrap();
@@ -201,22 +297,47 @@ fn custom_arguments_are_checked_against_the_flag_table() {
 
     // Unknown: a warning naming the closest flag.
     let w = warnings(&with(&["--ctx-sise", "4096"]));
-    assert_eq!(w[0].message, "unknown flag `--ctx-sise` for llama-server b11434");
-    assert_eq!(w[0].suggestion.as_deref(), Some("did you mean `--ctx-size`?"));
+    assert_eq!(
+        w[0].message,
+        "unknown flag `--ctx-sise` for llama-server b11434"
+    );
+    assert_eq!(
+        w[0].suggestion.as_deref(),
+        Some("did you mean `--ctx-size`?")
+    );
     // Deprecated or no-op: a warning with the replacement.
     let w = warnings(&with(&["--defrag-thold", "0.1"]));
-    assert!(w.iter().any(|d| d.suggestion.as_deref() == Some("drop it")), "{w:?}");
+    assert!(
+        w.iter().any(|d| d.suggestion.as_deref() == Some("drop it")),
+        "{w:?}"
+    );
     let w = warnings(&with(&["--mlock"]));
-    assert_eq!(w[0].suggestion.as_deref(), Some("use `--load-mode mlock` (settings.load_mode = \"mlock\")"));
+    assert_eq!(
+        w[0].suggestion.as_deref(),
+        Some("use `--load-mode mlock` (settings.load_mode = \"mlock\")")
+    );
     let w = warnings(&with(&["--no-mmap"]));
-    assert!(w[0].suggestion.as_deref().unwrap().contains("--load-mode none"));
+    assert!(
+        w[0].suggestion
+            .as_deref()
+            .unwrap()
+            .contains("--load-mode none")
+    );
     // Removed: an error naming the replacement.
     let e = errors(&with(&["--draft-max", "16"]));
-    assert!(e.iter().any(|d| d.suggestion.as_deref() == Some("use `--spec-draft-n-max` (settings.draft.max)")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|d| d.suggestion.as_deref()
+                == Some("use `--spec-draft-n-max` (settings.draft.max)")),
+        "{e:?}"
+    );
     // A bare -fa swallows the next argument: refused.
     let e = errors(&with(&["-fa", "--jinja"]));
     assert_eq!(e[0].message, "`-fa` needs a value");
-    assert_eq!(e[0].suggestion.as_deref(), Some("give one of on, off, auto"));
+    assert_eq!(
+        e[0].suggestion.as_deref(),
+        Some("give one of on, off, auto")
+    );
     let e = errors(&with(&["-fa", "yes"]));
     assert_eq!(e[0].message, "`-fa` does not accept `yes`");
     // Wrong value type.
@@ -224,10 +345,28 @@ fn custom_arguments_are_checked_against_the_flag_table() {
     assert_eq!(e[0].message, "`--ubatch-size` takes a number, not `big`");
     // Flags Cortex manages.
     let e = errors(&with(&["--port", "9999"]));
-    assert_eq!(e[0].message, "`--port` is managed by Cortex: the port is chosen by the supervisor");
+    assert_eq!(
+        e[0].message,
+        "`--port` is managed by Cortex: the port is chosen by the supervisor"
+    );
     // Good arguments pass, in both spellings.
-    assert!(warnings(&with(&["--jinja", "--top-k=40", "-ngl", "auto", "--swa-full"])).is_empty());
-    assert!(plan(&with(&["--jinja"]), TargetKind::Process).unwrap().plan.args.ends_with(&["--jinja".to_owned()]));
+    assert!(
+        warnings(&with(&[
+            "--jinja",
+            "--top-k=40",
+            "-ngl",
+            "auto",
+            "--swa-full"
+        ]))
+        .is_empty()
+    );
+    assert!(
+        plan(&with(&["--jinja"]), TargetKind::Process)
+            .unwrap()
+            .plan
+            .args
+            .ends_with(&["--jinja".to_owned()])
+    );
     for d in warnings(&with(&["--ctx-sise", "1"])) {
         assert_eq!(d.severity, Severity::Warning);
         assert_eq!(d.field, "args[0]");
@@ -244,21 +383,69 @@ fn gguf_resolution() {
     // Several: ambiguous, with the candidates; a quantization preference or a file name decides.
     let dir = Dir::new("many", &["m-Q4_K_M.gguf", "m-Q8_0.gguf"]);
     let e = errors(&spec(&dir.0, ""));
-    assert!(e[0].message.ends_with("holds several GGUF models"), "{}", e[0]);
-    assert_eq!(e[0].suggestion.as_deref(), Some("set settings.model_file or settings.quant to one of: m-Q4_K_M.gguf, m-Q8_0.gguf"));
-    assert!(plan(&spec(&dir.0, "quant = \"q8_0\""), TargetKind::Process).unwrap().plan.args[1].ends_with("m-Q8_0.gguf"));
-    assert!(plan(&spec(&dir.0, "model_file = \"m-Q4_K_M.gguf\""), TargetKind::Process).unwrap().plan.args[1].ends_with("m-Q4_K_M.gguf"));
+    assert!(
+        e[0].message.ends_with("holds several GGUF models"),
+        "{}",
+        e[0]
+    );
+    assert_eq!(
+        e[0].suggestion.as_deref(),
+        Some("set settings.model_file or settings.quant to one of: m-Q4_K_M.gguf, m-Q8_0.gguf")
+    );
+    assert!(
+        plan(&spec(&dir.0, "quant = \"q8_0\""), TargetKind::Process)
+            .unwrap()
+            .plan
+            .args[1]
+            .ends_with("m-Q8_0.gguf")
+    );
+    assert!(
+        plan(
+            &spec(&dir.0, "model_file = \"m-Q4_K_M.gguf\""),
+            TargetKind::Process
+        )
+        .unwrap()
+        .plan
+        .args[1]
+            .ends_with("m-Q4_K_M.gguf")
+    );
     let e = errors(&spec(&dir.0, "quant = \"IQ2_XS\""));
-    assert_eq!(e[0].suggestion.as_deref(), Some("choose one of: m-Q4_K_M.gguf, m-Q8_0.gguf"));
+    assert_eq!(
+        e[0].suggestion.as_deref(),
+        Some("choose one of: m-Q4_K_M.gguf, m-Q8_0.gguf")
+    );
 
     // A split set: the first shard is loaded, from any shard, after checking all exist.
-    let dir = Dir::new("split", &["big-00001-of-00003.gguf", "big-00002-of-00003.gguf", "big-00003-of-00003.gguf"]);
-    let p = plan(&spec(&dir.0.join("big-00002-of-00003.gguf"), ""), TargetKind::Process).unwrap().plan;
+    let dir = Dir::new(
+        "split",
+        &[
+            "big-00001-of-00003.gguf",
+            "big-00002-of-00003.gguf",
+            "big-00003-of-00003.gguf",
+        ],
+    );
+    let p = plan(
+        &spec(&dir.0.join("big-00002-of-00003.gguf"), ""),
+        TargetKind::Process,
+    )
+    .unwrap()
+    .plan;
     assert!(p.args[1].ends_with("big-00001-of-00003.gguf"));
-    assert!(plan(&spec(&dir.0, ""), TargetKind::Process).unwrap().plan.args[1].ends_with("big-00001-of-00003.gguf"));
+    assert!(
+        plan(&spec(&dir.0, ""), TargetKind::Process)
+            .unwrap()
+            .plan
+            .args[1]
+            .ends_with("big-00001-of-00003.gguf")
+    );
     std::fs::remove_file(dir.0.join("big-00003-of-00003.gguf")).unwrap();
     let e = errors(&spec(&dir.0.join("big-00001-of-00003.gguf"), ""));
-    assert!(e[0].message.starts_with("split set of 3 is incomplete: missing"), "{}", e[0]);
+    assert!(
+        e[0].message
+            .starts_with("split set of 3 is incomplete: missing"),
+        "{}",
+        e[0]
+    );
 
     // A path that does not exist is planned as given (llama-server reports it), with a warning.
     let w = warnings(&spec(Path::new("/nope/missing.gguf"), ""));

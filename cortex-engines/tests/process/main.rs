@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use cortex_core::{
-    EngineKind, Exit, HealthSpec, InstanceId, InstanceState, LaunchPlan, LogSource, ModelId, Runtime,
-    RuntimeError, Target,
+    EngineKind, Exit, HealthSpec, InstanceId, InstanceState, LaunchPlan, LogSource, ModelId,
+    Runtime, RuntimeError, Target,
 };
 use cortex_engines::ProcessRuntime;
 use futures_util::StreamExt;
@@ -14,7 +14,9 @@ fn plan(script: &str) -> LaunchPlan {
     let mut p = LaunchPlan::new(
         ModelId::new("sh").unwrap(),
         EngineKind::new("shell"),
-        Target::Process { program: "sh".into() },
+        Target::Process {
+            program: "sh".into(),
+        },
         1,
         HealthSpec::new("/health"),
     );
@@ -49,17 +51,34 @@ async fn logs_stop_and_the_process_group() {
     let dir = std::env::temp_dir().join(format!("cortex-proc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pidfile = dir.join("grandchild");
-    let script = format!("echo hello; echo oops >&2; sleep 300 & echo $! > {}; wait", pidfile.display());
+    let script = format!(
+        "echo hello; echo oops >&2; sleep 300 & echo $! > {}; wait",
+        pidfile.display()
+    );
     let inst = rt.start(&plan(&script)).await.unwrap();
     assert_eq!(inst.base_url.to_string(), "http://127.0.0.1:1/");
-    assert!(eventually(|| pidfile.exists() && !std::fs::read_to_string(&pidfile).unwrap().trim().is_empty()).await);
-    let grandchild: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(
+        eventually(
+            || pidfile.exists() && !std::fs::read_to_string(&pidfile).unwrap().trim().is_empty()
+        )
+        .await
+    );
+    let grandchild: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
 
     // The lines arrive through the runtime's reader task: wait for them.
     let both = || {
-        let logs = futures_util::FutureExt::now_or_never(rt.logs(&inst.id, 10)).unwrap().unwrap();
-        logs.iter().any(|l| l.source == LogSource::Stdout && l.line == "hello")
-            && logs.iter().any(|l| l.source == LogSource::Stderr && l.line == "oops")
+        let logs = futures_util::FutureExt::now_or_never(rt.logs(&inst.id, 10))
+            .unwrap()
+            .unwrap();
+        logs.iter()
+            .any(|l| l.source == LogSource::Stdout && l.line == "hello")
+            && logs
+                .iter()
+                .any(|l| l.source == LogSource::Stderr && l.line == "oops")
     };
     assert!(eventually(both).await, "{:?}", rt.logs(&inst.id, 10).await);
     assert_eq!(rt.inspect(&inst.id).await.unwrap(), InstanceState::Running);
@@ -69,11 +88,20 @@ async fn logs_stop_and_the_process_group() {
 
     let t = Instant::now();
     rt.stop(&inst.id, Duration::from_secs(5)).await.unwrap();
-    assert!(t.elapsed() < Duration::from_secs(5), "sh exits on SIGTERM at once");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "sh exits on SIGTERM at once"
+    );
     assert!(!alive(pid(&inst.id)), "the child is gone");
-    assert!(eventually(|| !alive(grandchild)).await, "its group is gone too");
+    assert!(
+        eventually(|| !alive(grandchild)).await,
+        "its group is gone too"
+    );
     assert!(rt.list().await.unwrap().is_empty());
-    assert!(matches!(rt.logs(&inst.id, 1).await, Err(RuntimeError::NotFound { .. })));
+    assert!(matches!(
+        rt.logs(&inst.id, 1).await,
+        Err(RuntimeError::NotFound { .. })
+    ));
     rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -81,8 +109,20 @@ async fn logs_stop_and_the_process_group() {
 #[tokio::test]
 async fn sigkill_after_the_grace_period() {
     let rt = ProcessRuntime::new();
-    let inst = rt.start(&plan("trap '' TERM; echo ready; while true; do sleep 1; done")).await.unwrap();
-    assert!(eventually(|| futures_util::FutureExt::now_or_never(rt.logs(&inst.id, 1)).and_then(Result::ok).is_some_and(|l| !l.is_empty())).await);
+    let inst = rt
+        .start(&plan(
+            "trap '' TERM; echo ready; while true; do sleep 1; done",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        eventually(
+            || futures_util::FutureExt::now_or_never(rt.logs(&inst.id, 1))
+                .and_then(Result::ok)
+                .is_some_and(|l| !l.is_empty())
+        )
+        .await
+    );
     let waiter = {
         let rt = rt.clone();
         let id = inst.id.clone();
@@ -90,7 +130,10 @@ async fn sigkill_after_the_grace_period() {
     };
     let t = Instant::now();
     rt.stop(&inst.id, Duration::from_millis(700)).await.unwrap();
-    assert!(t.elapsed() >= Duration::from_millis(700), "it was given its grace period");
+    assert!(
+        t.elapsed() >= Duration::from_millis(700),
+        "it was given its grace period"
+    );
     assert_eq!(waiter.await.unwrap().unwrap(), Exit::signal(9));
     assert!(!alive(pid(&inst.id)));
 }
@@ -98,18 +141,28 @@ async fn sigkill_after_the_grace_period() {
 #[tokio::test]
 async fn exits_are_detected_and_the_log_survives_them() {
     let rt = ProcessRuntime::builder().log_lines(10).build();
-    let inst = rt.start(&plan("for i in $(seq 1 100); do echo line $i; done; exit 3")).await.unwrap();
+    let inst = rt
+        .start(&plan(
+            "for i in $(seq 1 100); do echo line $i; done; exit 3",
+        ))
+        .await
+        .unwrap();
     let mut follow = rt.follow(&inst.id).await.unwrap();
     assert_eq!(rt.wait(&inst.id).await.unwrap(), Exit::code(3));
-    assert_eq!(rt.inspect(&inst.id).await.unwrap(), InstanceState::Exited(Exit::code(3)));
+    assert_eq!(
+        rt.inspect(&inst.id).await.unwrap(),
+        InstanceState::Exited(Exit::code(3))
+    );
     let tail = rt.logs(&inst.id, 1000).await.unwrap();
     assert_eq!(tail.len(), 10, "the ring keeps the last 10");
     assert_eq!(tail[9].line, "line 100");
     assert_eq!(tail[0].line, "line 91");
     // The live stream ends with the process.
-    tokio::time::timeout(Duration::from_secs(5), async { while follow.next().await.is_some() {} })
-        .await
-        .expect("the follow stream ends when the process exits");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while follow.next().await.is_some() {}
+    })
+    .await
+    .expect("the follow stream ends when the process exits");
     rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
 }
 
@@ -117,15 +170,32 @@ async fn exits_are_detected_and_the_log_survives_them() {
 async fn a_missing_program_is_a_clear_start_error() {
     let rt = ProcessRuntime::new();
     let mut p = plan("");
-    p.target = Target::Process { program: "/nonexistent/llama-server".into() };
+    p.target = Target::Process {
+        program: "/nonexistent/llama-server".into(),
+    };
     let err = rt.start(&p).await.unwrap_err();
-    let RuntimeError::Start { source, .. } = &err else { panic!("{err}") };
-    assert_eq!(source.to_string(), "cannot run /nonexistent/llama-server: No such file or directory (os error 2)");
+    let RuntimeError::Start { source, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        source.to_string(),
+        "cannot run /nonexistent/llama-server: No such file or directory (os error 2)"
+    );
 
     let mut p = plan("");
-    p.target = Target::Container { image: "x".into(), name: "y".into(), ipc_host: false, network: None };
+    p.target = Target::Container {
+        image: "x".into(),
+        name: "y".into(),
+        ipc_host: false,
+        network: None,
+    };
     let err = rt.start(&p).await.unwrap_err();
-    assert!(std::error::Error::source(&err).unwrap().to_string().contains("process targets only"));
+    assert!(
+        std::error::Error::source(&err)
+            .unwrap()
+            .to_string()
+            .contains("process targets only")
+    );
 }
 
 #[tokio::test]
@@ -135,5 +205,8 @@ async fn dropping_the_runtime_kills_its_children() {
     let pid = pid(&inst.id);
     assert!(alive(pid));
     drop(rt);
-    assert!(eventually(|| !alive(pid)).await, "no child outlives the runtime");
+    assert!(
+        eventually(|| !alive(pid)).await,
+        "no child outlives the runtime"
+    );
 }
