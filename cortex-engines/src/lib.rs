@@ -12,8 +12,10 @@ pub mod llamacpp;
 mod probe;
 mod resolve;
 pub mod runtime;
+pub mod vllm;
 
 pub use llamacpp::{LlamaCppEngine, LlamaCppSettings};
 pub use probe::HttpProbe;
 pub use resolve::{ResolvedGguf, resolve_gguf};
 pub use runtime::{ProcessRuntime, ProcessRuntimeBuilder};
+pub use vllm::{VllmEngine, VllmSettings};

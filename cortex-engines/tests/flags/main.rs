@@ -43,3 +43,14 @@ fn llama_server_table_is_generated_from_its_help() {
     );
     assert!(table.flags().len() > 200, "{}", table.flags().len());
 }
+
+#[test]
+fn vllm_table_is_generated_from_its_argparse_options() {
+    let json = std::fs::read_to_string(facts().join("vllm-0.32.0/vllm-serve-args.json")).unwrap();
+    let table = FlagTable::from_vllm_args("0.32.0", &json).unwrap();
+    check(
+        &table,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vllm/flags-0.32.0.tsv"),
+    );
+    assert!(table.flags().len() > 300, "{}", table.flags().len());
+}

@@ -1,0 +1,493 @@
+//! vLLM's `vllm serve` (pinned 0.32.0): settings, flag table, validation, plans.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use cortex_core::{
+    Diagnostic, Diagnostics, Engine, EngineKind, GpuRequest, HealthSpec, LaunchPlan, ModelSource,
+    ModelSpec, Mount, PlanContext, PlanError, Planned, Refused, Target, TargetKind, Task,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::flags::{FlagTable, Retired};
+
+/// The pinned vLLM version.
+pub const VLLM_VERSION: &str = "0.32.0";
+/// The port vLLM listens on inside a container.
+pub const CONTAINER_PORT: u16 = 8000;
+/// Shared memory of a vLLM container: 2 GiB.
+pub const SHM_SIZE: u64 = 2 << 30;
+
+/// The flag table of the pinned version, generated from its argparse options.
+pub static FLAGS: LazyLock<FlagTable> =
+    LazyLock::new(|| FlagTable::from_tsv(include_str!("flags-0.32.0.tsv")));
+
+/// Options vLLM 0.32.0 no longer has, with what to use instead.
+const RETIRED: &[Retired] = &[
+    Retired {
+        names: &["--task"],
+        error: true,
+        message: "`--task` was removed in vLLM 0.32.0",
+        suggestion: "use `--runner pooling --convert embed|classify` (set the spec's task)",
+    },
+    Retired {
+        names: &["--swap-space"],
+        error: true,
+        message: "`--swap-space` was removed in vLLM 0.32.0",
+        suggestion: "drop it; use `--kv-offloading-size` for CPU KV offload",
+    },
+    Retired {
+        names: &["--cuda-graph-sizes"],
+        error: true,
+        message: "`--cuda-graph-sizes` was removed in vLLM 0.32.0",
+        suggestion: "use `--cudagraph-capture-sizes` (settings.cudagraph_capture_sizes) or `--max-cudagraph-capture-size`",
+    },
+    Retired {
+        names: &["--disable-log-requests"],
+        error: true,
+        message: "`--disable-log-requests` was removed",
+        suggestion: "requests are not logged by default; use `--enable-log-requests` to log them",
+    },
+    Retired {
+        names: &["--enable-reasoning"],
+        error: true,
+        message: "`--enable-reasoning` was removed",
+        suggestion: "use `--reasoning-parser NAME`",
+    },
+    Retired {
+        names: &["--guided-decoding-backend"],
+        error: true,
+        message: "`--guided-decoding-backend` was removed",
+        suggestion: "use `--structured-outputs-config`",
+    },
+    Retired {
+        names: &["--num-scheduler-steps"],
+        error: true,
+        message: "`--num-scheduler-steps` was removed",
+        suggestion: "drop it",
+    },
+    Retired {
+        names: &["--preemption-mode"],
+        error: true,
+        message: "`--preemption-mode` was removed",
+        suggestion: "drop it",
+    },
+    Retired {
+        names: &["--rope-scaling"],
+        error: true,
+        message: "`--rope-scaling` was removed",
+        suggestion: "use `--hf-overrides` with rope_scaling",
+    },
+    Retired {
+        names: &["--max-seq-len-to-capture"],
+        error: true,
+        message: "`--max-seq-len-to-capture` was removed",
+        suggestion: "use `--max-cudagraph-capture-size`",
+    },
+    Retired {
+        names: &["--cpu-offload-gb"],
+        error: false,
+        message: "`--cpu-offload-gb` is accepted but has no effect on the new model runner",
+        suggestion: "drop it",
+    },
+];
+
+/// Flags Cortex sets itself.
+const MANAGED: &[(&[&str], &str)] = &[
+    (&["--model"], "the model comes from the spec's source"),
+    (&["--port"], "the port is chosen by the supervisor"),
+    (&["--host"], "the address is chosen by the runtime"),
+    (
+        &["--served-model-name"],
+        "the name is the spec's served_name",
+    ),
+];
+
+/// Settings of a vLLM model, as written under `[settings]` of a model in a config file.
+///
+/// Defaults follow the source documents: 256 sequences, 2048 batched tokens, block size 16, eager
+/// mode on; vLLM's own defaults otherwise (GPU memory utilization 0.92, prefix caching and chunked
+/// prefill on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct VllmSettings {
+    /// The `vllm` executable for process targets.
+    pub program: PathBuf,
+    /// The image for container targets.
+    pub image: String,
+    /// `--dtype`.
+    pub dtype: Option<String>,
+    /// `-tp`.
+    pub tensor_parallel_size: u32,
+    /// `-pp`.
+    pub pipeline_parallel_size: u32,
+    /// `--gpu-memory-utilization`, in (0, 1].
+    pub gpu_memory_utilization: Option<f64>,
+    /// `--max-model-len`.
+    pub max_model_len: Option<u32>,
+    /// `--max-num-seqs`.
+    pub max_num_seqs: u32,
+    /// `--max-num-batched-tokens`.
+    pub max_num_batched_tokens: u32,
+    /// `--kv-cache-dtype`.
+    pub kv_cache_dtype: Option<String>,
+    /// `--block-size`.
+    pub block_size: u32,
+    /// `--enforce-eager` / `--no-enforce-eager`.
+    pub enforce_eager: bool,
+    /// `--enable-prefix-caching` / `--no-enable-prefix-caching`.
+    pub prefix_caching: Option<bool>,
+    /// `--enable-chunked-prefill` / `--no-enable-chunked-prefill`.
+    pub chunked_prefill: Option<bool>,
+    /// `--cudagraph-capture-sizes` (the removed `--cuda-graph-sizes`).
+    pub cudagraph_capture_sizes: Vec<u32>,
+    /// `--quantization`.
+    pub quantization: Option<String>,
+    /// `--trust-remote-code`.
+    pub trust_remote_code: bool,
+    /// `--tokenizer`: for GGUF models, the original model's tokenizer.
+    pub tokenizer: Option<String>,
+    /// `--hf-config-path`: for GGUF models, the original model's config.
+    pub hf_config_path: Option<String>,
+    /// The hub token, passed as `HF_TOKEN` in the environment (never on the command line).
+    pub hf_token: Option<String>,
+    /// `--api-key`: a key the engine requires (the gateway sends it upstream).
+    pub api_key: Option<String>,
+    /// The GPUs a container gets (all by default).
+    pub gpus: Option<GpuRequest>,
+    /// The host's Hugging Face cache, mounted for hub sources (default `~/.cache/huggingface`).
+    pub hf_cache: Option<PathBuf>,
+    /// Environment for NCCL and the allocator; defaults to
+    /// `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True` and `NCCL_CUMEM_ENABLE=0`.
+    pub runtime_env: BTreeMap<String, String>,
+}
+
+impl Default for VllmSettings {
+    fn default() -> Self {
+        Self {
+            program: "vllm".into(),
+            image: "vllm/vllm-openai:v0.32.0".into(),
+            dtype: None,
+            tensor_parallel_size: 1,
+            pipeline_parallel_size: 1,
+            gpu_memory_utilization: None,
+            max_model_len: None,
+            max_num_seqs: 256,
+            max_num_batched_tokens: 2048,
+            kv_cache_dtype: None,
+            block_size: 16,
+            enforce_eager: true,
+            prefix_caching: None,
+            chunked_prefill: None,
+            cudagraph_capture_sizes: Vec::new(),
+            quantization: None,
+            trust_remote_code: false,
+            tokenizer: None,
+            hf_config_path: None,
+            hf_token: None,
+            api_key: None,
+            gpus: None,
+            hf_cache: None,
+            runtime_env: [
+                ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),
+                ("NCCL_CUMEM_ENABLE", "0"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        }
+    }
+}
+
+/// Plans `vllm serve` launches; see [`VllmSettings`].
+#[derive(Debug, Clone, Default)]
+pub struct VllmEngine {
+    _private: (),
+}
+
+// === impl VllmEngine ===
+
+impl VllmEngine {
+    /// The engine.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn check(spec: &ModelSpec, s: &VllmSettings) -> Diagnostics {
+        let mut d = Diagnostics::new();
+        if let Some(u) = s.gpu_memory_utilization {
+            if !(u > 0.0 && u <= 1.0) {
+                d.push(Diagnostic::error(
+                    "settings.gpu_memory_utilization",
+                    format!("{u} is not in (0, 1]"),
+                ));
+            }
+        }
+        for (field, v) in [
+            ("settings.tensor_parallel_size", s.tensor_parallel_size),
+            ("settings.pipeline_parallel_size", s.pipeline_parallel_size),
+            ("settings.max_num_seqs", s.max_num_seqs),
+            ("settings.block_size", s.block_size),
+        ] {
+            if v == 0 {
+                d.push(Diagnostic::error(field, "must be at least 1"));
+            }
+        }
+        let needed = s
+            .tensor_parallel_size
+            .saturating_mul(s.pipeline_parallel_size);
+        let requested = match &s.gpus {
+            Some(GpuRequest::Count(n)) => Some(*n),
+            Some(GpuRequest::Devices(v)) => Some(u32::try_from(v.len()).unwrap_or(u32::MAX)),
+            Some(GpuRequest::None) => Some(0),
+            _ => None,
+        };
+        if let Some(n) = requested.filter(|&n| n < needed) {
+            d.push(Diagnostic::error(
+                "settings.tensor_parallel_size",
+                format!(
+                    "tensor × pipeline parallel needs {needed} GPUs but only {n} are requested"
+                ),
+            ));
+        }
+        for (field, value, flag) in [
+            ("settings.dtype", &s.dtype, "--dtype"),
+            (
+                "settings.kv_cache_dtype",
+                &s.kv_cache_dtype,
+                "--kv-cache-dtype",
+            ),
+        ] {
+            if let (Some(v), Some(f)) = (value, FLAGS.get(flag)) {
+                if let crate::flags::ValueKind::Choices(c) = &f.value {
+                    if !c.contains(v) {
+                        d.push(
+                            Diagnostic::error(field, format!("`{v}` is not accepted by {flag}"))
+                                .with_suggestion(format!("one of {}", c.join(", "))),
+                        );
+                    }
+                }
+            }
+        }
+        if let ModelSource::Path(p) = &spec.source {
+            if p.extension().is_some_and(|e| e == "gguf") && s.tokenizer.is_none() {
+                d.push(Diagnostic::warning("settings.tokenizer", "vLLM loads GGUF files best with the original model's tokenizer")
+                    .with_suggestion("set settings.tokenizer (and settings.hf_config_path) to the original hub repository"));
+            }
+        }
+        for (i, arg) in spec.args.iter().enumerate() {
+            let name = arg.split('=').next().unwrap_or(arg);
+            if let Some((_, why)) = MANAGED.iter().find(|(names, _)| names.contains(&name)) {
+                d.push(Diagnostic::error(
+                    format!("args[{i}]"),
+                    format!("`{name}` is managed by Cortex: {why}"),
+                ));
+            }
+        }
+        d.extend(FLAGS.check_args("vllm serve", &spec.args, RETIRED));
+        d
+    }
+}
+
+impl Engine for VllmEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::VLLM
+    }
+
+    fn default_port(&self) -> u16 {
+        CONTAINER_PORT
+    }
+
+    fn plan(&self, spec: &ModelSpec, cx: &PlanContext) -> Result<Planned, PlanError> {
+        let s: VllmSettings = spec.settings.decode().map_err(|e| PlanError::Invalid {
+            model: spec.id.clone(),
+            diagnostics: std::iter::once(Diagnostic::error(
+                format!("settings.{}", e.path()),
+                e.message(),
+            ))
+            .collect(),
+        })?;
+        let diagnostics = Self::check(spec, &s);
+        if diagnostics.has_errors() {
+            return Err(PlanError::Invalid {
+                model: spec.id.clone(),
+                diagnostics,
+            });
+        }
+        let container = cx.target == TargetKind::Container;
+        let mut mounts = Vec::new();
+        let mut env = s.runtime_env.clone();
+        let model = match &spec.source {
+            ModelSource::Path(p) if container => {
+                let (dir, name) = if p.is_dir() {
+                    (p.clone(), None)
+                } else {
+                    (
+                        p.parent().map(PathBuf::from).unwrap_or_default(),
+                        p.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    )
+                };
+                mounts.push(Mount::read_only(dir, "/models"));
+                env.insert("HF_HUB_OFFLINE".into(), "1".into());
+                name.map_or_else(|| "/models".to_owned(), |n| format!("/models/{n}"))
+            }
+            ModelSource::Path(p) => {
+                env.insert("HF_HUB_OFFLINE".into(), "1".into());
+                p.display().to_string()
+            }
+            ModelSource::Hub(h) => {
+                if container {
+                    let cache = s.hf_cache.clone().unwrap_or_else(|| {
+                        std::env::var_os("HOME")
+                            .map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+                            .join(".cache/huggingface")
+                    });
+                    mounts.push(Mount::read_write(cache, "/root/.cache/huggingface"));
+                }
+                h.repo.clone()
+            }
+            _ => {
+                return Err(PlanError::Invalid {
+                    model: spec.id.clone(),
+                    diagnostics: std::iter::once(Diagnostic::error("source", "unsupported source"))
+                        .collect(),
+                });
+            }
+        };
+        if let Some(token) = &s.hf_token {
+            env.insert("HF_TOKEN".into(), token.clone());
+        }
+        env.extend(spec.env.clone());
+
+        let mut args: Vec<String> = Vec::new();
+        if !container {
+            args.push("serve".into());
+        }
+        args.push(model);
+        let mut arg = |a: &str, v: String| {
+            args.push(a.to_owned());
+            args.push(v);
+        };
+        if let ModelSource::Hub(h) = &spec.source {
+            if let Some(rev) = &h.revision {
+                arg("--revision", rev.clone());
+            }
+        }
+        arg("--served-model-name", spec.served_name().to_owned());
+        arg(
+            "--host",
+            if container {
+                "0.0.0.0".into()
+            } else {
+                "127.0.0.1".into()
+            },
+        );
+        arg("--port", cx.port.to_string());
+        if let Some(v) = &s.dtype {
+            arg("--dtype", v.clone());
+        }
+        arg("--tensor-parallel-size", s.tensor_parallel_size.to_string());
+        if s.pipeline_parallel_size > 1 {
+            arg(
+                "--pipeline-parallel-size",
+                s.pipeline_parallel_size.to_string(),
+            );
+        }
+        if let Some(v) = s.gpu_memory_utilization {
+            arg("--gpu-memory-utilization", v.to_string());
+        }
+        if let Some(v) = s.max_model_len {
+            arg("--max-model-len", v.to_string());
+        }
+        arg("--max-num-seqs", s.max_num_seqs.to_string());
+        arg(
+            "--max-num-batched-tokens",
+            s.max_num_batched_tokens.to_string(),
+        );
+        if let Some(v) = &s.kv_cache_dtype {
+            arg("--kv-cache-dtype", v.clone());
+        }
+        arg("--block-size", s.block_size.to_string());
+        if let Some(v) = &s.quantization {
+            arg("--quantization", v.clone());
+        }
+        if let Some(v) = &s.tokenizer {
+            arg("--tokenizer", v.clone());
+        }
+        if let Some(v) = &s.hf_config_path {
+            arg("--hf-config-path", v.clone());
+        }
+        if let Some(v) = &s.api_key {
+            arg("--api-key", v.clone());
+        }
+        match spec.task {
+            Task::Embed => {
+                arg("--runner", "pooling".into());
+                arg("--convert", "embed".into());
+            }
+            Task::Rerank => {
+                arg("--runner", "pooling".into());
+                arg("--convert", "classify".into());
+            }
+            _ => {}
+        }
+        if !s.cudagraph_capture_sizes.is_empty() {
+            args.push("--cudagraph-capture-sizes".into());
+            args.extend(s.cudagraph_capture_sizes.iter().map(ToString::to_string));
+        }
+        let mut switch = |on: bool, flag: &str| {
+            if on {
+                args.push(flag.to_owned())
+            }
+        };
+        switch(s.enforce_eager, "--enforce-eager");
+        switch(s.trust_remote_code, "--trust-remote-code");
+        match s.prefix_caching {
+            Some(true) => switch(true, "--enable-prefix-caching"),
+            Some(false) => switch(true, "--no-enable-prefix-caching"),
+            None => {}
+        }
+        match s.chunked_prefill {
+            Some(true) => switch(true, "--enable-chunked-prefill"),
+            Some(false) => switch(true, "--no-enable-chunked-prefill"),
+            None => {}
+        }
+        args.extend(spec.args.iter().cloned());
+
+        let target = if container {
+            Target::Container {
+                image: s.image.clone(),
+                name: crate::llamacpp::container_name("vllm", spec, cx.replica),
+                ipc_host: true,
+                network: None,
+            }
+        } else {
+            Target::Process {
+                program: s.program.clone(),
+            }
+        };
+        // vLLM refuses connections until the engine is ready; 503 then means a dead engine.
+        let health = HealthSpec::new("/health")
+            .with_refused(Refused::Loading)
+            .with_startup_timeout(Duration::from_secs(600))
+            .with_poll_interval(Duration::from_millis(500), Duration::from_secs(5));
+        let mut plan = LaunchPlan::new(spec.id.clone(), EngineKind::VLLM, target, cx.port, health);
+        plan.replica = cx.replica;
+        plan.args = args;
+        plan.env = env;
+        plan.mounts = mounts;
+        plan.stop_grace = Duration::from_secs(5);
+        if container {
+            plan.shm_size = Some(SHM_SIZE);
+            plan.gpus = s.gpus.clone().unwrap_or(GpuRequest::All);
+            plan.env
+                .entry("NVIDIA_DRIVER_CAPABILITIES".into())
+                .or_insert_with(|| "compute,utility".into());
+        }
+        let warnings = diagnostics.into_iter().filter(|d| !d.is_error()).collect();
+        Ok(Planned::new(plan, warnings))
+    }
+}

@@ -1,0 +1,211 @@
+//! vLLM plans against the pinned 0.32.0 options: exact command lines and each validation rule.
+
+use cortex_core::{
+    Diagnostic, Engine, EngineSettings, GpuRequest, HubRepo, ModelId, ModelSource, ModelSpec,
+    PlanContext, PlanError, Target, TargetKind, Task,
+};
+use cortex_engines::VllmEngine;
+
+fn spec(source: ModelSource, settings: &str) -> ModelSpec {
+    let settings: EngineSettings = toml::from_str(settings).unwrap();
+    ModelSpec::new(ModelId::new("qwen").unwrap(), "vllm".into(), source)
+        .with_served_name("qwen3")
+        .with_settings(settings)
+}
+
+fn local(settings: &str) -> ModelSpec {
+    spec(ModelSource::Path("/srv/models/Qwen3-8B".into()), settings)
+}
+
+fn plan(spec: &ModelSpec, target: TargetKind) -> Result<cortex_core::Planned, PlanError> {
+    VllmEngine::new().plan(spec, &PlanContext::new(target, 0, 8000))
+}
+
+fn errors(spec: &ModelSpec) -> Vec<Diagnostic> {
+    match plan(spec, TargetKind::Process) {
+        Err(PlanError::Invalid { diagnostics, .. }) => diagnostics
+            .into_iter()
+            .filter(Diagnostic::is_error)
+            .collect(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn process_and_container_plans_are_exact() {
+    let p = plan(&local(""), TargetKind::Process).unwrap().plan;
+    assert_eq!(
+        p.command_line(),
+        "vllm serve /srv/models/Qwen3-8B --served-model-name qwen3 --host 127.0.0.1 --port 8000 --tensor-parallel-size 1 --max-num-seqs 256 --max-num-batched-tokens 2048 --block-size 16 --enforce-eager"
+    );
+    assert_eq!(
+        p.env["HF_HUB_OFFLINE"], "1",
+        "a local directory is served offline"
+    );
+    assert_eq!(p.env["PYTORCH_CUDA_ALLOC_CONF"], "expandable_segments:True");
+    assert_eq!(p.health.startup_timeout.as_secs(), 600);
+    assert_eq!(p.stop_grace.as_secs(), 5);
+
+    // A local model directory is mounted whole, read-only, at /models.
+    let dir = std::env::temp_dir().join(format!("cortex-vllm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = plan(
+        &spec(ModelSource::Path(dir.clone()), ""),
+        TargetKind::Container,
+    )
+    .unwrap()
+    .plan;
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        p.target,
+        Target::Container {
+            image: "vllm/vllm-openai:v0.32.0".into(),
+            name: "vllm-model-qwen".into(),
+            ipc_host: true,
+            network: None
+        }
+    );
+    assert!(p.command_line().starts_with(
+        "vllm/vllm-openai:v0.32.0 /models --served-model-name qwen3 --host 0.0.0.0 --port 8000"
+    ));
+    assert_eq!(p.mounts.len(), 1);
+    assert!(p.mounts[0].read_only);
+    assert_eq!(
+        (p.mounts[0].source.as_path(), p.mounts[0].target.to_str()),
+        (dir.as_path(), Some("/models"))
+    );
+    assert_eq!(p.shm_size, Some(2 << 30));
+    assert_eq!(p.gpus, GpuRequest::All);
+
+    // A hub repository: online, with the hub cache mounted and the token in the environment only.
+    let hub = spec(
+        ModelSource::Hub(HubRepo::new("Qwen/Qwen3-8B").unwrap().with_revision("main")),
+        "hf_token = \"hf_secret\"\nhf_cache = \"/var/cache/hf\"",
+    );
+    let p = plan(&hub, TargetKind::Container).unwrap().plan;
+    assert!(p.command_line().contains("Qwen/Qwen3-8B --revision main"));
+    assert!(!p.env.contains_key("HF_HUB_OFFLINE"));
+    assert_eq!(p.env["HF_TOKEN"], "hf_secret");
+    assert!(!p.command_line().contains("hf_secret"));
+    assert!(!p.mounts[0].read_only);
+    assert_eq!(
+        p.mounts[0].target.to_str(),
+        Some("/root/.cache/huggingface")
+    );
+}
+
+#[test]
+fn settings_reach_the_command_line() {
+    let s = local(
+        r#"
+        dtype = "bfloat16"
+        tensor_parallel_size = 2
+        pipeline_parallel_size = 2
+        gpu_memory_utilization = 0.85
+        max_model_len = 32768
+        kv_cache_dtype = "fp8"
+        enforce_eager = false
+        prefix_caching = false
+        chunked_prefill = true
+        cudagraph_capture_sizes = [1, 2, 4]
+        quantization = "awq"
+        trust_remote_code = true
+        api_key = "sk-internal"
+        "#,
+    )
+    .with_task(Task::Embed);
+    let line = plan(&s, TargetKind::Process).unwrap().plan.command_line();
+    for expected in [
+        "--dtype bfloat16",
+        "--tensor-parallel-size 2",
+        "--pipeline-parallel-size 2",
+        "--gpu-memory-utilization 0.85",
+        "--max-model-len 32768",
+        "--kv-cache-dtype fp8",
+        "--quantization awq",
+        "--api-key sk-internal",
+        "--runner pooling --convert embed",
+        "--cudagraph-capture-sizes 1 2 4",
+        "--trust-remote-code",
+        "--no-enable-prefix-caching",
+        "--enable-chunked-prefill",
+    ] {
+        assert!(line.contains(expected), "{expected:?} missing from {line}");
+    }
+    assert!(!line.contains("--enforce-eager"));
+}
+
+#[test]
+fn validation_rules() {
+    assert_eq!(
+        errors(&local("gpu_memory_utilization = 1.5"))[0].message,
+        "1.5 is not in (0, 1]"
+    );
+    assert_eq!(
+        errors(&local("tensor_parallel_size = 4\ngpus = { count = 2 }"))[0].message,
+        "tensor × pipeline parallel needs 4 GPUs but only 2 are requested"
+    );
+    let e = errors(&local("kv_cache_dtype = \"fp4\""));
+    assert_eq!(e[0].message, "`fp4` is not accepted by --kv-cache-dtype");
+    assert_eq!(
+        errors(&local("block_size = 0"))[0].field,
+        "settings.block_size"
+    );
+}
+
+#[test]
+fn removed_and_unknown_options() {
+    let with = |args: &[&str]| local("").with_args(args.iter().copied());
+    let e = errors(&with(&["--task", "embed"]));
+    assert_eq!(e[0].message, "`--task` was removed in vLLM 0.32.0");
+    assert!(
+        e[0].suggestion
+            .as_deref()
+            .unwrap()
+            .contains("--runner pooling")
+    );
+    let e = errors(&with(&["--swap-space", "4"]));
+    assert_eq!(e[0].message, "`--swap-space` was removed in vLLM 0.32.0");
+    let e = errors(&with(&["--cuda-graph-sizes", "8"]));
+    assert!(
+        e[0].suggestion
+            .as_deref()
+            .unwrap()
+            .contains("--cudagraph-capture-sizes")
+    );
+    let w = plan(&with(&["--cpu-offload-gb", "4"]), TargetKind::Process)
+        .unwrap()
+        .warnings;
+    assert!(
+        w.iter().any(|d| d.message.contains("has no effect")),
+        "{w:?}"
+    );
+    let w = plan(&with(&["--max-num-seq", "8"]), TargetKind::Process)
+        .unwrap()
+        .warnings;
+    assert!(
+        w.is_empty(),
+        "argparse accepts an unambiguous prefix: {w:?}"
+    );
+    let w = plan(
+        &with(&["--max_model_len", "4096", "--enable-prefix-caching"]),
+        TargetKind::Process,
+    )
+    .unwrap()
+    .warnings;
+    assert!(w.is_empty(), "`_` stands for `-`: {w:?}");
+    let w = plan(&with(&["--max-modle-len", "4096"]), TargetKind::Process)
+        .unwrap()
+        .warnings;
+    assert_eq!(
+        w.iter().next().unwrap().suggestion.as_deref(),
+        Some("did you mean `--max-model-len`?")
+    );
+    let e = errors(&with(&["--dtype", "fp64"]));
+    assert_eq!(e[0].message, "`--dtype` does not accept `fp64`");
+    let e = errors(&with(&["--served-model-name", "x"]));
+    assert!(
+        e[0].message
+            .starts_with("`--served-model-name` is managed by Cortex")
+    );
+}
