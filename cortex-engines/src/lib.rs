@@ -7,6 +7,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod errors;
 pub mod flags;
 pub mod llamacpp;
 mod probe;
@@ -14,6 +15,7 @@ mod resolve;
 pub mod runtime;
 pub mod vllm;
 
+pub use errors::{OpenAiError, translate};
 pub use llamacpp::{LlamaCppEngine, LlamaCppSettings};
 pub use probe::HttpProbe;
 pub use resolve::{ResolvedGguf, resolve_gguf};
