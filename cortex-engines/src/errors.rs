@@ -1,15 +1,15 @@
-//! Engine error bodies translated to OpenAI's shape, `{"error":{"message","type","param","code"}}`.
+//! Engine error bodies translated to `OpenAI`'s shape, `{"error":{"message","type","param","code"}}`.
 //!
 //! llama-server answers `{"error":{"code":400,"message":..,"type":"exceed_context_size_error",..}}`;
 //! vLLM answers in two shapes, `{"error":{"message","type":"Bad Request","param","code":400}}`
-//! (the type is the HTTP reason phrase) and FastAPI's `{"detail": ..}`, and `{"error":"Unauthorized"}`
-//! behind its API key. OpenAI SDKs read the status and `error.type`/`error.code`; the engine's own
+//! (the type is the HTTP reason phrase) and `FastAPI`'s `{"detail": ..}`, and `{"error":"Unauthorized"}`
+//! behind its API key. `OpenAI` SDKs read the status and `error.type`/`error.code`; the engine's own
 //! message is always kept.
 
 use cortex_core::EngineKind;
 use serde_json::{Value, json};
 
-/// An error in OpenAI's shape, with the status to answer and, for "try again" errors, how long
+/// An error in `OpenAI`'s shape, with the status to answer and, for "try again" errors, how long
 /// to wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -18,7 +18,7 @@ pub struct OpenAiError {
     pub status: u16,
     /// The engine's message.
     pub message: String,
-    /// OpenAI's error type: `invalid_request_error`, `authentication_error`, `permission_error`,
+    /// `OpenAI`'s error type: `invalid_request_error`, `authentication_error`, `permission_error`,
     /// `not_found_error`, `rate_limit_error` or `server_error`.
     pub kind: &'static str,
     /// The request field at fault, when known.
@@ -38,7 +38,7 @@ impl OpenAiError {
     }
 }
 
-/// OpenAI's error type for an HTTP status.
+/// `OpenAI`'s error type for an HTTP status.
 pub fn kind_for_status(status: u16) -> &'static str {
     match status {
         401 => "authentication_error",
@@ -50,13 +50,16 @@ pub fn kind_for_status(status: u16) -> &'static str {
     }
 }
 
-/// Translates an engine's error answer (`status`, `body`) to OpenAI's shape.
+/// Translates an engine's error answer (`status`, `body`) to `OpenAI`'s shape.
 pub fn translate(engine: &EngineKind, status: u16, body: &[u8]) -> OpenAiError {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let (message, engine_type, param) = match json.as_ref() {
         Some(v) => match (v.get("error"), v.get("detail")) {
             (Some(Value::Object(e)), _) => (
-                e.get("message").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                e.get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
                 e.get("type").and_then(Value::as_str).map(str::to_owned),
                 e.get("param").and_then(Value::as_str).map(str::to_owned),
             ),

@@ -317,6 +317,8 @@ impl FlagTable {
     /// deprecated flags (error or warning, naming the replacement), missing values, values of the
     /// wrong kind or outside the choices (errors). `retired` lists flags this version no longer
     /// has, with their replacements. Diagnostics name the argument as `args[i]`.
+    // One pass over the arguments, case by case; splitting it would scatter the cursor `i`.
+    #[allow(clippy::too_many_lines)]
     pub(crate) fn check_args(
         &self,
         engine: &str,
@@ -389,17 +391,16 @@ impl FlagTable {
                 }
                 continue;
             }
-            let value = match inline {
-                Some(v) => Some(v.to_owned()),
-                None => {
-                    let next = args.get(i).filter(|v| {
-                        !v.starts_with("--") && !(v.starts_with('-') && v.parse::<f64>().is_err())
-                    });
-                    if next.is_some() {
-                        i += 1;
-                    }
-                    next.cloned()
+            let value = if let Some(v) = inline {
+                Some(v.to_owned())
+            } else {
+                let next = args.get(i).filter(|v| {
+                    !v.starts_with("--") && (!v.starts_with('-') || v.parse::<f64>().is_ok())
+                });
+                if next.is_some() {
+                    i += 1;
                 }
+                next.cloned()
             };
             let Some(value) = value else {
                 let mut d = Diagnostic::error(&field, format!("`{name}` needs a value"));

@@ -62,7 +62,7 @@ impl HealthProbe for HttpProbe {
             let body = Limited::new(response.into_body(), 4096)
                 .collect()
                 .await
-                .map(|b| b.to_bytes())
+                .map(http_body_util::Collected::to_bytes)
                 .unwrap_or_default();
             Ok::<_, hyper_util::client::legacy::Error>((status, body))
         })
@@ -76,7 +76,7 @@ impl HealthProbe for HttpProbe {
                 Refused::Loading => HealthStatus::Loading {
                     detail: Some("not listening yet".into()),
                 },
-                _ => HealthStatus::down("connection refused"),
+                Refused::Down => HealthStatus::down("connection refused"),
             },
             Ok(Err(e)) => HealthStatus::down(format!("{url}: {}", chain(&e))),
             Ok(Ok((status, body))) => spec.classify_status(status, message(&body).as_deref()),

@@ -53,7 +53,8 @@ pub fn resolve_gguf(
                     .map(|n| n.to_string_lossy().to_lowercase())
                     .unwrap_or_default();
                 p.is_file()
-                    && name.ends_with(".gguf")
+                    && p.extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
                     && !name.starts_with("mmproj")
                     && split_parts(p).is_none_or(|(_, no, _)| no == 1)
             })

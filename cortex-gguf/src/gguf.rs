@@ -105,6 +105,7 @@ impl<'a> Gguf<'a> {
         }
     }
 
+    #[cfg(feature = "mmap")]
     pub(crate) fn into_header(self) -> Header {
         self.header.into_owned()
     }

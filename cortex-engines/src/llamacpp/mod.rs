@@ -100,7 +100,7 @@ impl LlamaCppEngine {
     /// Checks `spec` without planning: the settings, the model path and the custom arguments.
     pub fn validate(&self, spec: &ModelSpec) -> Diagnostics {
         match spec.settings.decode::<LlamaCppSettings>() {
-            Ok(settings) => self.check(spec, &settings).1,
+            Ok(settings) => Self::check(spec, &settings).1,
             Err(e) => std::iter::once(Diagnostic::error(
                 format!("settings.{}", e.path()),
                 e.message(),
@@ -110,7 +110,9 @@ impl LlamaCppEngine {
     }
 
     /// Validation shared by `validate` and `plan`: the model file (if it resolves) and findings.
-    fn check(&self, spec: &ModelSpec, s: &LlamaCppSettings) -> (Option<ModelFile>, Diagnostics) {
+    // Each rule is a few lines; one list of rules reads better than many small functions.
+    #[allow(clippy::too_many_lines)]
+    fn check(spec: &ModelSpec, s: &LlamaCppSettings) -> (Option<ModelFile>, Diagnostics) {
         let mut d = Diagnostics::new();
         let model = match &spec.source {
             ModelSource::Path(path) => {
@@ -282,6 +284,8 @@ impl Engine for LlamaCppEngine {
         CONTAINER_PORT
     }
 
+    // The command line, flag by flag in llama-server's order: long, but one straight list.
+    #[allow(clippy::too_many_lines)]
     fn plan(&self, spec: &ModelSpec, cx: &PlanContext) -> Result<Planned, PlanError> {
         let s: LlamaCppSettings = spec.settings.decode().map_err(|e| PlanError::Invalid {
             model: spec.id.clone(),
@@ -291,7 +295,7 @@ impl Engine for LlamaCppEngine {
             ))
             .collect(),
         })?;
-        let (model, diagnostics) = self.check(spec, &s);
+        let (model, diagnostics) = Self::check(spec, &s);
         if diagnostics.has_errors() {
             return Err(PlanError::Invalid {
                 model: spec.id.clone(),
@@ -444,7 +448,7 @@ impl Engine for LlamaCppEngine {
         }
         let mut switch = |on: bool, flag: &str| {
             if on {
-                args.push(flag.to_owned())
+                args.push(flag.to_owned());
             }
         };
         match s.kv_unified {
@@ -558,16 +562,15 @@ impl Mounts {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let target = match self.mounts.iter().find(|m| m.source == dir) {
-            Some(m) => m.target.clone(),
-            None => {
-                let target = PathBuf::from(at.map_or_else(
-                    || format!("/mnt/cortex/{}", self.mounts.len()),
-                    str::to_owned,
-                ));
-                self.mounts.push(Mount::read_only(dir, target.clone()));
-                target
-            }
+        let target = if let Some(m) = self.mounts.iter().find(|m| m.source == dir) {
+            m.target.clone()
+        } else {
+            let target = PathBuf::from(at.map_or_else(
+                || format!("/mnt/cortex/{}", self.mounts.len()),
+                str::to_owned,
+            ));
+            self.mounts.push(Mount::read_only(dir, target.clone()));
+            target
         };
         target.join(name).display().to_string()
     }

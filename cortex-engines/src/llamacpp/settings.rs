@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
+// The switches mirror llama-server's own on/off flags one to one.
+#[allow(clippy::struct_excessive_bools)]
 pub struct LlamaCppSettings {
     /// The `llama-server` executable for process targets.
     pub program: PathBuf,
@@ -208,7 +210,7 @@ impl OnOffAuto {
     }
 }
 
-/// A LoRA adapter.
+/// A `LoRA` adapter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]

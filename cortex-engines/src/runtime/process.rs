@@ -201,7 +201,7 @@ impl Runtime for ProcessRuntime {
         tokio::spawn(async move {
             let out = pump(stdout, LogSource::Stdout, &watcher, &live, capacity);
             let err = pump(stderr, LogSource::Stderr, &watcher, &live, capacity);
-            let (_, _, status) = tokio::join!(out, err, child.wait());
+            let ((), (), status) = tokio::join!(out, err, child.wait());
             drop(live);
             *watcher.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
             let exit = match status {
@@ -357,14 +357,14 @@ async fn pump(
     while let Ok(Some(bytes)) = lines.next_segment().await {
         let text =
             String::from_utf8_lossy(bytes.strip_suffix(b"\r").unwrap_or(&bytes)).into_owned();
-        let line = LogLine::new(source, text);
+        let entry = LogLine::new(source, text);
         {
             let mut logs = child.logs.lock().unwrap_or_else(PoisonError::into_inner);
             if logs.len() == capacity {
                 logs.pop_front();
             }
-            logs.push_back(line.clone());
+            logs.push_back(entry.clone());
         }
-        let _ = live.send(line);
+        let _ = live.send(entry);
     }
 }

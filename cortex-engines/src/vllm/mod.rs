@@ -301,6 +301,8 @@ impl Engine for VllmEngine {
         CONTAINER_PORT
     }
 
+    // The command line, option by option: long, but one straight list.
+    #[allow(clippy::too_many_lines)]
     fn plan(&self, spec: &ModelSpec, cx: &PlanContext) -> Result<Planned, PlanError> {
         let s: VllmSettings = spec.settings.decode().map_err(|e| PlanError::Invalid {
             model: spec.id.clone(),
@@ -440,7 +442,7 @@ impl Engine for VllmEngine {
         }
         let mut switch = |on: bool, flag: &str| {
             if on {
-                args.push(flag.to_owned())
+                args.push(flag.to_owned());
             }
         };
         switch(s.enforce_eager, "--enforce-eager");

@@ -17,9 +17,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 fn cache() -> PathBuf {
-    std::env::var_os("CORTEX_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/cortex"))
+    std::env::var_os("CORTEX_CACHE").map_or_else(
+        || Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/cortex"),
+        PathBuf::from,
+    )
 }
 
 fn require(p: PathBuf) -> PathBuf {

@@ -22,37 +22,71 @@ fn capture(name: &str) -> (u16, Vec<u8>) {
 fn llama_server_errors() {
     let (status, body) = capture("08_overlong_chat.txt");
     let e = translate(&EngineKind::LLAMA_CPP, status, &body);
-    assert_eq!((e.status, e.kind, e.code.as_deref()), (400, "invalid_request_error", Some("context_length_exceeded")));
-    assert!(e.message.starts_with("request (12024 tokens) exceeds the available context size (2048 tokens)"), "{}", e.message);
+    assert_eq!(
+        (e.status, e.kind, e.code.as_deref()),
+        (
+            400,
+            "invalid_request_error",
+            Some("context_length_exceeded")
+        )
+    );
+    assert!(
+        e.message
+            .starts_with("request (12024 tokens) exceeds the available context size (2048 tokens)"),
+        "{}",
+        e.message
+    );
     let b = e.body();
     assert_eq!(b["error"]["param"], "messages");
     assert_eq!(b["error"]["type"], "invalid_request_error");
 
     // (10_unknown_model.txt is a 200: llama-server answers whatever model name it is given.)
-    for name in ["09_malformed_json.txt", "11_missing_messages.txt", "14_embeddings_not_enabled.txt"] {
+    for name in [
+        "09_malformed_json.txt",
+        "11_missing_messages.txt",
+        "14_embeddings_not_enabled.txt",
+    ] {
         let (status, body) = capture(name);
         let e = translate(&EngineKind::LLAMA_CPP, status, &body);
         let original: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(e.status, status, "{name}");
-        assert_eq!(e.message, original["error"]["message"].as_str().unwrap(), "{name}: the message is kept");
-        assert!(e.body()["error"].get("param").is_some(), "{name}: OpenAI shape");
+        assert_eq!(
+            e.message,
+            original["error"]["message"].as_str().unwrap(),
+            "{name}: the message is kept"
+        );
+        assert!(
+            e.body()["error"].get("param").is_some(),
+            "{name}: OpenAI shape"
+        );
     }
 
     // Loading: 503 with a retry hint (body as the facts record it).
     let md = std::fs::read_to_string(facts().join("llama-server.md")).unwrap();
-    let loading = md.lines().find(|l| l.contains("GET /health while loading")).unwrap().split('`').nth(1).unwrap();
+    let loading = md
+        .lines()
+        .find(|l| l.contains("GET /health while loading"))
+        .unwrap()
+        .split('`')
+        .nth(1)
+        .unwrap();
     let e = translate(&EngineKind::LLAMA_CPP, 503, loading.as_bytes());
-    assert_eq!((e.status, e.code.as_deref(), e.retry_after), (503, Some("model_loading"), Some(5)));
+    assert_eq!(
+        (e.status, e.code.as_deref(), e.retry_after),
+        (503, Some("model_loading"), Some(5))
+    );
     assert_eq!(e.message, "Loading model");
 }
 
 #[test]
 fn vllm_errors_in_both_shapes() {
-    let probes: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(facts().join("vllm-0.32.0/vllm-http-probe.json")).unwrap()).unwrap();
+    let probes: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(facts().join("vllm-0.32.0/vllm-http-probe.json")).unwrap(),
+    )
+    .unwrap();
     let mut seen = 0;
     for p in probes.as_array().unwrap() {
-        let status = p["status"].as_u64().unwrap() as u16;
+        let status = u16::try_from(p["status"].as_u64().unwrap()).unwrap();
         if status < 400 {
             continue;
         }
@@ -60,19 +94,32 @@ fn vllm_errors_in_both_shapes() {
         let body = serde_json::to_vec(&p["body"]).unwrap();
         let e = translate(&EngineKind::VLLM, status, &body);
         assert_eq!(e.status, status, "{}", p["request"]);
-        let expected = p["body"]["error"]["message"].as_str().or_else(|| p["body"]["detail"].as_str()).or_else(|| p["body"]["error"].as_str());
+        let expected = p["body"]["error"]["message"]
+            .as_str()
+            .or_else(|| p["body"]["detail"].as_str())
+            .or_else(|| p["body"]["error"].as_str());
         if let Some(m) = expected {
             assert_eq!(e.message, m, "{}: the message is kept", p["request"]);
         }
         let b = e.body();
-        assert!(b["error"]["type"].as_str().unwrap().ends_with("_error"), "{}: {b}", p["request"]);
+        assert!(
+            b["error"]["type"].as_str().unwrap().ends_with("_error"),
+            "{}: {b}",
+            p["request"]
+        );
     }
     assert!(seen >= 3, "the facts hold vLLM errors of both shapes");
     // FastAPI's shape and the API-key refusal.
     let e = translate(&EngineKind::VLLM, 404, br#"{"detail":"Not Found"}"#);
-    assert_eq!((e.kind, e.message.as_str()), ("not_found_error", "Not Found"));
+    assert_eq!(
+        (e.kind, e.message.as_str()),
+        ("not_found_error", "Not Found")
+    );
     let e = translate(&EngineKind::VLLM, 401, br#"{"error":"Unauthorized"}"#);
-    assert_eq!((e.kind, e.message.as_str()), ("authentication_error", "Unauthorized"));
+    assert_eq!(
+        (e.kind, e.message.as_str()),
+        ("authentication_error", "Unauthorized")
+    );
     // vLLM's context error.
     let body = br#"{"error":{"message":"This model's maximum context length is 4096 tokens. However, your request has 5000 input tokens.","type":"Bad Request","param":null,"code":400}}"#;
     let e = translate(&EngineKind::VLLM, 400, body);
