@@ -37,8 +37,89 @@ pub enum Status {
     Removed(String),
 }
 
+/// Bounds of a numeric value, as the engine checks them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Bounds {
+    /// Lower bound and whether it is inclusive.
+    pub min: Option<(f64, bool)>,
+    /// Upper bound and whether it is inclusive.
+    pub max: Option<(f64, bool)>,
+}
+
+// === impl Bounds ===
+
+impl Bounds {
+    /// Whether `v` is within the bounds.
+    pub fn contains(&self, v: f64) -> bool {
+        let above = self
+            .min
+            .is_none_or(|(m, inc)| if inc { v >= m } else { v > m });
+        let below = self
+            .max
+            .is_none_or(|(m, inc)| if inc { v <= m } else { v < m });
+        above && below
+    }
+
+    fn is_empty(&self) -> bool {
+        self.min.is_none() && self.max.is_none()
+    }
+
+    /// As the TSV writes them: `ge:0,le:100`.
+    fn to_text(self) -> String {
+        let mut parts = Vec::new();
+        if let Some((m, inc)) = self.min {
+            parts.push(format!("{}:{m}", if inc { "ge" } else { "gt" }));
+        }
+        if let Some((m, inc)) = self.max {
+            parts.push(format!("{}:{m}", if inc { "le" } else { "lt" }));
+        }
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(",")
+        }
+    }
+
+    fn from_text(text: &str) -> Self {
+        let mut b = Self::default();
+        for part in text.split(',') {
+            let Some((op, v)) = part.split_once(':') else {
+                continue;
+            };
+            let Ok(v) = v.parse::<f64>() else { continue };
+            match op {
+                "ge" => b.min = Some((v, true)),
+                "gt" => b.min = Some((v, false)),
+                "le" => b.max = Some((v, true)),
+                "lt" => b.max = Some((v, false)),
+                _ => {}
+            }
+        }
+        b
+    }
+}
+
+impl std::fmt::Display for Bounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let (Some((lo, true)), Some((hi, true))) = (self.min, self.max) {
+            return write!(f, "{lo} to {hi}");
+        }
+        let mut parts = Vec::new();
+        if let Some((m, inc)) = self.min {
+            parts.push(format!(
+                "{} {m}",
+                if inc { "at least" } else { "more than" }
+            ));
+        }
+        if let Some((m, inc)) = self.max {
+            parts.push(format!("{} {m}", if inc { "at most" } else { "less than" }));
+        }
+        f.write_str(&parts.join(" and "))
+    }
+}
+
 /// One flag with all its names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Flag {
     /// Every spelling (`-c`, `--ctx-size`), first as the help lists them.
     pub names: Vec<String>,
@@ -48,6 +129,8 @@ pub struct Flag {
     pub status: Status,
     /// The environment variable that sets it, if any.
     pub env: Option<String>,
+    /// Bounds of a numeric value.
+    pub bounds: Bounds,
 }
 
 /// A replacement for a flag the table does not list (removed earlier) or lists as a no-op.
@@ -60,7 +143,7 @@ pub(crate) struct Retired {
 }
 
 /// The flags of one engine version.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FlagTable {
     version: String,
     flags: Vec<Flag>,
@@ -151,6 +234,7 @@ impl FlagTable {
                     value: llama_value_kind(&placeholder),
                     status: Status::Current,
                     env: None,
+                    bounds: llama_bounds(&placeholder),
                 });
                 if !description.is_empty() {
                     annotate(flags.last_mut(), description);
@@ -162,12 +246,25 @@ impl FlagTable {
         Self::new(version.to_owned(), flags, false)
     }
 
-    /// Reads vLLM's argparse options (`vllm-serve-args.json` of `shared/facts`).
+    /// Reads vLLM's argparse options and the numeric bounds it checks after parsing
+    /// (`vllm-serve-args.json` and `vllm-field-constraints.json` of `shared/facts`).
     ///
     /// # Errors
     ///
     /// When the JSON is not the expected document.
-    pub fn from_vllm_args(version: &str, json: &str) -> Result<Self, serde_json::Error> {
+    pub fn from_vllm_args(
+        version: &str,
+        json: &str,
+        constraints: &str,
+    ) -> Result<Self, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        struct Constraint {
+            flag: Option<String>,
+            ge: Option<f64>,
+            gt: Option<f64>,
+            le: Option<f64>,
+            lt: Option<f64>,
+        }
         #[derive(serde::Deserialize)]
         struct Doc {
             arguments: Vec<Arg>,
@@ -182,6 +279,7 @@ impl FlagTable {
             choices: Option<Vec<serde_json::Value>>,
             deprecated: Option<bool>,
         }
+        let constraints: Vec<Constraint> = serde_json::from_str(constraints)?;
         let doc: Doc = serde_json::from_str(json)?;
         let flags = doc
             .arguments
@@ -220,6 +318,14 @@ impl FlagTable {
                         .collect();
                     names.extend(negated);
                 }
+                let bounds = constraints
+                    .iter()
+                    .find(|c| c.flag.as_ref().is_some_and(|f| names.contains(f)))
+                    .map(|c| Bounds {
+                        min: c.ge.map(|v| (v, true)).or(c.gt.map(|v| (v, false))),
+                        max: c.le.map(|v| (v, true)).or(c.lt.map(|v| (v, false))),
+                    })
+                    .unwrap_or_default();
                 Flag {
                     names,
                     value,
@@ -229,6 +335,7 @@ impl FlagTable {
                         Status::Current
                     },
                     env: None,
+                    bounds,
                 }
             })
             .collect();
@@ -258,9 +365,10 @@ impl FlagTable {
             };
             let _ = writeln!(
                 out,
-                "{}\t{value}\t{status}\t{}",
+                "{}\t{value}\t{status}\t{}\t{}",
                 f.names.join(" "),
-                f.env.as_deref().unwrap_or("-")
+                f.env.as_deref().unwrap_or("-"),
+                f.bounds.to_text()
             );
         }
         out
@@ -307,6 +415,7 @@ impl FlagTable {
                     value,
                     status,
                     env: Some(col(3)).filter(|e| *e != "-").map(str::to_owned),
+                    bounds: Bounds::from_text(col(4)),
                 }
             })
             .collect();
@@ -415,6 +524,15 @@ impl FlagTable {
                     &field,
                     format!("`{name}` takes a number, not `{value}`"),
                 )),
+                ValueKind::Number
+                    if !flag.bounds.is_empty()
+                        && value.parse::<f64>().is_ok_and(|v| !flag.bounds.contains(v)) =>
+                {
+                    out.push(Diagnostic::error(
+                        &field,
+                        format!("`{name}` takes {}, not {value}", flag.bounds),
+                    ));
+                }
                 ValueKind::Choices(c) if !c.iter().any(|c| c == &value) => out.push(
                     Diagnostic::error(&field, format!("`{name}` does not accept `{value}`"))
                         .with_suggestion(format!("give one of {}", c.join(", "))),
@@ -446,6 +564,21 @@ impl FlagTable {
             .is_none()
             .then(|| self.flags.get(*first.1))
             .flatten()
+    }
+}
+
+/// Bounds of a `<lo...hi>` placeholder.
+fn llama_bounds(placeholder: &str) -> Bounds {
+    let range = placeholder
+        .strip_prefix('<')
+        .and_then(|r| r.strip_suffix('>'))
+        .and_then(|r| r.split_once("..."));
+    match range.map(|(lo, hi)| (lo.parse::<f64>(), hi.parse::<f64>())) {
+        Some((Ok(lo), Ok(hi))) => Bounds {
+            min: Some((lo, true)),
+            max: Some((hi, true)),
+        },
+        _ => Bounds::default(),
     }
 }
 

@@ -47,7 +47,9 @@ fn llama_server_table_is_generated_from_its_help() {
 #[test]
 fn vllm_table_is_generated_from_its_argparse_options() {
     let json = std::fs::read_to_string(facts().join("vllm-0.32.0/vllm-serve-args.json")).unwrap();
-    let table = FlagTable::from_vllm_args("0.32.0", &json).unwrap();
+    let constraints =
+        std::fs::read_to_string(facts().join("vllm-0.32.0/vllm-field-constraints.json")).unwrap();
+    let table = FlagTable::from_vllm_args("0.32.0", &json, &constraints).unwrap();
     check(
         &table,
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vllm/flags-0.32.0.tsv"),

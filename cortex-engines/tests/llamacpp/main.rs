@@ -343,6 +343,10 @@ fn custom_arguments_are_checked_against_the_flag_table() {
     // Wrong value type.
     let e = errors(&with(&["--ubatch-size", "big"]));
     assert_eq!(e[0].message, "`--ubatch-size` takes a number, not `big`");
+    // Out of the range the help states (`--poll <0...100>`).
+    let e = errors(&with(&["--poll", "500"]));
+    assert_eq!(e[0].message, "`--poll` takes 0 to 100, not 500");
+    assert!(warnings(&with(&["--poll", "100"])).is_empty());
     // Flags Cortex manages.
     let e = errors(&with(&["--port", "9999"]));
     assert_eq!(

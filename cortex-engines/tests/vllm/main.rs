@@ -201,6 +201,14 @@ fn removed_and_unknown_options() {
         w.iter().next().unwrap().suggestion.as_deref(),
         Some("did you mean `--max-model-len`?")
     );
+    // Out of the bounds vLLM checks after parsing (vllm-field-constraints.json).
+    let e = errors(&with(&["--gpu-memory-utilization", "1.2"]));
+    assert_eq!(
+        e[0].message,
+        "`--gpu-memory-utilization` takes more than 0 and at most 1, not 1.2"
+    );
+    let e = errors(&with(&["--block-size=0"]));
+    assert_eq!(e[0].message, "`--block-size` takes more than 0, not 0");
     let e = errors(&with(&["--dtype", "fp64"]));
     assert_eq!(e[0].message, "`--dtype` does not accept `fp64`");
     let e = errors(&with(&["--served-model-name", "x"]));
