@@ -76,6 +76,18 @@ fn llama_server_errors() {
         (503, Some("model_loading"), Some(5))
     );
     assert_eq!(e.message, "Loading model");
+
+    // No free slot (llama-server builds that refuse instead of queueing): 503, retry soon.
+    let e = translate(
+        &EngineKind::LLAMA_CPP,
+        503,
+        br#"{"error":{"code":503,"message":"no slot available","type":"unavailable_error"}}"#,
+    );
+    assert_eq!(
+        (e.status, e.code.as_deref(), e.retry_after),
+        (503, Some("no_free_slot"), Some(1))
+    );
+    assert_eq!(e.kind, "server_error");
 }
 
 #[test]
