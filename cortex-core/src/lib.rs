@@ -114,6 +114,28 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// A boxed future that can cross threads, returned by the object-safe `Dyn*` traits.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// An error and its causes, joined by `: ` — how Cortex shows an error in a state or a message.
+///
+/// ```
+/// let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+/// let err = cortex_core::RuntimeError::Start {
+///     model: "m".parse().unwrap(),
+///     replica: 0,
+///     source: Box::new(io),
+/// };
+/// assert_eq!(cortex_core::error_chain(&err), "cannot start replica 0 of model m: no such file");
+/// ```
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
 /// `serde` for [`http::Uri`] as its string form.
 pub(crate) mod uri_serde {
     use http::Uri;

@@ -35,6 +35,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod common;
 pub mod errors;
 pub mod flags;
 pub mod llamacpp;

@@ -78,7 +78,7 @@ impl HealthProbe for HttpProbe {
                 },
                 Refused::Down => HealthStatus::down("connection refused"),
             },
-            Ok(Err(e)) => HealthStatus::down(format!("{url}: {}", chain(&e))),
+            Ok(Err(e)) => HealthStatus::down(format!("{url}: {}", cortex_core::error_chain(&e))),
             Ok(Ok((status, body))) => spec.classify_status(status, message(&body).as_deref()),
         }
     }
@@ -107,15 +107,4 @@ fn is_refused(e: &hyper_util::client::legacy::Error) -> bool {
         source = err.source();
     }
     false
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }

@@ -15,6 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::{Shared, Slot, emit, set_state};
+use crate::error_chain;
 use crate::{
     BoxFuture, DynHealthProbe, Endpoint, EngineKind, EventKind, Exit, HealthSpec, HealthStatus,
     Instance, InstanceId, LaunchPlan, LogLine, ModelId, ModelSpec, ModelState, RestartPolicy,
@@ -717,16 +718,4 @@ async fn probe_once(
         .unwrap_or_else(|_| {
             HealthStatus::down(format!("probe timed out after {}", format_duration(limit)))
         })
-}
-
-/// An error and its causes, joined by `: `.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }

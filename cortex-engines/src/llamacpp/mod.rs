@@ -15,6 +15,7 @@ pub use settings::{
     Draft, GpuLayers, LlamaCppSettings, Lora, NamedLayers, OnOffAuto, RequestDefaults,
 };
 
+use crate::common::{check_choice, check_managed, decode_settings, finish_container};
 use crate::flags::{FlagTable, Retired};
 use crate::resolve::resolve_gguf;
 
@@ -165,6 +166,7 @@ impl LlamaCppEngine {
             ("settings.cache_type_v", &s.cache_type_v),
         ] {
             check_choice(
+                &FLAGS,
                 &mut d,
                 field,
                 value.as_deref(),
@@ -172,19 +174,22 @@ impl LlamaCppEngine {
             );
         }
         check_choice(
+            &FLAGS,
             &mut d,
             "settings.split_mode",
             s.split_mode.as_deref(),
             "-sm",
         );
-        check_choice(&mut d, "settings.numa", s.numa.as_deref(), "--numa");
+        check_choice(&FLAGS, &mut d, "settings.numa", s.numa.as_deref(), "--numa");
         check_choice(
+            &FLAGS,
             &mut d,
             "settings.rope_scaling",
             s.rope_scaling.as_deref(),
             "--rope-scaling",
         );
         check_choice(
+            &FLAGS,
             &mut d,
             "settings.pooling",
             s.pooling.as_deref(),
@@ -241,32 +246,9 @@ impl LlamaCppEngine {
                 "reranking needs pooling `rank`",
             ));
         }
-        for (i, arg) in spec.args.iter().enumerate() {
-            let name = arg.split('=').next().unwrap_or(arg);
-            if let Some((_, why)) = MANAGED.iter().find(|(names, _)| names.contains(&name)) {
-                d.push(Diagnostic::error(
-                    format!("args[{i}]"),
-                    format!("`{name}` is managed by Cortex: {why}"),
-                ));
-            }
-        }
+        check_managed(spec, MANAGED, &mut d);
         d.extend(FLAGS.check_args("llama-server", &spec.args, RETIRED));
         (model, d)
-    }
-}
-
-/// A settings value checked against the choices the pinned help lists for `flag`.
-fn check_choice(d: &mut Diagnostics, field: &str, value: Option<&str>, flag: &str) {
-    let (Some(value), Some(f)) = (value, FLAGS.get(flag)) else {
-        return;
-    };
-    if let crate::flags::ValueKind::Choices(choices) = &f.value {
-        if !choices.iter().any(|c| c == value) {
-            d.push(
-                Diagnostic::error(field, format!("`{value}` is not accepted by {flag}"))
-                    .with_suggestion(format!("one of {}", choices.join(", "))),
-            );
-        }
     }
 }
 
@@ -287,14 +269,7 @@ impl Engine for LlamaCppEngine {
     // The command line, flag by flag in llama-server's order: long, but one straight list.
     #[allow(clippy::too_many_lines)]
     fn plan(&self, spec: &ModelSpec, cx: &PlanContext) -> Result<Planned, PlanError> {
-        let s: LlamaCppSettings = spec.settings.decode().map_err(|e| PlanError::Invalid {
-            model: spec.id.clone(),
-            diagnostics: std::iter::once(Diagnostic::error(
-                format!("settings.{}", e.path()),
-                e.message(),
-            ))
-            .collect(),
-        })?;
+        let s: LlamaCppSettings = decode_settings(spec)?;
         let (model, diagnostics) = Self::check(spec, &s);
         if diagnostics.has_errors() {
             return Err(PlanError::Invalid {
@@ -502,11 +477,7 @@ impl Engine for LlamaCppEngine {
         plan.mounts = mounts.into_vec();
         plan.stop_grace = Duration::from_secs(10);
         if container {
-            plan.shm_size = Some(SHM_SIZE);
-            plan.gpus = s.gpus.clone().unwrap_or(GpuRequest::All);
-            plan.env
-                .entry("NVIDIA_DRIVER_CAPABILITIES".into())
-                .or_insert_with(|| "compute,utility".into());
+            finish_container(&mut plan, SHM_SIZE, s.gpus.as_ref());
         }
         let warnings = diagnostics.into_iter().filter(|d| !d.is_error()).collect();
         Ok(Planned::new(plan, warnings))

@@ -11,6 +11,7 @@ use cortex_core::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::common::{check_choice, check_managed, decode_settings, finish_container};
 use crate::flags::{FlagTable, Retired};
 
 /// The pinned vLLM version.
@@ -253,40 +254,27 @@ impl VllmEngine {
                 ),
             ));
         }
-        for (field, value, flag) in [
-            ("settings.dtype", &s.dtype, "--dtype"),
-            (
-                "settings.kv_cache_dtype",
-                &s.kv_cache_dtype,
-                "--kv-cache-dtype",
-            ),
-        ] {
-            if let (Some(v), Some(f)) = (value, FLAGS.get(flag)) {
-                if let crate::flags::ValueKind::Choices(c) = &f.value {
-                    if !c.contains(v) {
-                        d.push(
-                            Diagnostic::error(field, format!("`{v}` is not accepted by {flag}"))
-                                .with_suggestion(format!("one of {}", c.join(", "))),
-                        );
-                    }
-                }
-            }
-        }
+        check_choice(
+            &FLAGS,
+            &mut d,
+            "settings.dtype",
+            s.dtype.as_deref(),
+            "--dtype",
+        );
+        check_choice(
+            &FLAGS,
+            &mut d,
+            "settings.kv_cache_dtype",
+            s.kv_cache_dtype.as_deref(),
+            "--kv-cache-dtype",
+        );
         if let ModelSource::Path(p) = &spec.source {
             if p.extension().is_some_and(|e| e == "gguf") && s.tokenizer.is_none() {
                 d.push(Diagnostic::warning("settings.tokenizer", "vLLM loads GGUF files best with the original model's tokenizer")
                     .with_suggestion("set settings.tokenizer (and settings.hf_config_path) to the original hub repository"));
             }
         }
-        for (i, arg) in spec.args.iter().enumerate() {
-            let name = arg.split('=').next().unwrap_or(arg);
-            if let Some((_, why)) = MANAGED.iter().find(|(names, _)| names.contains(&name)) {
-                d.push(Diagnostic::error(
-                    format!("args[{i}]"),
-                    format!("`{name}` is managed by Cortex: {why}"),
-                ));
-            }
-        }
+        check_managed(spec, MANAGED, &mut d);
         d.extend(FLAGS.check_args("vllm serve", &spec.args, RETIRED));
         d
     }
@@ -304,14 +292,7 @@ impl Engine for VllmEngine {
     // The command line, option by option: long, but one straight list.
     #[allow(clippy::too_many_lines)]
     fn plan(&self, spec: &ModelSpec, cx: &PlanContext) -> Result<Planned, PlanError> {
-        let s: VllmSettings = spec.settings.decode().map_err(|e| PlanError::Invalid {
-            model: spec.id.clone(),
-            diagnostics: std::iter::once(Diagnostic::error(
-                format!("settings.{}", e.path()),
-                e.message(),
-            ))
-            .collect(),
-        })?;
+        let s: VllmSettings = decode_settings(spec)?;
         let diagnostics = Self::check(spec, &s);
         if diagnostics.has_errors() {
             return Err(PlanError::Invalid {
@@ -483,11 +464,7 @@ impl Engine for VllmEngine {
         plan.mounts = mounts;
         plan.stop_grace = Duration::from_secs(5);
         if container {
-            plan.shm_size = Some(SHM_SIZE);
-            plan.gpus = s.gpus.clone().unwrap_or(GpuRequest::All);
-            plan.env
-                .entry("NVIDIA_DRIVER_CAPABILITIES".into())
-                .or_insert_with(|| "compute,utility".into());
+            finish_container(&mut plan, SHM_SIZE, s.gpus.as_ref());
         }
         let warnings = diagnostics.into_iter().filter(|d| !d.is_error()).collect();
         Ok(Planned::new(plan, warnings))

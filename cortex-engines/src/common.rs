@@ -1,0 +1,63 @@
+//! What both engines' planning shares.
+
+use cortex_core::{Diagnostic, Diagnostics, GpuRequest, LaunchPlan, ModelSpec, PlanError};
+use serde::de::DeserializeOwned;
+
+use crate::flags::{FlagTable, ValueKind};
+
+/// The spec's settings decoded into the engine's type; a decoding error refuses the plan, naming
+/// the field as `settings.<path>`.
+pub(crate) fn decode_settings<T: DeserializeOwned>(spec: &ModelSpec) -> Result<T, PlanError> {
+    spec.settings.decode().map_err(|e| PlanError::Invalid {
+        model: spec.id.clone(),
+        diagnostics: std::iter::once(Diagnostic::error(
+            format!("settings.{}", e.path()),
+            e.message(),
+        ))
+        .collect(),
+    })
+}
+
+/// Refuses custom arguments that set what Cortex sets itself: `(spellings, why)`.
+pub(crate) fn check_managed(spec: &ModelSpec, managed: &[(&[&str], &str)], d: &mut Diagnostics) {
+    for (i, arg) in spec.args.iter().enumerate() {
+        let name = arg.split('=').next().unwrap_or(arg);
+        if let Some((_, why)) = managed.iter().find(|(names, _)| names.contains(&name)) {
+            d.push(Diagnostic::error(
+                format!("args[{i}]"),
+                format!("`{name}` is managed by Cortex: {why}"),
+            ));
+        }
+    }
+}
+
+/// A settings value checked against the choices the flag table lists for `flag`.
+pub(crate) fn check_choice(
+    table: &FlagTable,
+    d: &mut Diagnostics,
+    field: &str,
+    value: Option<&str>,
+    flag: &str,
+) {
+    let (Some(value), Some(f)) = (value, table.get(flag)) else {
+        return;
+    };
+    if let ValueKind::Choices(choices) = &f.value {
+        if !choices.iter().any(|c| c == value) {
+            d.push(
+                Diagnostic::error(field, format!("`{value}` is not accepted by {flag}"))
+                    .with_suggestion(format!("one of {}", choices.join(", "))),
+            );
+        }
+    }
+}
+
+/// Container-only settings: shared memory, the GPU request (all GPUs unless given), and the
+/// driver capabilities the NVIDIA runtime needs.
+pub(crate) fn finish_container(plan: &mut LaunchPlan, shm: u64, gpus: Option<&GpuRequest>) {
+    plan.shm_size = Some(shm);
+    plan.gpus = gpus.cloned().unwrap_or(GpuRequest::All);
+    plan.env
+        .entry("NVIDIA_DRIVER_CAPABILITIES".into())
+        .or_insert_with(|| "compute,utility".into());
+}
