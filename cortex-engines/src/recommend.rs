@@ -61,6 +61,11 @@ pub fn recommend(source: &ModelSource) -> Recommendation {
     if !path.is_dir() {
         return none(format!("{} does not exist", path.display()));
     }
+    let has_gguf = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| is_gguf(&e.path()));
     let config = path.join("config.json");
     if config.is_file() {
         let archs: Vec<String> = std::fs::read_to_string(&config)
@@ -80,12 +85,7 @@ pub fn recommend(source: &ModelSource) -> Recommendation {
                 reason: format!("{arch} (config.json) is served by vLLM 0.32.0"),
             };
         }
-        if std::fs::read_dir(path)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| is_gguf(&e.path()))
-        {
+        if has_gguf {
             return Recommendation {
                 engine: Some(EngineKind::LLAMA_CPP),
                 reason: format!(
@@ -99,12 +99,7 @@ pub fn recommend(source: &ModelSource) -> Recommendation {
             show(&archs)
         ));
     }
-    if std::fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| is_gguf(&e.path()))
-    {
+    if has_gguf {
         return Recommendation {
             engine: Some(EngineKind::LLAMA_CPP),
             reason: format!(

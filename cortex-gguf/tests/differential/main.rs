@@ -32,12 +32,9 @@ fn inspect_binary() -> PathBuf {
     bin
 }
 
-fn ours(file: &Path) -> Json {
-    let out = Command::new(inspect_binary())
-        .args(["--json", "--full"])
-        .arg(file)
-        .output()
-        .unwrap();
+/// Runs `command` on `file` and reads the JSON document it prints.
+fn document(command: &mut Command, file: &Path) -> Json {
+    let out = command.arg(file).output().unwrap();
     assert!(
         out.status.success(),
         "{}: {}",
@@ -47,20 +44,16 @@ fn ours(file: &Path) -> Json {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+fn ours(file: &Path) -> Json {
+    document(
+        Command::new(inspect_binary()).args(["--json", "--full"]),
+        file,
+    )
+}
+
 fn reference(file: &Path) -> Json {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/differential/reference.py");
-    let out = Command::new(support::python())
-        .arg(script)
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    document(Command::new(support::python()).arg(script), file)
 }
 
 /// The first place two documents differ, as a path.
