@@ -32,6 +32,13 @@ pub struct HealthSpec {
     /// The longest wait between probes while starting.
     #[serde(with = "humantime_serde")]
     pub max_poll_interval: Duration,
+    /// A command run inside the instance that exits 0 when the engine is healthy, for runtimes
+    /// with health checks of their own (a Docker `HEALTHCHECK`, a Kubernetes exec probe), such as
+    /// `["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/health"]`. Engines set it when
+    /// their image has the tool; `None` tells such a runtime to disable any check the image
+    /// declares, which may probe the wrong port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
 }
 
 /// What a refused connection means while an engine starts.
@@ -57,7 +64,18 @@ impl HealthSpec {
             startup_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_millis(250),
             max_poll_interval: Duration::from_secs(2),
+            command: None,
         }
+    }
+
+    /// Sets the in-instance health check command (see [`command`](Self::command)).
+    pub fn with_command<I, S>(mut self, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.command = Some(command.into_iter().map(Into::into).collect());
+        self
     }
 
     /// Sets the statuses that mean loading.

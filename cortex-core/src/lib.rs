@@ -106,7 +106,10 @@ pub use runtime::{
 pub use settings::{EngineSettings, SettingsError};
 pub use spec::{HubRepo, InvalidSource, ModelSource, ModelSpec, RestartPolicy, Task};
 pub use state::{Event, EventKind, ModelState, ModelStatus, ReplicaStatus};
-pub use supervisor::{Supervisor, SupervisorBuilder, SupervisorConfig, SupervisorError};
+pub use supervisor::{
+    Adoption, Reconciliation, Removal, Supervisor, SupervisorBuilder, SupervisorConfig,
+    SupervisorError,
+};
 
 /// A boxed error that can cross threads, for causes from any implementation.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -149,5 +152,25 @@ pub(crate) mod uri_serde {
         let s = String::deserialize(d)?;
         s.parse()
             .map_err(|e| D::Error::custom(format_args!("invalid URL {s:?}: {e}")))
+    }
+
+    /// The same for `Option<Uri>`.
+    pub(crate) mod option {
+        use http::Uri;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        #[allow(clippy::ref_option, reason = "serde's `with` passes `&Option<T>`")]
+        pub(crate) fn serialize<S: Serializer>(uri: &Option<Uri>, s: S) -> Result<S::Ok, S::Error> {
+            match uri {
+                Some(uri) => super::serialize(uri, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uri>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrap(#[serde(deserialize_with = "super::deserialize")] Uri);
+            Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(uri)| uri))
+        }
     }
 }

@@ -21,6 +21,10 @@ pub mod labels {
     pub const REPLICA: &str = "io.cortex.replica";
     /// The [`EngineKind`](crate::EngineKind).
     pub const ENGINE: &str = "io.cortex.engine";
+    /// A fingerprint of the plan the instance was started from
+    /// ([`LaunchPlan::fingerprint`](crate::LaunchPlan::fingerprint)): an instance left by an earlier
+    /// manager is adopted only when the plan made now is the same.
+    pub const PLAN: &str = "io.cortex.plan";
 }
 
 /// Everything needed to start one instance of one model, exact and validated.
@@ -87,6 +91,40 @@ impl LaunchPlan {
             health,
             stop_grace: Duration::from_secs(10),
         }
+    }
+
+    /// A stable fingerprint of everything in the plan but its [`labels`](Self::labels): 16 hex
+    /// digits of the 64-bit FNV-1a hash of its JSON form. Two plans that would start the same
+    /// instance have the same fingerprint; any change (an argument, a mount, the image) changes it.
+    ///
+    /// Written by hand: a few lines of FNV-1a; no cryptographic strength is needed, only stability
+    /// across processes and versions (which `std`'s `DefaultHasher` does not promise).
+    ///
+    /// ```
+    /// # use cortex_core::{LaunchPlan, Target, HealthSpec};
+    /// let plan = LaunchPlan::new(
+    ///     "m".parse().unwrap(),
+    ///     "llamacpp".into(),
+    ///     Target::Process { program: "llama-server".into() },
+    ///     8080,
+    ///     HealthSpec::new("/health"),
+    /// );
+    /// let mut labelled = plan.clone();
+    /// labelled.labels.insert("team".into(), "a".into());
+    /// assert_eq!(plan.fingerprint(), labelled.fingerprint());
+    /// let mut changed = plan.clone();
+    /// changed.args.push("-c".into());
+    /// assert_ne!(plan.fingerprint(), changed.fingerprint());
+    /// ```
+    pub fn fingerprint(&self) -> String {
+        let mut unlabelled = self.clone();
+        unlabelled.labels.clear();
+        // Serializing plain data with string keys cannot fail.
+        let json = serde_json::to_vec(&unlabelled).unwrap_or_default();
+        let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("{hash:016x}")
     }
 
     /// The command line as a person would type it in a POSIX shell: the program (or, for a

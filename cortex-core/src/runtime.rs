@@ -212,14 +212,28 @@ pub struct InstanceInfo {
     pub labels: BTreeMap<String, String>,
     /// Its state.
     pub state: InstanceState,
+    /// Where it can be reached, when the runtime knows (a running container's published port).
+    #[serde(default, with = "crate::uri_serde::option", skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<Uri>,
 }
 
 // === impl InstanceInfo ===
 
 impl InstanceInfo {
-    /// Information about one instance.
+    /// Information about one instance, with no known address.
     pub fn new(id: InstanceId, labels: BTreeMap<String, String>, state: InstanceState) -> Self {
-        Self { id, labels, state }
+        Self {
+            id,
+            labels,
+            state,
+            base_url: None,
+        }
+    }
+
+    /// Sets where the instance can be reached.
+    pub fn with_base_url(mut self, base_url: Uri) -> Self {
+        self.base_url = Some(base_url);
+        self
     }
 }
 

@@ -214,6 +214,23 @@ pub enum EventKind {
         /// The instance.
         instance: InstanceId,
     },
+    /// An instance left running by an earlier manager was taken over for a replica (by
+    /// [`Supervisor::reconcile`](crate::Supervisor::reconcile)); it is probed like a new one
+    /// before it is registered.
+    Adopted {
+        /// The replica.
+        replica: u32,
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// An instance left by an earlier manager was stopped and removed by
+    /// [`Supervisor::reconcile`](crate::Supervisor::reconcile) instead of adopted.
+    Removed {
+        /// The instance.
+        instance: InstanceId,
+        /// Why it was not adopted: exited, not configured, started from another plan, a duplicate.
+        reason: String,
+    },
     /// A replica will be restarted after its instance exited.
     Restarting {
         /// The replica.

@@ -482,7 +482,11 @@ impl Runtime for FakeRuntime {
                     Some(exit) => InstanceState::Exited(exit),
                     None => InstanceState::Running,
                 };
-                InstanceInfo::new(id.clone(), i.plan.labels.clone(), state)
+                let info = InstanceInfo::new(id.clone(), i.plan.labels.clone(), state);
+                match format!("http://127.0.0.1:{}", i.plan.port).parse() {
+                    Ok(url) if state == InstanceState::Running => info.with_base_url(url),
+                    _ => info,
+                }
             })
             .collect())
     }

@@ -91,8 +91,10 @@ impl Actor {
         }
     }
 
-    pub(super) async fn run(self, plans: Vec<Arc<LaunchPlan>>) {
-        match self.start_all(&plans).await {
+    /// Runs the model from its plans; `adopt[i]`, where given, is an instance already running
+    /// replica `i` (left by an earlier manager), probed instead of started.
+    pub(super) async fn run(self, plans: Vec<Arc<LaunchPlan>>, adopt: Vec<Option<Instance>>) {
+        match self.start_all(&plans, adopt).await {
             Ok(ups) => self.running(plans, ups).await,
             // `start_all` already showed `Stopping`.
             Err(NotUp::Cancelled) => self.finish(None),
@@ -137,11 +139,16 @@ impl Actor {
 
     /// Starts every replica concurrently. If one fails, the others are cancelled; if a stop is
     /// requested, all are. Either way every instance that was started is stopped before this returns.
-    async fn start_all(&self, plans: &[Arc<LaunchPlan>]) -> Result<Vec<Up>, NotUp> {
+    async fn start_all(
+        &self,
+        plans: &[Arc<LaunchPlan>],
+        adopt: Vec<Option<Instance>>,
+    ) -> Result<Vec<Up>, NotUp> {
         let abort = self.slot.stop.child_token();
+        let mut adopt = adopt.into_iter();
         let mut starts: FuturesUnordered<_> = plans
             .iter()
-            .map(|plan| self.start_replica(plan, &abort))
+            .map(|plan| self.start_replica(plan, adopt.next().flatten(), &abort))
             .collect();
         let mut ups = Vec::with_capacity(plans.len());
         let mut failure = None;
@@ -190,27 +197,34 @@ impl Actor {
         Ok(ups)
     }
 
-    /// Starts one replica and probes it until it is ready, it exits, the startup timeout passes, or
-    /// `cancel` fires. On anything but ready, the instance is stopped before this returns.
+    /// Starts one replica (or takes over `adopted`, already running) and probes it until it is
+    /// ready, it exits, the startup timeout passes, or `cancel` fires. On anything but ready, the
+    /// instance is stopped before this returns.
     async fn start_replica(
         &self,
         plan: &Arc<LaunchPlan>,
+        adopted: Option<Instance>,
         cancel: &CancellationToken,
     ) -> Result<Up, NotUp> {
         let replica = plan.replica;
         if cancel.is_cancelled() {
             return Err(NotUp::Cancelled);
         }
-        // Never dropped half-way: a runtime may have created something by the time it fails.
-        let instance = self.shared.runtime.start(plan).await.map_err(|e| {
-            NotUp::Failed(Failure {
-                reason: format!(
-                    "replica {replica} could not be started: {}",
-                    error_chain(&e)
-                ),
-                log_tail: Vec::new(),
-            })
-        })?;
+        let adopting = adopted.is_some();
+        let instance = if let Some(instance) = adopted {
+            instance
+        } else {
+            // Never dropped half-way: a runtime may have created something by the time it fails.
+            self.shared.runtime.start(plan).await.map_err(|e| {
+                NotUp::Failed(Failure {
+                    reason: format!(
+                        "replica {replica} could not be started: {}",
+                        error_chain(&e)
+                    ),
+                    log_tail: Vec::new(),
+                })
+            })?
+        };
         let endpoint = Endpoint::new(
             self.model.clone(),
             self.served.clone(),
@@ -225,9 +239,17 @@ impl Actor {
             r.health = None;
             r.consecutive_failures = 0;
         });
-        self.emit(EventKind::InstanceStarted {
-            replica,
-            instance: instance.id.clone(),
+        let instance_id = instance.id.clone();
+        self.emit(if adopting {
+            EventKind::Adopted {
+                replica,
+                instance: instance_id,
+            }
+        } else {
+            EventKind::InstanceStarted {
+                replica,
+                instance: instance_id,
+            }
         });
 
         let last = Mutex::new(None);
@@ -489,7 +511,7 @@ impl Actor {
         restarts.push(Box::pin(async move {
             let result = tokio::select! {
                 () = cancel.cancelled() => Err(NotUp::Cancelled),
-                () = sleep(backoff) => self.start_replica(&plan, &cancel).await,
+                () = sleep(backoff) => self.start_replica(&plan, None, &cancel).await,
             };
             (replica, result)
         }));

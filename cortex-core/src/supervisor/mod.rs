@@ -72,9 +72,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::plan::labels;
 use crate::{
-    DynHealthProbe, DynRuntime, Engine, EngineKind, Event, EventKind, InMemoryRegistry, LaunchPlan,
-    LogLine, ModelId, ModelSpec, ModelState, ModelStatus, PlanContext, PlanError, Registry,
-    ReplicaStatus, TargetKind,
+    DynHealthProbe, DynRuntime, Engine, EngineKind, Event, EventKind, InMemoryRegistry, Instance,
+    InstanceId, InstanceInfo, InstanceState, LaunchPlan, LogLine, ModelId, ModelSpec, ModelState,
+    ModelStatus, PlanContext, PlanError, Registry, ReplicaStatus, TargetKind,
 };
 
 /// Tunables of a [`Supervisor`]; every field has a default.
@@ -172,6 +172,24 @@ pub enum SupervisorError {
         /// The model.
         model: ModelId,
     },
+    /// The runtime could not be asked what it runs.
+    #[error("the runtime cannot list its instances")]
+    Runtime {
+        /// The cause.
+        #[source]
+        source: crate::RuntimeError,
+    },
+    /// [`Supervisor::reconcile`] could not remove an instance; it may still be running.
+    #[error("instance {instance} could not be removed (it was to go because {reason})")]
+    RemoveFailed {
+        /// The instance.
+        instance: InstanceId,
+        /// Why it was to be removed.
+        reason: String,
+        /// The cause.
+        #[source]
+        source: crate::RuntimeError,
+    },
     /// Stopping failed; an instance may still be running.
     #[error("model {model} could not be stopped cleanly: {reason}")]
     StopFailed {
@@ -180,6 +198,43 @@ pub enum SupervisorError {
         /// What failed.
         reason: String,
     },
+}
+
+/// What [`Supervisor::reconcile`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Reconciliation {
+    /// Instances taken over, ordered by model and replica; their models run.
+    pub adopted: Vec<Adoption>,
+    /// Instances stopped and removed, with why.
+    pub removed: Vec<Removal>,
+    /// What went wrong: a model whose adopted instances did not become ready (they were stopped),
+    /// a model refused by its engine, an instance that could not be removed.
+    pub failed: Vec<SupervisorError>,
+}
+
+/// An instance [`Supervisor::reconcile`] adopted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Adoption {
+    /// The model.
+    pub model: ModelId,
+    /// The replica it serves.
+    pub replica: u32,
+    /// The instance.
+    pub instance: InstanceId,
+}
+
+/// An instance [`Supervisor::reconcile`] stopped and removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Removal {
+    /// The instance.
+    pub instance: InstanceId,
+    /// The model its labels name, when they name a valid one.
+    pub model: Option<ModelId>,
+    /// Why it was not adopted.
+    pub reason: String,
 }
 
 /// Drives models through their lifecycle and keeps the [`Registry`] true; see the
@@ -318,6 +373,16 @@ impl Supervisor {
     /// Dropping the returned future stops the waiting, not the start: the model keeps starting, and
     /// [`status`](Self::status) or [`subscribe`](Self::subscribe) follow it.
     pub async fn start(&self, spec: ModelSpec) -> Result<(), SupervisorError> {
+        self.start_adopting(spec, Vec::new()).await
+    }
+
+    /// [`start`](Self::start), taking over `adopt[i]` (where given) as replica `i` instead of
+    /// starting it.
+    async fn start_adopting(
+        &self,
+        spec: ModelSpec,
+        adopt: Vec<Option<Instance>>,
+    ) -> Result<(), SupervisorError> {
         let engine = self.engine_for(&spec)?;
         let slot = self.claim(&spec).await?;
 
@@ -353,7 +418,7 @@ impl Supervisor {
         let mut status = slot.status.subscribe();
         let plans = plans.into_iter().map(|(plan, _)| Arc::new(plan)).collect();
         let run =
-            tokio::spawn(actor::Actor::new(self.shared.clone(), slot.clone(), &spec).run(plans));
+            tokio::spawn(actor::Actor::new(self.shared.clone(), slot.clone(), &spec).run(plans, adopt));
         // A panic in the actor (a bug in a runtime or probe implementation, say) must not leave the
         // model `Starting` forever: it fails the model, naming the panic.
         tokio::spawn({
@@ -448,6 +513,196 @@ impl Supervisor {
         let ids: Vec<ModelId> = self.lock_models().keys().cloned().collect();
         let results = futures_util::future::join_all(ids.iter().map(|id| self.stop(id))).await;
         results.into_iter().filter_map(Result::err).collect()
+    }
+
+    /// Takes stock of the instances an earlier manager left (the runtime's
+    /// [`list`](crate::Runtime::list) of what carries the ownership label) against the models
+    /// configured now, `specs`:
+    ///
+    /// - a **running** instance of a configured model, for a replica the spec still has, started
+    ///   from the same plan (its [`PLAN`](labels::PLAN) label equals the fingerprint of the plan
+    ///   made now) is **adopted**: the model is started with that instance as the replica, probed
+    ///   until ready, then registered. Replicas with nothing to adopt are started as usual;
+    /// - every other instance (exited or created, of a model not configured, of a replica beyond
+    ///   the spec, from a changed plan, a duplicate, of a model refused by its engine) is stopped
+    ///   and **removed**.
+    ///
+    /// Configured models with nothing to adopt are left for the caller to [`start`](Self::start).
+    /// Models this supervisor already runs, and their instances, are left alone. Each adoption and
+    /// removal is also sent as an [`Event`] ([`EventKind::Adopted`], [`EventKind::Removed`]).
+    /// Call it once when a manager starts, before starting models.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorError::Runtime`] when the runtime cannot list its instances; nothing was done.
+    /// Failures of single adoptions and removals are reported in [`Reconciliation::failed`].
+    pub async fn reconcile(&self, specs: &[ModelSpec]) -> Result<Reconciliation, SupervisorError> {
+        let instances = self
+            .shared
+            .runtime
+            .list()
+            .await
+            .map_err(|source| SupervisorError::Runtime { source })?;
+        let mut report = Reconciliation::default();
+
+        // What each configured model would run now; a model that cannot be planned adopts nothing.
+        let mut wanted: HashMap<&ModelId, (&ModelSpec, Vec<LaunchPlan>)> = HashMap::new();
+        for spec in specs {
+            if self.is_active(&spec.id) {
+                continue;
+            }
+            match self
+                .engine_for(spec)
+                .and_then(|engine| self.plan_all(spec, engine.as_ref()))
+            {
+                Ok(plans) => {
+                    let plans = plans.into_iter().map(|(plan, _)| plan).collect();
+                    wanted.insert(&spec.id, (spec, plans));
+                }
+                Err(e) => report.failed.push(e),
+            }
+        }
+
+        let mut adopt: HashMap<ModelId, Vec<Option<Instance>>> = HashMap::new();
+        let mut removals = Vec::new();
+        for info in instances {
+            let model = info
+                .labels
+                .get(labels::MODEL_ID)
+                .and_then(|m| m.parse::<ModelId>().ok());
+            if model.as_ref().is_some_and(|m| self.is_active(m)) {
+                continue;
+            }
+            let verdict = Self::judge(&info, model.as_ref(), &wanted, &adopt);
+            match verdict {
+                Ok((model, replica, base_url)) => {
+                    let slots = adopt
+                        .entry(model.clone())
+                        .or_insert_with(|| vec![None; wanted[&model].1.len()]);
+                    slots[replica] = Some(Instance::new(info.id.clone(), base_url));
+                }
+                Err(reason) => {
+                    let grace = model
+                        .as_ref()
+                        .and_then(|m| wanted.get(m))
+                        .and_then(|(_, plans)| plans.first())
+                        .map_or(Duration::from_secs(10), |p| p.stop_grace);
+                    removals.push((info.id, model, reason, grace));
+                }
+            }
+        }
+
+        let removed = futures_util::future::join_all(removals.into_iter().map(
+            |(instance, model, reason, grace)| async move {
+                let result = self.shared.runtime.stop(&instance, grace).await;
+                (instance, model, reason, result)
+            },
+        ))
+        .await;
+        for (instance, model, reason, result) in removed {
+            match result {
+                Ok(()) => {
+                    tracing::info!(%instance, %reason, "removed an instance left by an earlier manager");
+                    if let Some(model) = &model {
+                        self.emit(
+                            model,
+                            EventKind::Removed {
+                                instance: instance.clone(),
+                                reason: reason.clone(),
+                            },
+                        );
+                    }
+                    report.removed.push(Removal {
+                        instance,
+                        model,
+                        reason,
+                    });
+                }
+                Err(source) => report.failed.push(SupervisorError::RemoveFailed {
+                    instance,
+                    reason,
+                    source,
+                }),
+            }
+        }
+
+        let starts = adopt.into_iter().map(|(model, slots)| {
+            let spec = wanted[&model].0.clone();
+            let adopted: Vec<(u32, InstanceId)> = (0..)
+                .zip(&slots)
+                .filter_map(|(replica, slot)| slot.as_ref().map(|i| (replica, i.id.clone())))
+                .collect();
+            async move {
+                let result = self.start_adopting(spec, slots).await;
+                (model, adopted, result)
+            }
+        });
+        for (model, adopted, result) in futures_util::future::join_all(starts).await {
+            match result {
+                Ok(()) => report
+                    .adopted
+                    .extend(adopted.into_iter().map(|(replica, instance)| Adoption {
+                        model: model.clone(),
+                        replica,
+                        instance,
+                    })),
+                Err(e) => report.failed.push(e),
+            }
+        }
+        report.adopted.sort_by(|a, b| (&a.model, a.replica).cmp(&(&b.model, b.replica)));
+        Ok(report)
+    }
+
+    /// Whether `info` can be adopted, and as what; else why not.
+    fn judge(
+        info: &InstanceInfo,
+        model: Option<&ModelId>,
+        wanted: &HashMap<&ModelId, (&ModelSpec, Vec<LaunchPlan>)>,
+        adopt: &HashMap<ModelId, Vec<Option<Instance>>>,
+    ) -> Result<(ModelId, usize, http::Uri), String> {
+        let Some(model) = model else {
+            return Err(format!("its {} label is missing or invalid", labels::MODEL_ID));
+        };
+        let Some((_, plans)) = wanted.get(model) else {
+            return Err(format!("model {model} is not configured"));
+        };
+        if info.state != InstanceState::Running {
+            return Err(match info.state {
+                InstanceState::Exited(exit) => format!("it is not running (exited with {exit})"),
+                _ => "it is not running".to_owned(),
+            });
+        }
+        let replica = info
+            .labels
+            .get(labels::REPLICA)
+            .and_then(|r| r.parse::<usize>().ok())
+            .ok_or_else(|| format!("its {} label is missing or invalid", labels::REPLICA))?;
+        let Some(plan) = plans.get(replica) else {
+            return Err(format!(
+                "replica {replica} is beyond the {} configured",
+                plans.len()
+            ));
+        };
+        if info.labels.get(labels::PLAN) != plan.labels.get(labels::PLAN) {
+            return Err("it was started from a different plan (the configuration changed)".into());
+        }
+        if adopt
+            .get(model)
+            .is_some_and(|slots| slots[replica].is_some())
+        {
+            return Err(format!("replica {replica} is already adopted from another instance"));
+        }
+        let base_url = info
+            .base_url
+            .clone()
+            .ok_or_else(|| "the runtime does not know its address".to_owned())?;
+        Ok((model.clone(), replica, base_url))
+    }
+
+    /// Whether this supervisor is starting, running or stopping the model.
+    fn is_active(&self, id: &ModelId) -> bool {
+        self.slot(id)
+            .is_some_and(|slot| !slot.status.borrow().state.is_terminal())
     }
 
     /// A model's status now.
@@ -571,11 +826,13 @@ impl Supervisor {
             if let Some(timeout) = spec.startup_timeout {
                 plan.health.startup_timeout = timeout;
             }
+            let fingerprint = plan.fingerprint();
             for (key, value) in [
                 (labels::MANAGED_BY, labels::MANAGED_BY_VALUE.to_owned()),
                 (labels::MODEL_ID, spec.id.to_string()),
                 (labels::REPLICA, replica.to_string()),
                 (labels::ENGINE, spec.engine.to_string()),
+                (labels::PLAN, fingerprint),
             ] {
                 plan.labels.insert(key.to_owned(), value);
             }
