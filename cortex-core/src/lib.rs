@@ -167,7 +167,9 @@ pub(crate) mod uri_serde {
             }
         }
 
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uri>, D::Error> {
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Uri>, D::Error> {
             #[derive(Deserialize)]
             struct Wrap(#[serde(deserialize_with = "super::deserialize")] Uri);
             Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(uri)| uri))

@@ -11,9 +11,11 @@ use crate::{EngineKind, HealthSpec, ModelId};
 /// Label keys the supervisor puts on every plan, so a runtime can find what it owns after a restart
 /// of the manager (Docker labels, process environment, pod labels).
 pub mod labels {
-    /// Marks an instance as started by Cortex; the value is [`MANAGED_BY_VALUE`].
+    /// Marks an instance as started by Cortex; the value names the manager
+    /// ([`SupervisorConfig::owner`](crate::SupervisorConfig::owner), [`MANAGED_BY_VALUE`] by
+    /// default), so managers sharing one Docker Engine leave each other's instances alone.
     pub const MANAGED_BY: &str = "io.cortex.managed-by";
-    /// The value of [`MANAGED_BY`].
+    /// The default value of [`MANAGED_BY`].
     pub const MANAGED_BY_VALUE: &str = "cortex";
     /// The [`ModelId`](crate::ModelId) the instance serves.
     pub const MODEL_ID: &str = "io.cortex.model-id";

@@ -213,7 +213,11 @@ pub struct InstanceInfo {
     /// Its state.
     pub state: InstanceState,
     /// Where it can be reached, when the runtime knows (a running container's published port).
-    #[serde(default, with = "crate::uri_serde::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::uri_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub base_url: Option<Uri>,
 }
 
@@ -276,6 +280,14 @@ impl Exit {
         Self {
             code: None,
             signal: Some(signal),
+        }
+    }
+
+    /// Exited, but how is not known (it was removed by someone else before its status was read).
+    pub fn unknown() -> Self {
+        Self {
+            code: None,
+            signal: None,
         }
     }
 

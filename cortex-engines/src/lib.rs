@@ -10,7 +10,8 @@
 //!   ([`flags`], generated from the engines' own help). [`preview`] shows a plan as a command line.
 //! - [`resolve_gguf`] picks the GGUF file of a directory or split set; [`recommend`] picks an
 //!   engine from the files and explains why.
-//! - [`ProcessRuntime`] runs plans as child processes; [`HttpProbe`] probes them.
+//! - [`ProcessRuntime`] runs plans as child processes; `DockerRuntime` (feature `docker`, bollard)
+//!   runs them as containers on the local Docker Engine; [`HttpProbe`] probes either.
 //! - [`translate`] turns the engines' error bodies into `OpenAI`'s shape.
 //!
 //! ```no_run
@@ -27,7 +28,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The Docker runtime is not written yet.
+//! # Features
+//!
+//! - `docker`: the Docker runtime (bollard).
+//! - `full`: every feature.
 //!
 //! # Minimum supported Rust version
 //!
@@ -52,5 +56,8 @@ pub use preview::preview;
 pub use probe::HttpProbe;
 pub use recommend::{Recommendation, VLLM_ARCHITECTURES, recommend};
 pub use resolve::{ResolvedGguf, resolve_gguf};
+#[cfg(feature = "docker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
+pub use runtime::{DockerRuntime, DockerRuntimeBuilder};
 pub use runtime::{ProcessRuntime, ProcessRuntimeBuilder};
 pub use vllm::{VllmEngine, VllmSettings};

@@ -94,6 +94,10 @@ pub struct SupervisorConfig {
     pub log_tail_lines: usize,
     /// Events buffered for each subscriber before a slow one starts missing them. Default 1024.
     pub event_capacity: usize,
+    /// The value of the [`MANAGED_BY`](labels::MANAGED_BY) label on everything this supervisor
+    /// starts; [`Supervisor::reconcile`] considers only instances with the same owner. Default
+    /// `cortex`; give each manager sharing a Docker Engine its own.
+    pub owner: String,
 }
 
 impl Default for SupervisorConfig {
@@ -104,6 +108,7 @@ impl Default for SupervisorConfig {
             probe_timeout: Duration::from_secs(5),
             log_tail_lines: 50,
             event_capacity: 1024,
+            owner: labels::MANAGED_BY_VALUE.to_owned(),
         }
     }
 }
@@ -417,8 +422,9 @@ impl Supervisor {
 
         let mut status = slot.status.subscribe();
         let plans = plans.into_iter().map(|(plan, _)| Arc::new(plan)).collect();
-        let run =
-            tokio::spawn(actor::Actor::new(self.shared.clone(), slot.clone(), &spec).run(plans, adopt));
+        let run = tokio::spawn(
+            actor::Actor::new(self.shared.clone(), slot.clone(), &spec).run(plans, adopt),
+        );
         // A panic in the actor (a bug in a runtime or probe implementation, say) must not leave the
         // model `Starting` forever: it fails the model, naming the panic.
         tokio::spawn({
@@ -516,8 +522,8 @@ impl Supervisor {
     }
 
     /// Takes stock of the instances an earlier manager left (the runtime's
-    /// [`list`](crate::Runtime::list) of what carries the ownership label) against the models
-    /// configured now, `specs`:
+    /// [`list`](crate::Runtime::list) of what carries the ownership label with this supervisor's
+    /// [`owner`](SupervisorConfig::owner)) against the models configured now, `specs`:
     ///
     /// - a **running** instance of a configured model, for a replica the spec still has, started
     ///   from the same plan (its [`PLAN`](labels::PLAN) label equals the fingerprint of the plan
@@ -565,7 +571,11 @@ impl Supervisor {
 
         let mut adopt: HashMap<ModelId, Vec<Option<Instance>>> = HashMap::new();
         let mut removals = Vec::new();
+        let owner = &self.shared.config.owner;
         for info in instances {
+            if info.labels.get(labels::MANAGED_BY) != Some(owner) {
+                continue; // another manager's
+            }
             let model = info
                 .labels
                 .get(labels::MODEL_ID)
@@ -592,6 +602,43 @@ impl Supervisor {
             }
         }
 
+        self.remove_all(removals, &mut report).await;
+
+        let starts = adopt.into_iter().map(|(model, slots)| {
+            let spec = wanted[&model].0.clone();
+            let adopted: Vec<(u32, InstanceId)> = (0..)
+                .zip(&slots)
+                .filter_map(|(replica, slot)| slot.as_ref().map(|i| (replica, i.id.clone())))
+                .collect();
+            async move {
+                let result = self.start_adopting(spec, slots).await;
+                (model, adopted, result)
+            }
+        });
+        for (model, adopted, result) in futures_util::future::join_all(starts).await {
+            match result {
+                Ok(()) => report
+                    .adopted
+                    .extend(adopted.into_iter().map(|(replica, instance)| Adoption {
+                        model: model.clone(),
+                        replica,
+                        instance,
+                    })),
+                Err(e) => report.failed.push(e),
+            }
+        }
+        report
+            .adopted
+            .sort_by(|a, b| (&a.model, a.replica).cmp(&(&b.model, b.replica)));
+        Ok(report)
+    }
+
+    /// Stops and removes what [`reconcile`](Self::reconcile) does not adopt, concurrently.
+    async fn remove_all(
+        &self,
+        removals: Vec<(InstanceId, Option<ModelId>, String, Duration)>,
+        report: &mut Reconciliation,
+    ) {
         let removed = futures_util::future::join_all(removals.into_iter().map(
             |(instance, model, reason, grace)| async move {
                 let result = self.shared.runtime.stop(&instance, grace).await;
@@ -625,32 +672,6 @@ impl Supervisor {
                 }),
             }
         }
-
-        let starts = adopt.into_iter().map(|(model, slots)| {
-            let spec = wanted[&model].0.clone();
-            let adopted: Vec<(u32, InstanceId)> = (0..)
-                .zip(&slots)
-                .filter_map(|(replica, slot)| slot.as_ref().map(|i| (replica, i.id.clone())))
-                .collect();
-            async move {
-                let result = self.start_adopting(spec, slots).await;
-                (model, adopted, result)
-            }
-        });
-        for (model, adopted, result) in futures_util::future::join_all(starts).await {
-            match result {
-                Ok(()) => report
-                    .adopted
-                    .extend(adopted.into_iter().map(|(replica, instance)| Adoption {
-                        model: model.clone(),
-                        replica,
-                        instance,
-                    })),
-                Err(e) => report.failed.push(e),
-            }
-        }
-        report.adopted.sort_by(|a, b| (&a.model, a.replica).cmp(&(&b.model, b.replica)));
-        Ok(report)
     }
 
     /// Whether `info` can be adopted, and as what; else why not.
@@ -661,7 +682,10 @@ impl Supervisor {
         adopt: &HashMap<ModelId, Vec<Option<Instance>>>,
     ) -> Result<(ModelId, usize, http::Uri), String> {
         let Some(model) = model else {
-            return Err(format!("its {} label is missing or invalid", labels::MODEL_ID));
+            return Err(format!(
+                "its {} label is missing or invalid",
+                labels::MODEL_ID
+            ));
         };
         let Some((_, plans)) = wanted.get(model) else {
             return Err(format!("model {model} is not configured"));
@@ -690,7 +714,9 @@ impl Supervisor {
             .get(model)
             .is_some_and(|slots| slots[replica].is_some())
         {
-            return Err(format!("replica {replica} is already adopted from another instance"));
+            return Err(format!(
+                "replica {replica} is already adopted from another instance"
+            ));
         }
         let base_url = info
             .base_url
@@ -828,7 +854,7 @@ impl Supervisor {
             }
             let fingerprint = plan.fingerprint();
             for (key, value) in [
-                (labels::MANAGED_BY, labels::MANAGED_BY_VALUE.to_owned()),
+                (labels::MANAGED_BY, self.shared.config.owner.clone()),
                 (labels::MODEL_ID, spec.id.to_string()),
                 (labels::REPLICA, replica.to_string()),
                 (labels::ENGINE, spec.engine.to_string()),

@@ -42,6 +42,10 @@ fn two(spec: ModelSpec) -> ModelSpec {
 }
 
 #[tokio::test(flavor = "current_thread")]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario: every verdict of one reconcile, then its events"
+)]
 async fn adopts_what_still_matches_and_removes_the_rest() {
     let world = FakeWorld::new().with_target(TargetKind::Container);
     first_manager(
@@ -94,7 +98,10 @@ async fn adopts_what_still_matches_and_removes_the_rest() {
         .collect();
     removed.sort();
     let mut expected = vec![
-        (shrunk[1].clone(), "replica 1 is beyond the 1 configured".to_owned()),
+        (
+            shrunk[1].clone(),
+            "replica 1 is beyond the 1 configured".to_owned(),
+        ),
         (
             crashed.clone(),
             "it is not running (exited with exit code 139)".to_owned(),
@@ -103,7 +110,10 @@ async fn adopts_what_still_matches_and_removes_the_rest() {
             changed.clone(),
             "it was started from a different plan (the configuration changed)".to_owned(),
         ),
-        (dropped.clone(), "model dropped is not configured".to_owned()),
+        (
+            dropped.clone(),
+            "model dropped is not configured".to_owned(),
+        ),
     ];
     expected.sort();
     assert_eq!(removed, expected);
@@ -114,7 +124,10 @@ async fn adopts_what_still_matches_and_removes_the_rest() {
     }
     let endpoints = sup.registry().resolve("kept").unwrap();
     assert_eq!(
-        endpoints.iter().map(|e| e.instance.clone()).collect::<Vec<_>>(),
+        endpoints
+            .iter()
+            .map(|e| e.instance.clone())
+            .collect::<Vec<_>>(),
         kept
     );
     assert_eq!(world.live_of(&id("kept")), kept);
@@ -134,7 +147,11 @@ async fn adopts_what_still_matches_and_removes_the_rest() {
             EventKind::Adopted { .. } => adoptions += 1,
             EventKind::Removed { .. } => removals.push(model.to_string()),
             EventKind::InstanceStarted { .. } => {
-                assert_eq!(model.as_str(), "changed", "only the changed model started anew");
+                assert_eq!(
+                    model.as_str(),
+                    "changed",
+                    "only the changed model started anew"
+                );
             }
             _ => {}
         }
@@ -171,14 +188,16 @@ async fn an_adopted_instance_that_never_gets_ready_is_stopped() {
     let old = world.live_of(&id("sick"))[0].clone();
     world.set_health(&old, Some(cortex_core::HealthStatus::down("wedged")));
     let sup = Supervisor::builder(Arc::new(world.runtime()), Arc::new(world.probe()))
-        .engine(Arc::new(FakeEngine::new(KIND).with_health(
-            cortex_core::HealthSpec::new("/health")
-                .with_startup_timeout(std::time::Duration::from_millis(300))
-                .with_poll_interval(
-                    std::time::Duration::from_millis(10),
-                    std::time::Duration::from_millis(50),
-                ),
-        )))
+        .engine(Arc::new(
+            FakeEngine::new(KIND).with_health(
+                cortex_core::HealthSpec::new("/health")
+                    .with_startup_timeout(std::time::Duration::from_millis(300))
+                    .with_poll_interval(
+                        std::time::Duration::from_millis(10),
+                        std::time::Duration::from_millis(50),
+                    ),
+            ),
+        ))
         .build();
     let report = sup.reconcile(&[spec("sick")]).await;
     // The first manager's plan had another health spec, so the fingerprints differ: removed.
@@ -198,7 +217,10 @@ async fn an_adopted_instance_that_never_gets_ready_is_stopped() {
     let [SupervisorError::Failed { reason, .. }] = &report.failed[..] else {
         panic!("{report:?}")
     };
-    assert!(reason.starts_with("replica 0 was not ready after 1m"), "{reason}");
+    assert!(
+        reason.starts_with("replica 0 was not ready after 1m"),
+        "{reason}"
+    );
     assert!(world.live().is_empty(), "the wedged instance was stopped");
     assert!(sup.registry().resolve("sick").is_none());
 }
@@ -210,4 +232,42 @@ async fn nothing_left_means_nothing_done() {
     let report = sup.reconcile(&[spec("a")]).await.unwrap();
     assert!(report.adopted.is_empty() && report.removed.is_empty() && report.failed.is_empty());
     assert!(sup.status(&id("a")).is_none());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn another_owners_instances_are_left_alone() {
+    let world = FakeWorld::new().with_target(TargetKind::Container);
+    let other = world.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut config = cortex_core::SupervisorConfig::default();
+            config.owner = "team-b".into();
+            let sup = Supervisor::builder(Arc::new(other.runtime()), Arc::new(other.probe()))
+                .engine(Arc::new(FakeEngine::new(KIND)))
+                .config(config)
+                .build();
+            sup.start(spec("theirs")).await.unwrap();
+        });
+    })
+    .join()
+    .unwrap();
+    let theirs = world.live_of(&id("theirs"));
+    let sup = manager(&world);
+    // Not configured here, and not ours: neither adopted nor removed.
+    let report = sup.reconcile(&[spec("mine")]).await.unwrap();
+    assert!(
+        report.adopted.is_empty() && report.removed.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(world.live_of(&id("theirs")), theirs);
+    // Configured here under the same name: still theirs, so not adopted either.
+    let report = sup.reconcile(&[spec("theirs")]).await.unwrap();
+    assert!(
+        report.adopted.is_empty() && report.removed.is_empty(),
+        "{report:?}"
+    );
 }

@@ -452,18 +452,29 @@ impl Engine for LlamaCppEngine {
                 image: s.image.clone(),
                 name: container_name("llamacpp", spec, cx.replica),
                 ipc_host: true,
-                network: None,
+                network: s.network.clone(),
             }
         } else {
             Target::Process {
                 program: s.program.clone(),
             }
         };
-        let health = HealthSpec::new("/health")
+        let mut health = HealthSpec::new("/health")
             .with_loading_statuses([503])
             .with_refused(Refused::Down)
             .with_startup_timeout(Duration::from_secs(300))
             .with_poll_interval(Duration::from_millis(50), Duration::from_millis(250));
+        if container {
+            // Both Cortex's image (scripts/build-llama-image) and llama.cpp's published server
+            // images carry curl; -f fails on the 503 of a loading model.
+            health = health.with_command([
+                "curl".to_owned(),
+                "-fsS".to_owned(),
+                "-o".to_owned(),
+                "/dev/null".to_owned(),
+                format!("http://127.0.0.1:{}/health", cx.port),
+            ]);
+        }
         let mut plan = LaunchPlan::new(
             spec.id.clone(),
             EngineKind::LLAMA_CPP,

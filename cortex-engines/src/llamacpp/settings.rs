@@ -36,6 +36,9 @@ pub struct LlamaCppSettings {
     pub main_gpu: Option<u32>,
     /// The GPUs a container gets (all by default); process targets see the host's.
     pub gpus: Option<GpuRequest>,
+    /// A Docker network a container joins (its name is its alias there), besides its port
+    /// published on 127.0.0.1.
+    pub network: Option<String>,
     /// `-b`: logical batch size.
     pub batch_size: u32,
     /// `-ub`: physical batch size.
@@ -116,6 +119,7 @@ impl Default for LlamaCppSettings {
             split_mode: None,
             main_gpu: None,
             gpus: None,
+            network: None,
             batch_size: 512,
             ubatch_size: None,
             threads: None,

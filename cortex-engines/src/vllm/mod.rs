@@ -159,6 +159,9 @@ pub struct VllmSettings {
     pub api_key: Option<String>,
     /// The GPUs a container gets (all by default).
     pub gpus: Option<GpuRequest>,
+    /// A Docker network a container joins (its name is its alias there), besides its port
+    /// published on 127.0.0.1.
+    pub network: Option<String>,
     /// The host's Hugging Face cache, mounted for hub sources (default `~/.cache/huggingface`).
     pub hf_cache: Option<PathBuf>,
     /// Environment for NCCL and the allocator; defaults to
@@ -191,6 +194,7 @@ impl Default for VllmSettings {
             hf_token: None,
             api_key: None,
             gpus: None,
+            network: None,
             hf_cache: None,
             runtime_env: [
                 ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),
@@ -445,7 +449,7 @@ impl Engine for VllmEngine {
                 image: s.image.clone(),
                 name: crate::llamacpp::container_name("vllm", spec, cx.replica),
                 ipc_host: true,
-                network: None,
+                network: s.network.clone(),
             }
         } else {
             Target::Process {
@@ -453,10 +457,21 @@ impl Engine for VllmEngine {
             }
         };
         // vLLM refuses connections until the engine is ready; 503 then means a dead engine.
-        let health = HealthSpec::new("/health")
+        let mut health = HealthSpec::new("/health")
             .with_refused(Refused::Loading)
             .with_startup_timeout(Duration::from_secs(600))
             .with_poll_interval(Duration::from_millis(500), Duration::from_secs(5));
+        if container {
+            // The vLLM image has Python, not curl; any failure to open the URL exits non-zero.
+            health = health.with_command([
+                "python3".to_owned(),
+                "-c".to_owned(),
+                format!(
+                    "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{}/health', timeout=5)",
+                    cx.port
+                ),
+            ]);
+        }
         let mut plan = LaunchPlan::new(spec.id.clone(), EngineKind::VLLM, target, cx.port, health);
         plan.replica = cx.replica;
         plan.args = args;

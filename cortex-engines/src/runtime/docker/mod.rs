@@ -1,0 +1,933 @@
+//! [`DockerRuntime`]: plans run as containers on a Docker Engine, through bollard.
+
+mod spec;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummaryStateEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use cortex_core::plan::labels;
+use cortex_core::{
+    BoxError, Exit, Instance, InstanceId, InstanceInfo, InstanceState, LaunchPlan, LogLine,
+    LogSource, LogStream, Runtime, RuntimeError, Target, TargetKind,
+};
+use futures_util::StreamExt;
+use tokio::sync::{broadcast, watch};
+use tokio::task::AbortHandle;
+
+/// The Docker API version Cortex needs at least: Docker Engine 20.10.
+const MIN_API: (usize, usize) = (1, 41);
+
+/// Runs [`LaunchPlan`]s with a [`Target::Container`] as containers on a Docker Engine.
+///
+/// - **Containers as the engines' documents run them**: the plan's name, image and arguments;
+///   models bind-mounted (read-only where planned); shared memory, IPC host and GPUs (a device
+///   request for the `nvidia` driver) as planned; restart policy `no`, since the
+///   [`Supervisor`](cortex_core::Supervisor) decides restarts; the plan's labels, which mark
+///   ownership; the engine's port published on 127.0.0.1 (see
+///   [`publish_ip`](DockerRuntimeBuilder::publish_ip)) with an ephemeral host port read back after
+///   start; a health check from the plan's [`command`](cortex_core::HealthSpec::command) whose
+///   start period is the startup timeout (with none, the image's own check is disabled).
+/// - **Every call has its own timeout** ([`call_timeout`](DockerRuntimeBuilder::call_timeout),
+///   30 s by default); a stop gets the plan's grace period on top, so a long grace is never cut by
+///   a client-wide limit. Starting a started container and stopping a stopped one succeed.
+/// - **Logs**: each container's output is followed into a ring buffer of the last
+///   [`log_lines`](DockerRuntimeBuilder::log_lines) lines and a live stream, the same as the
+///   [`ProcessRuntime`](crate::ProcessRuntime); after an exit the tail stays readable until
+///   [`stop`](Runtime::stop) removes the container. A container killed for lack of memory gets a
+///   last line saying so.
+/// - **Instances are containers**: the instance id is the container id, and every method also
+///   works on containers an earlier manager started (what [`list`](Runtime::list) finds by the
+///   ownership label), which is what
+///   [`Supervisor::reconcile`](cortex_core::Supervisor::reconcile) adopts or removes.
+///
+/// Cortex never pulls: a missing image is an error naming it (build llama-server's with
+/// `scripts/build-llama-image`). Dropping the runtime leaves containers running, by design: they
+/// are adopted by the next manager, or stopped with [`Supervisor::shutdown`].
+///
+/// ```no_run
+/// # async fn run(plan: cortex_core::LaunchPlan) -> Result<(), cortex_core::RuntimeError> {
+/// use cortex_core::Runtime;
+/// use cortex_engines::DockerRuntime;
+///
+/// let runtime = DockerRuntime::connect().await?;
+/// let instance = runtime.start(&plan).await?; // plan.target is a Target::Container
+/// println!("serving at {}", instance.base_url);
+/// runtime.stop(&instance.id, plan.stop_grace).await?;
+/// # Ok(()) }
+/// ```
+///
+/// [`Supervisor::shutdown`]: cortex_core::Supervisor::shutdown
+#[derive(Clone)]
+pub struct DockerRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    host: String,
+    publish_ip: IpAddr,
+    call_timeout: Duration,
+    log_lines: usize,
+    tracked: Mutex<HashMap<InstanceId, Arc<Tracked>>>,
+}
+
+/// A container whose output is being followed.
+struct Tracked {
+    logs: Arc<LogBuffer>,
+    exit: watch::Receiver<Option<Exit>>,
+    follower: AbortHandle,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+/// The last lines of one container and the live stream of new ones.
+struct LogBuffer {
+    lines: Mutex<VecDeque<LogLine>>,
+    /// Dropped when the container exits, which ends every follower's stream.
+    live: Mutex<Option<broadcast::Sender<LogLine>>>,
+    capacity: usize,
+}
+
+/// Builds a [`DockerRuntime`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct DockerRuntimeBuilder {
+    host: Option<String>,
+    publish_ip: IpAddr,
+    call_timeout: Duration,
+    log_lines: usize,
+}
+
+// === impl DockerRuntimeBuilder ===
+
+impl DockerRuntimeBuilder {
+    /// The Docker Engine to use, as `unix:///path/to/docker.sock` (default: `DOCKER_HOST` when it
+    /// names a Unix socket, else `unix:///var/run/docker.sock`).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// The host address engine ports are published on (default 127.0.0.1: only this machine can
+    /// reach the engines, and the gateway in front of them).
+    pub fn publish_ip(mut self, ip: IpAddr) -> Self {
+        self.publish_ip = ip;
+        self
+    }
+
+    /// The limit of each Docker call but the waits for an exit (default 30 s). A stop is given the
+    /// plan's grace period on top of it.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// How many recent log lines each instance keeps (default 1,000).
+    pub fn log_lines(mut self, n: usize) -> Self {
+        self.log_lines = n.max(1);
+        self
+    }
+
+    /// Connects: checks the socket, agrees on an API version, and refuses engines older than
+    /// Docker 20.10 (API 1.41).
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Unavailable`] when the socket is missing, the engine does not answer, or
+    /// it is too old; the message says which and at what address.
+    pub async fn connect(self) -> Result<DockerRuntime, RuntimeError> {
+        let host = self.host.unwrap_or_else(|| {
+            std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| h.starts_with("unix://"))
+                .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
+        });
+        let unavailable = |what: String, source: BoxError| RuntimeError::Unavailable {
+            context: format!("cannot use the Docker Engine at {host}: {what}"),
+            source,
+        };
+        let Some(path) = host.strip_prefix("unix://") else {
+            return Err(unavailable(
+                "only unix:// sockets are supported".into(),
+                "unsupported address".into(),
+            ));
+        };
+        if !std::path::Path::new(path).exists() {
+            return Err(unavailable(
+                "the socket does not exist; is Docker installed and its daemon running?".into(),
+                format!("{path}: no such file").into(),
+            ));
+        }
+        // bollard's own timeout covers every call of the client, long stops included; ours are
+        // per call, so its is set out of the way.
+        let docker =
+            Docker::connect_with_unix(&host, 365 * 24 * 3600, bollard::API_DEFAULT_VERSION)
+                .map_err(|e| unavailable("cannot open the socket".into(), e.into()))?;
+        let docker = tokio::time::timeout(self.call_timeout, docker.negotiate_version())
+            .await
+            .map_err(|_| {
+                unavailable(
+                    format!("no answer within {:?}", self.call_timeout),
+                    "timed out".into(),
+                )
+            })?
+            .map_err(|e| {
+                unavailable(
+                    "it did not answer (is this user allowed to use the socket?)".into(),
+                    e.into(),
+                )
+            })?;
+        let version = docker.client_version();
+        if (version.major_version, version.minor_version) < MIN_API {
+            return Err(unavailable(
+                format!(
+                    "it speaks Docker API {}.{}; Cortex needs {}.{} (Docker 20.10) or newer",
+                    version.major_version, version.minor_version, MIN_API.0, MIN_API.1
+                ),
+                "too old".into(),
+            ));
+        }
+        Ok(DockerRuntime {
+            inner: Arc::new(Inner {
+                docker,
+                host,
+                publish_ip: self.publish_ip,
+                call_timeout: self.call_timeout,
+                log_lines: self.log_lines,
+                tracked: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+// === impl DockerRuntime ===
+
+impl DockerRuntime {
+    /// Connects to the default Docker Engine with the default settings; see
+    /// [`DockerRuntimeBuilder::connect`].
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Unavailable`] when the engine cannot be used.
+    pub async fn connect() -> Result<Self, RuntimeError> {
+        Self::builder().connect().await
+    }
+
+    /// A builder.
+    pub fn builder() -> DockerRuntimeBuilder {
+        DockerRuntimeBuilder {
+            host: None,
+            publish_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            call_timeout: Duration::from_secs(30),
+            log_lines: 1000,
+        }
+    }
+
+    /// Creates the container of `plan` without starting it, and returns its id: for looking at
+    /// what [`start`](Runtime::start) would run (`docker inspect`), or starting it by other means.
+    /// The caller removes it ([`stop`](Runtime::stop) does).
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Start`] as for [`start`](Runtime::start).
+    pub async fn create(&self, plan: &LaunchPlan) -> Result<InstanceId, RuntimeError> {
+        let start_error = |source: BoxError| RuntimeError::Start {
+            model: plan.model.clone(),
+            replica: plan.replica,
+            source,
+        };
+        let Some((name, body)) = spec::container_body(plan, self.inner.publish_ip) else {
+            return Err(start_error(
+                "the Docker runtime starts container targets only; this plan is for a process"
+                    .into(),
+            ));
+        };
+        let image = body.image.clone().unwrap_or_default();
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = self
+            .call(
+                "create",
+                self.inner.docker.create_container(Some(options), body),
+            )
+            .await
+            .map_err(|e| {
+                start_error(match status(&e) {
+                    Some(404) if message(&e).contains("image") => format!(
+                        "image {image} is not on this Docker Engine, and Cortex never pulls; build \
+                         it (llama-server: scripts/build-llama-image) or `docker load` it"
+                    )
+                    .into(),
+                    Some(409) => format!(
+                        "a container named {name} already exists ({}); remove it with \
+                         `docker rm -f {name}`, or let Cortex reconcile it at startup",
+                        message(&e)
+                    )
+                    .into(),
+                    _ => format!("Docker refused to create {name}: {}", call_message(&e)).into(),
+                })
+            })?;
+        Ok(InstanceId::new(created.id))
+    }
+
+    /// Runs one Docker call under the call timeout.
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        f: impl Future<Output = Result<T, DockerError>>,
+    ) -> Result<T, CallError> {
+        self.call_within(what, self.inner.call_timeout, f).await
+    }
+
+    async fn call_within<T>(
+        &self,
+        what: &'static str,
+        limit: Duration,
+        f: impl Future<Output = Result<T, DockerError>>,
+    ) -> Result<T, CallError> {
+        match tokio::time::timeout(limit, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(CallError::Docker(e)),
+            Err(_) => Err(CallError::TimedOut { what, limit }),
+        }
+    }
+
+    async fn inspect_container(
+        &self,
+        id: &InstanceId,
+    ) -> Result<ContainerInspectResponse, RuntimeError> {
+        self.call(
+            "inspect",
+            self.inner.docker.inspect_container(
+                id.as_str(),
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            ),
+        )
+        .await
+        .map_err(|e| operation_error("inspect", id, e))
+    }
+
+    /// The follower of `id`, started now if this runtime did not start the container itself (an
+    /// earlier manager did): the last lines Docker kept are loaded before this returns.
+    async fn tracked(&self, id: &InstanceId) -> Result<Arc<Tracked>, RuntimeError> {
+        if let Some(t) = self.lock().get(id) {
+            return Ok(t.clone());
+        }
+        let info = self.inspect_container(id).await?;
+        let ours = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .is_some_and(|l| l.contains_key(labels::MANAGED_BY));
+        if !ours {
+            return Err(RuntimeError::NotFound {
+                instance: id.clone(),
+            });
+        }
+        Ok(self.track(id).await)
+    }
+
+    /// Starts following `id`'s output and exit.
+    async fn track(&self, id: &InstanceId) -> Arc<Tracked> {
+        let logs = Arc::new(LogBuffer {
+            lines: Mutex::new(VecDeque::new()),
+            live: Mutex::new(Some(broadcast::channel(1024).0)),
+            capacity: self.inner.log_lines,
+        });
+        // What Docker kept so far, then everything after it.
+        let backlog = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .tail(&self.inner.log_lines.to_string())
+            .build();
+        let mut last = None;
+        let mut lines = self.inner.docker.logs(id.as_str(), Some(backlog));
+        let mut framer = Framer::default();
+        let deadline = tokio::time::sleep(self.inner.call_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                item = lines.next() => match item {
+                    Some(Ok(output)) => framer.feed(output, |l| logs.push(l, &mut last)),
+                    _ => break,
+                },
+                () = &mut deadline => break,
+            }
+        }
+        framer.finish(|l| logs.push(l, &mut last));
+
+        let (exit_tx, exit) = watch::channel(None);
+        let follower = tokio::spawn(follow_container(
+            self.inner.docker.clone(),
+            id.clone(),
+            logs.clone(),
+            last,
+            exit_tx,
+        ))
+        .abort_handle();
+        let tracked = Arc::new(Tracked {
+            logs,
+            exit,
+            follower,
+        });
+        self.lock().entry(id.clone()).or_insert(tracked).clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceId, Arc<Tracked>>> {
+        self.inner
+            .tracked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes a container (forcefully: it is stopped or never ran); one already gone is fine.
+    async fn remove(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self
+            .call(
+                "remove",
+                self.inner
+                    .docker
+                    .remove_container(id.as_str(), Some(options)),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            // "removal already in progress": someone else is removing it.
+            Err(e) if status(&e) == Some(409) => {
+                for _ in 0..50 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if let Err(RuntimeError::NotFound { .. }) = self.inspect_container(id).await {
+                        return Ok(());
+                    }
+                }
+                Err(operation_error("remove", id, e))
+            }
+            Err(e) => Err(operation_error("remove", id, e)),
+        }
+    }
+}
+
+impl fmt::Debug for DockerRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerRuntime")
+            .field("host", &self.inner.host)
+            .field("publish_ip", &self.inner.publish_ip)
+            .field("call_timeout", &self.inner.call_timeout)
+            .field("log_lines", &self.inner.log_lines)
+            .field("followed", &self.lock().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Runtime for DockerRuntime {
+    fn target(&self) -> TargetKind {
+        TargetKind::Container
+    }
+
+    async fn start(&self, plan: &LaunchPlan) -> Result<Instance, RuntimeError> {
+        let start_error = |source: BoxError| RuntimeError::Start {
+            model: plan.model.clone(),
+            replica: plan.replica,
+            source,
+        };
+        let id = self.create(plan).await?;
+        let started = self
+            .call(
+                "start",
+                self.inner.docker.start_container(
+                    id.as_str(),
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                ),
+            )
+            .await;
+        if let Err(e) = started {
+            // Nothing is left behind.
+            if let Err(removal) = self.remove(&id).await {
+                tracing::error!(instance = %id, error = %cortex_core::error_chain(&removal), "could not remove a container that failed to start");
+            }
+            let text = call_message(&e);
+            return Err(start_error(
+                if text.contains("port is already allocated")
+                    || text.contains("address already in use")
+                {
+                    format!("the host port for {}/tcp is taken: {text}", plan.port).into()
+                } else if text.contains("could not select device driver") {
+                    format!(
+                        "GPUs were requested ({:?}) but this Docker Engine has no NVIDIA runtime \
+                         (install the NVIDIA Container Toolkit), or set settings.gpus = \"none\": {text}",
+                        plan.gpus
+                    )
+                    .into()
+                } else {
+                    format!("Docker could not start the container: {text}").into()
+                },
+            ));
+        }
+        let tracked = self.track(&id).await;
+        let info = self.inspect_container(&id).await;
+        let port = info.as_ref().ok().and_then(|i| host_port(i, plan.port));
+        let base_url = match port {
+            Some(port) => format!("http://{}:{port}", url_host(self.inner.publish_ip)),
+            // It exited before its port could be read (a crash at once): the instance is still
+            // returned, so the supervisor sees the exit and reads the log tail, as for a process.
+            None => format!("http://{}:{}", url_host(self.inner.publish_ip), plan.port),
+        };
+        let base_url = base_url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| start_error(e.into()))?;
+        let Target::Container { name, .. } = &plan.target else {
+            unreachable!("create accepted only container targets")
+        };
+        tracing::info!(instance = %id, container = %name, %base_url, "started");
+        drop(tracked);
+        Ok(Instance::new(id, base_url))
+    }
+
+    async fn wait(&self, id: &InstanceId) -> Result<Exit, RuntimeError> {
+        let mut exit = self.tracked(id).await?.exit.clone();
+        let result = exit.wait_for(Option::is_some).await.map(|e| *e);
+        match result {
+            Ok(Some(exit)) => Ok(exit),
+            // The follower was dropped: the container was stopped and removed meanwhile.
+            _ => Err(RuntimeError::NotFound {
+                instance: id.clone(),
+            }),
+        }
+    }
+
+    async fn inspect(&self, id: &InstanceId) -> Result<InstanceState, RuntimeError> {
+        let info = self.inspect_container(id).await?;
+        Ok(container_state(&info))
+    }
+
+    async fn logs(&self, id: &InstanceId, tail: usize) -> Result<Vec<LogLine>, RuntimeError> {
+        let tracked = self.tracked(id).await?;
+        let lines = tracked
+            .logs
+            .lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(lines
+            .iter()
+            .skip(lines.len().saturating_sub(tail))
+            .cloned()
+            .collect())
+    }
+
+    async fn follow(&self, id: &InstanceId) -> Result<LogStream, RuntimeError> {
+        let rx = self
+            .tracked(id)
+            .await?
+            .logs
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(broadcast::Sender::subscribe);
+        let Some(rx) = rx else {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
+        Ok(Box::pin(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(line) => return Some((line, rx)),
+                        // A slow follower skips lines rather than holding the container back.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        )))
+    }
+
+    async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {
+        let secs = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
+            .unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::new().t(secs).build();
+        let stopped = self
+            .call_within(
+                "stop",
+                grace + self.inner.call_timeout,
+                self.inner.docker.stop_container(id.as_str(), Some(options)),
+            )
+            .await;
+        match stopped {
+            // 304 (already stopped) is a success to bollard.
+            Ok(()) => {}
+            Err(e) if status(&e) == Some(404) => {
+                self.lock().remove(id);
+                return Ok(());
+            }
+            Err(e) => return Err(operation_error("stop", id, e)),
+        }
+        // Let the follower record the exit for anyone waiting, then let it go.
+        let tracked = self.lock().get(id).cloned();
+        if let Some(t) = tracked {
+            let mut exit = t.exit.clone();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), exit.wait_for(Option::is_some)).await;
+        }
+        self.remove(id).await?;
+        self.lock().remove(id);
+        tracing::info!(instance = %id, "stopped and removed");
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<InstanceInfo>, RuntimeError> {
+        // Every owner's: the supervisor keeps its own.
+        let filter = labels::MANAGED_BY;
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&HashMap::from([("label", vec![filter])]))
+            .build();
+        let containers = self
+            .call("list", self.inner.docker.list_containers(Some(options)))
+            .await
+            .map_err(|e| RuntimeError::Unavailable {
+                context: format!("cannot list containers at {}", self.inner.host),
+                source: Box::new(e),
+            })?;
+        let mut out = Vec::with_capacity(containers.len());
+        for c in containers {
+            let Some(id) = c.id else { continue };
+            let state = match c.state {
+                Some(ContainerSummaryStateEnum::CREATED) => InstanceState::Created,
+                Some(
+                    ContainerSummaryStateEnum::RUNNING
+                    | ContainerSummaryStateEnum::PAUSED
+                    | ContainerSummaryStateEnum::RESTARTING,
+                ) => InstanceState::Running,
+                // Exited or dead: the code needs an inspect.
+                _ => match self.inspect_container(&InstanceId::new(id.clone())).await {
+                    Ok(info) => container_state(&info),
+                    Err(_) => InstanceState::Exited(Exit::unknown()),
+                },
+            };
+            let labels: BTreeMap<String, String> =
+                c.labels.unwrap_or_default().into_iter().collect();
+            let mut info = InstanceInfo::new(InstanceId::new(id), labels, state);
+            let published = c
+                .ports
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|p| p.public_port);
+            if let (InstanceState::Running, Some(port)) = (state, published) {
+                if let Ok(url) =
+                    format!("http://{}:{port}", url_host(self.inner.publish_ip)).parse()
+                {
+                    info = info.with_base_url(url);
+                }
+            }
+            out.push(info);
+        }
+        Ok(out)
+    }
+}
+
+/// Follows a container's output into `logs` until it ends, then records how it exited.
+async fn follow_container(
+    docker: Docker,
+    id: InstanceId,
+    logs: Arc<LogBuffer>,
+    mut last: Option<String>,
+    exit_tx: watch::Sender<Option<Exit>>,
+) {
+    // Lines already loaded come again (the tail overlaps); their timestamps skip them.
+    let options = LogsOptionsBuilder::new()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .timestamps(true)
+        .tail(&logs.capacity.to_string())
+        .build();
+    let seen = last.clone();
+    let mut stream = docker.logs(id.as_str(), Some(options));
+    let mut framer = Framer::default();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(output) => framer.feed(output, |line| {
+                if seen.as_ref().is_none_or(|s| line.0 > *s) {
+                    logs.push(line, &mut last);
+                }
+            }),
+            Err(e) => {
+                tracing::debug!(instance = %id, error = %e, "log stream ended");
+                break;
+            }
+        }
+    }
+    framer.finish(|line| logs.push(line, &mut last));
+
+    let wait = WaitContainerOptionsBuilder::new()
+        .condition("not-running")
+        .build();
+    let exit = match docker.wait_container(id.as_str(), Some(wait)).next().await {
+        Some(Ok(response)) => Exit::code(i32::try_from(response.status_code).unwrap_or(i32::MAX)),
+        Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
+            Exit::code(i32::try_from(code).unwrap_or(i32::MAX))
+        }
+        _ => Exit::unknown(),
+    };
+    let oom = docker
+        .inspect_container(
+            id.as_str(),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .ok()
+        .and_then(|i| i.state)
+        .and_then(|s| s.oom_killed)
+        .unwrap_or(false);
+    if oom {
+        logs.push(
+            (
+                String::new(),
+                LogLine::new(
+                    LogSource::Stderr,
+                    "[cortex] the container was killed for lack of memory (Docker reports OOMKilled)",
+                ),
+            ),
+            &mut last,
+        );
+    }
+    *logs.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    let _ = exit_tx.send(Some(exit));
+}
+
+// === impl LogBuffer ===
+
+impl LogBuffer {
+    /// Keeps a `(timestamp, line)` and sends it to live followers.
+    fn push(&self, (stamp, line): (String, LogLine), last: &mut Option<String>) {
+        if !stamp.is_empty() {
+            *last = Some(stamp);
+        }
+        {
+            let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+            if lines.len() == self.capacity {
+                lines.pop_front();
+            }
+            lines.push_back(line.clone());
+        }
+        if let Some(live) = &*self.live.lock().unwrap_or_else(PoisonError::into_inner) {
+            let _ = live.send(line);
+        }
+    }
+}
+
+/// Turns Docker's log frames into whole lines, each with the timestamp Docker put before it (fixed
+/// width RFC 3339 with nanoseconds, so timestamps order as strings). A frame usually holds one
+/// line; a long line may come in several frames, and a last line may lack its newline.
+#[derive(Default)]
+struct Framer {
+    partial: [Vec<u8>; 2],
+}
+
+impl Framer {
+    fn feed(&mut self, output: LogOutput, mut emit: impl FnMut((String, LogLine))) {
+        let (source, message) = match output {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                (LogSource::Stdout, message)
+            }
+            LogOutput::StdErr { message } => (LogSource::Stderr, message),
+            LogOutput::StdIn { .. } => return,
+        };
+        let buf = &mut self.partial[usize::from(source == LogSource::Stderr)];
+        buf.extend_from_slice(&message);
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            emit(split_stamp(source, &line[..end]));
+        }
+    }
+
+    fn finish(&mut self, mut emit: impl FnMut((String, LogLine))) {
+        for (i, buf) in self.partial.iter_mut().enumerate() {
+            if !buf.is_empty() {
+                let source = if i == 0 {
+                    LogSource::Stdout
+                } else {
+                    LogSource::Stderr
+                };
+                emit(split_stamp(source, buf));
+                buf.clear();
+            }
+        }
+    }
+}
+
+/// Splits `2026-11-21T22:07:33.123456789Z text` into the timestamp and the line.
+fn split_stamp(source: LogSource, raw: &[u8]) -> (String, LogLine) {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    let text = String::from_utf8_lossy(raw);
+    match text.split_once(' ') {
+        Some((stamp, rest)) if stamp.len() >= 20 && stamp.as_bytes()[4] == b'-' => {
+            (stamp.to_owned(), LogLine::new(source, rest))
+        }
+        _ => (String::new(), LogLine::new(source, text.into_owned())),
+    }
+}
+
+/// The host port Docker published for the container's `port`.
+fn host_port(info: &ContainerInspectResponse, port: u16) -> Option<u16> {
+    info.network_settings
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .get(&format!("{port}/tcp"))?
+        .as_ref()?
+        .iter()
+        .find_map(|b| b.host_port.as_deref()?.parse().ok())
+}
+
+fn container_state(info: &ContainerInspectResponse) -> InstanceState {
+    let Some(state) = &info.state else {
+        return InstanceState::Exited(Exit::unknown());
+    };
+    match state.status {
+        Some(ContainerStateStatusEnum::CREATED) => InstanceState::Created,
+        Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
+            InstanceState::Exited(
+                state
+                    .exit_code
+                    .and_then(|c| i32::try_from(c).ok())
+                    .map_or_else(Exit::unknown, Exit::code),
+            )
+        }
+        _ => InstanceState::Running,
+    }
+}
+
+fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_owned(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// A Docker call that failed or timed out.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error(transparent)]
+    Docker(DockerError),
+    #[error("Docker did not answer {what} within {limit:?}")]
+    TimedOut { what: &'static str, limit: Duration },
+}
+
+fn status(e: &CallError) -> Option<u16> {
+    match e {
+        CallError::Docker(DockerError::DockerResponseServerError { status_code, .. }) => {
+            Some(*status_code)
+        }
+        _ => None,
+    }
+}
+
+/// Docker's own message, when it sent one.
+fn message(e: &CallError) -> &str {
+    match e {
+        CallError::Docker(DockerError::DockerResponseServerError { message, .. }) => message,
+        _ => "",
+    }
+}
+
+fn call_message(e: &CallError) -> String {
+    match e {
+        CallError::Docker(DockerError::DockerResponseServerError { message, .. }) => {
+            message.clone()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn operation_error(operation: &'static str, id: &InstanceId, e: CallError) -> RuntimeError {
+    if status(&e) == Some(404) {
+        return RuntimeError::NotFound {
+            instance: id.clone(),
+        };
+    }
+    RuntimeError::Operation {
+        operation,
+        instance: id.clone(),
+        source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(chunks: &[(&str, bool)]) -> Vec<(String, LogSource, String)> {
+        let mut framer = Framer::default();
+        let mut out = Vec::new();
+        for (chunk, err) in chunks {
+            let message = bytes::Bytes::copy_from_slice(chunk.as_bytes());
+            let output = if *err {
+                LogOutput::StdErr { message }
+            } else {
+                LogOutput::StdOut { message }
+            };
+            framer.feed(output, |(s, l)| out.push((s, l.source, l.line)));
+        }
+        framer.finish(|(s, l)| out.push((s, l.source, l.line)));
+        out
+    }
+
+    #[test]
+    fn frames_become_lines_with_their_timestamps() {
+        let t1 = "2026-11-21T22:07:33.000000001Z";
+        let t2 = "2026-11-21T22:07:33.000000002Z";
+        let got = frames(&[
+            (&format!("{t1} main: loading model\r\n"), true),
+            (&format!("{t2} half a "), false),
+            ("line\n", false),
+            (&format!("{t2} no newline at the end"), true),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                (t1.into(), LogSource::Stderr, "main: loading model".into()),
+                (t2.into(), LogSource::Stdout, "half a line".into()),
+                (t2.into(), LogSource::Stderr, "no newline at the end".into()),
+            ]
+        );
+        assert!(t1 < t2, "fixed-width stamps order as strings");
+        assert_eq!(
+            frames(&[("not stamped\n", false)]),
+            vec![(String::new(), LogSource::Stdout, "not stamped".into())]
+        );
+    }
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(url_host(Ipv4Addr::LOCALHOST.into()), "127.0.0.1");
+        assert_eq!(url_host(Ipv4Addr::UNSPECIFIED.into()), "127.0.0.1");
+        assert_eq!(url_host("::1".parse().unwrap()), "[::1]");
+    }
+}

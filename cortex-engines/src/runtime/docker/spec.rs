@@ -1,0 +1,264 @@
+//! A [`LaunchPlan`] as Docker's create-container body: pure, so every setting is unit tested.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, EndpointSettings, HealthConfig, HostConfig, Mount,
+    MountType, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use cortex_core::{GpuRequest, LaunchPlan, Target};
+
+/// How often Docker runs the container's health check once it has started, and how long one run
+/// may take; three failures in a row mark it unhealthy.
+const CHECK_INTERVAL: Duration = Duration::from_secs(10);
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+const CHECK_RETRIES: i64 = 3;
+
+/// The container's name and create body for `plan`, whose target must be a container.
+///
+/// - the image's entrypoint runs with the plan's arguments as its command;
+/// - the plan's port is published on `publish_ip` with an ephemeral host port;
+/// - mounts are bind mounts (read-only where the plan says), shared memory and IPC as planned,
+///   restart policy `no` (the supervisor decides restarts), labels as planned;
+/// - GPUs through a device request for the `nvidia` driver, and
+///   `NVIDIA_DRIVER_CAPABILITIES=compute,utility` unless the plan sets it;
+/// - the health check runs the plan's [`command`](cortex_core::HealthSpec::command) with the
+///   startup timeout as its start period; with no command, the image's own check is disabled.
+pub(crate) fn container_body(
+    plan: &LaunchPlan,
+    publish_ip: IpAddr,
+) -> Option<(String, ContainerCreateBody)> {
+    let Target::Container {
+        image,
+        name,
+        ipc_host,
+        network,
+    } = &plan.target
+    else {
+        return None;
+    };
+    let port = format!("{}/tcp", plan.port);
+
+    let mut env = plan.env.clone();
+    if plan.gpus != GpuRequest::None {
+        env.entry("NVIDIA_DRIVER_CAPABILITIES".into())
+            .or_insert_with(|| "compute,utility".into());
+    }
+    let mounts = plan
+        .mounts
+        .iter()
+        .map(|m| Mount {
+            source: Some(m.source.to_string_lossy().into_owned()),
+            target: Some(m.target.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(m.read_only),
+            ..Mount::default()
+        })
+        .collect();
+    let host_config = HostConfig {
+        mounts: Some(mounts),
+        port_bindings: Some(HashMap::from([(
+            port.clone(),
+            Some(vec![PortBinding {
+                host_ip: Some(publish_ip.to_string()),
+                host_port: Some(String::new()),
+            }]),
+        )])),
+        shm_size: plan.shm_size.and_then(|s| i64::try_from(s).ok()),
+        ipc_mode: ipc_host.then(|| "host".to_owned()),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        device_requests: device_requests(&plan.gpus),
+        network_mode: network.clone(),
+        init: Some(false),
+        ..HostConfig::default()
+    };
+    let healthcheck = match &plan.health.command {
+        Some(command) => HealthConfig {
+            test: Some(
+                std::iter::once("CMD".to_owned())
+                    .chain(command.iter().cloned())
+                    .collect(),
+            ),
+            interval: Some(nanos(CHECK_INTERVAL)),
+            timeout: Some(nanos(CHECK_TIMEOUT)),
+            retries: Some(CHECK_RETRIES),
+            start_period: Some(nanos(plan.health.startup_timeout)),
+            // Docker 25+ (API 1.44): how often to check during the start period.
+            start_interval: Some(nanos(
+                plan.health.max_poll_interval.max(Duration::from_secs(1)),
+            )),
+        },
+        // An image's HEALTHCHECK knows nothing of the port this plan chose: never inherit it.
+        None => HealthConfig {
+            test: Some(vec!["NONE".to_owned()]),
+            ..HealthConfig::default()
+        },
+    };
+    let body = ContainerCreateBody {
+        image: Some(image.clone()),
+        cmd: Some(plan.args.clone()),
+        env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(
+            plan.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        exposed_ports: Some(vec![port]),
+        healthcheck: Some(healthcheck),
+        stop_signal: Some("SIGTERM".to_owned()),
+        stop_timeout: Some(i64::try_from(plan.stop_grace.as_secs()).unwrap_or(i64::MAX)),
+        host_config: Some(host_config),
+        networking_config: network.as_ref().map(|net| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                net.clone(),
+                EndpointSettings {
+                    aliases: Some(vec![name.clone()]),
+                    ..EndpointSettings::default()
+                },
+            )])),
+        }),
+        ..ContainerCreateBody::default()
+    };
+    Some((name.clone(), body))
+}
+
+/// The device request for `gpus`: all of them, a count, or specific indices or UUIDs.
+fn device_requests(gpus: &GpuRequest) -> Option<Vec<DeviceRequest>> {
+    let request = |count: Option<i64>, device_ids: Option<Vec<String>>| DeviceRequest {
+        driver: Some("nvidia".to_owned()),
+        count,
+        device_ids,
+        capabilities: Some(vec![vec!["gpu".to_owned()]]),
+        options: None,
+    };
+    match gpus {
+        GpuRequest::All => Some(vec![request(Some(-1), None)]),
+        GpuRequest::Count(n) => Some(vec![request(Some(i64::from(*n)), None)]),
+        GpuRequest::Devices(ids) => Some(vec![request(None, Some(ids.clone()))]),
+        // A future variant: no request rather than a guess.
+        _ => None,
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use cortex_core::{HealthSpec, Mount as PlanMount};
+
+    use super::*;
+
+    fn plan(gpus: GpuRequest) -> LaunchPlan {
+        let mut plan = LaunchPlan::new(
+            "gemma".parse().unwrap(),
+            "llamacpp".into(),
+            Target::Container {
+                image: "cortex/llama-server:b11434".into(),
+                name: "llamacpp-model-gemma".into(),
+                ipc_host: true,
+                network: Some("models".into()),
+            },
+            8080,
+            HealthSpec::new("/health")
+                .with_startup_timeout(Duration::from_secs(300))
+                .with_command(["curl", "-f", "http://127.0.0.1:8080/health"]),
+        );
+        plan.args = vec!["-m".into(), "/models/g.gguf".into()];
+        plan.mounts = vec![PlanMount::read_only("/srv/models", "/models")];
+        plan.shm_size = Some(8 << 30);
+        plan.gpus = gpus;
+        plan.labels
+            .insert("io.cortex.model-id".into(), "gemma".into());
+        plan
+    }
+
+    #[test]
+    fn every_setting_of_the_plan_is_in_the_body() {
+        let (name, body) =
+            container_body(&plan(GpuRequest::All), Ipv4Addr::LOCALHOST.into()).unwrap();
+        assert_eq!(name, "llamacpp-model-gemma");
+        assert_eq!(body.image.as_deref(), Some("cortex/llama-server:b11434"));
+        assert_eq!(body.cmd.unwrap(), ["-m", "/models/g.gguf"]);
+        assert_eq!(
+            body.env.unwrap(),
+            ["NVIDIA_DRIVER_CAPABILITIES=compute,utility"]
+        );
+        assert_eq!(body.labels.unwrap()["io.cortex.model-id"], "gemma");
+        assert_eq!(body.exposed_ports.unwrap(), ["8080/tcp"]);
+        let check = body.healthcheck.unwrap();
+        assert_eq!(
+            check.test.unwrap(),
+            ["CMD", "curl", "-f", "http://127.0.0.1:8080/health"]
+        );
+        assert_eq!(check.start_period, Some(300_000_000_000));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.ipc_mode.as_deref(), Some("host"));
+        assert_eq!(host.shm_size, Some(8 << 30));
+        assert_eq!(host.network_mode.as_deref(), Some("models"));
+        assert_eq!(
+            host.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::NO)
+        );
+        let mount = &host.mounts.unwrap()[0];
+        assert_eq!(
+            (
+                mount.source.as_deref(),
+                mount.target.as_deref(),
+                mount.read_only
+            ),
+            (Some("/srv/models"), Some("/models"), Some(true))
+        );
+        let binding = &host.port_bindings.unwrap()["8080/tcp"].clone().unwrap()[0];
+        assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(binding.host_port.as_deref(), Some(""));
+        let gpu = &host.device_requests.unwrap()[0];
+        assert_eq!(gpu.driver.as_deref(), Some("nvidia"));
+        assert_eq!(gpu.count, Some(-1));
+        assert_eq!(gpu.capabilities, Some(vec![vec!["gpu".to_owned()]]));
+        let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(
+            endpoints["models"].aliases.as_deref(),
+            Some(&["llamacpp-model-gemma".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn gpu_requests_by_count_and_by_id_and_none() {
+        let ip = Ipv4Addr::LOCALHOST.into();
+        let body = |g| container_body(&plan(g), ip).unwrap().1.host_config.unwrap();
+        let two = body(GpuRequest::Count(2)).device_requests.unwrap();
+        assert_eq!((two[0].count, two[0].device_ids.clone()), (Some(2), None));
+        let ids = body(GpuRequest::Devices(vec!["GPU-1234".into(), "1".into()]))
+            .device_requests
+            .unwrap();
+        assert_eq!(
+            (ids[0].count, ids[0].device_ids.clone()),
+            (None, Some(vec!["GPU-1234".to_owned(), "1".to_owned()]))
+        );
+        let none = container_body(&plan(GpuRequest::None), ip).unwrap().1;
+        assert_eq!(none.host_config.unwrap().device_requests, None);
+        assert_eq!(none.env.unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn no_check_command_disables_the_image_check_and_processes_have_no_body() {
+        let mut p = plan(GpuRequest::None);
+        p.health.command = None;
+        let body = container_body(&p, Ipv4Addr::LOCALHOST.into()).unwrap().1;
+        assert_eq!(body.healthcheck.unwrap().test.unwrap(), ["NONE"]);
+        p.target = Target::Process {
+            program: "llama-server".into(),
+        };
+        assert!(container_body(&p, Ipv4Addr::LOCALHOST.into()).is_none());
+    }
+}
