@@ -65,6 +65,7 @@ mod error;
 mod file;
 mod gguf;
 mod info;
+mod inventory;
 mod types;
 mod writer;
 
@@ -78,5 +79,9 @@ pub use gguf::{
     MAX_DIMS, MAX_STRING_LEN, MAX_TENSOR_NAME, TensorInfo, Value,
 };
 pub use info::{FileType, ModelInfo, PerLayer, Rope, SwaPattern, ftype_name};
+#[cfg(feature = "nvml")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nvml")))]
+pub use inventory::NvmlInventory;
+pub use inventory::{Gpu, GpuInventory, InventoryError, StaticInventory};
 pub use types::{BlockLayout, GgmlType, ValueType};
 pub use writer::{GgufBuilder, OwnedValue};
