@@ -1,6 +1,8 @@
 //! A zero-copy GGUF reader that never panics on bad input.
 //!
-//! The memory estimator for llama.cpp will live here too; it is not written yet.
+//! The GPU inventory the memory estimator needs lives here too ([`GpuInventory`]: a
+//! [`StaticInventory`] written down, or `NvmlInventory` with the `nvml` feature); the estimator
+//! itself is not written yet.
 //!
 //! # Overview
 //!
@@ -49,6 +51,8 @@
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
 //! | `mmap`  | no      | `GgufFile` and `GgufModel`, opening files and split sets by memory map (memmap2) |
+//! | `nvml`  | no      | `NvmlInventory`: GPUs from the NVIDIA driver (nvml-wrapper; the library is loaded at run time) |
+//! | `serde` | no      | `Serialize`/`Deserialize` for `Gpu` and `StaticInventory` (an inventory in a config file) |
 //! | `full`  | no      | every feature above |
 //!
 //! # Minimum supported Rust version
