@@ -8,3 +8,34 @@ mod process;
 #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub use docker::{DockerRuntime, DockerRuntimeBuilder};
 pub use process::{ProcessRuntime, ProcessRuntimeBuilder};
+
+use std::collections::VecDeque;
+
+use cortex_core::{LogLine, LogStream};
+use tokio::sync::broadcast;
+
+/// The last `n` lines of a ring buffer, oldest first.
+pub(crate) fn tail(lines: &VecDeque<LogLine>, n: usize) -> Vec<LogLine> {
+    lines
+        .iter()
+        .skip(lines.len().saturating_sub(n))
+        .cloned()
+        .collect()
+}
+
+/// A live log stream from a broadcast subscription (`None`: the instance exited, nothing more
+/// comes). A slow follower skips lines rather than holding the instance back.
+pub(crate) fn live_stream(rx: Option<broadcast::Receiver<LogLine>>) -> LogStream {
+    let Some(rx) = rx else {
+        return Box::pin(futures_util::stream::empty());
+    };
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) => return Some((line, rx)),
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }))
+}

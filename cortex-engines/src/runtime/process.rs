@@ -249,11 +249,7 @@ impl Runtime for ProcessRuntime {
     async fn logs(&self, id: &InstanceId, tail: usize) -> Result<Vec<LogLine>, RuntimeError> {
         let child = self.child(id)?;
         let logs = child.logs.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(logs
-            .iter()
-            .skip(logs.len().saturating_sub(tail))
-            .cloned()
-            .collect())
+        Ok(super::tail(&logs, tail))
     }
 
     async fn follow(&self, id: &InstanceId) -> Result<LogStream, RuntimeError> {
@@ -264,23 +260,7 @@ impl Runtime for ProcessRuntime {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map(broadcast::Sender::subscribe);
-        let Some(rx) = rx else {
-            // Exited: nothing more will come.
-            return Ok(Box::pin(futures_util::stream::empty()));
-        };
-        Ok(Box::pin(futures_util::stream::unfold(
-            rx,
-            |mut rx| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(line) => return Some((line, rx)),
-                        // A slow follower skips lines rather than holding the instance back.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            },
-        )))
+        Ok(super::live_stream(rx))
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {

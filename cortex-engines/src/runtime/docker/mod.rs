@@ -530,11 +530,7 @@ impl Runtime for DockerRuntime {
             .lines
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        Ok(lines
-            .iter()
-            .skip(lines.len().saturating_sub(tail))
-            .cloned()
-            .collect())
+        Ok(super::tail(&lines, tail))
     }
 
     async fn follow(&self, id: &InstanceId) -> Result<LogStream, RuntimeError> {
@@ -547,22 +543,7 @@ impl Runtime for DockerRuntime {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map(broadcast::Sender::subscribe);
-        let Some(rx) = rx else {
-            return Ok(Box::pin(futures_util::stream::empty()));
-        };
-        Ok(Box::pin(futures_util::stream::unfold(
-            rx,
-            |mut rx| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(line) => return Some((line, rx)),
-                        // A slow follower skips lines rather than holding the container back.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            },
-        )))
+        Ok(super::live_stream(rx))
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {
