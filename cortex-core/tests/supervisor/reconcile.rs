@@ -13,6 +13,11 @@ use super::{KIND, id, spec};
 /// Starts `specs` with a supervisor on its own tokio runtime, then drops that runtime: the
 /// manager dies mid-run, and its instances stay in the world, running.
 fn first_manager(world: &FakeWorld, specs: Vec<ModelSpec>) {
+    manager_of(world, cortex_core::SupervisorConfig::default().owner, specs);
+}
+
+/// [`first_manager`] with its own owner label.
+fn manager_of(world: &FakeWorld, owner: String, specs: Vec<ModelSpec>) {
     let world = world.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -20,7 +25,12 @@ fn first_manager(world: &FakeWorld, specs: Vec<ModelSpec>) {
             .build()
             .unwrap();
         rt.block_on(async {
-            let sup = manager(&world);
+            let mut config = cortex_core::SupervisorConfig::default();
+            config.owner = owner;
+            let sup = Supervisor::builder(Arc::new(world.runtime()), Arc::new(world.probe()))
+                .engine(Arc::new(FakeEngine::new(KIND)))
+                .config(config)
+                .build();
             for spec in specs {
                 sup.start(spec).await.unwrap();
             }
@@ -237,24 +247,7 @@ async fn nothing_left_means_nothing_done() {
 #[tokio::test(flavor = "current_thread")]
 async fn another_owners_instances_are_left_alone() {
     let world = FakeWorld::new().with_target(TargetKind::Container);
-    let other = world.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut config = cortex_core::SupervisorConfig::default();
-            config.owner = "team-b".into();
-            let sup = Supervisor::builder(Arc::new(other.runtime()), Arc::new(other.probe()))
-                .engine(Arc::new(FakeEngine::new(KIND)))
-                .config(config)
-                .build();
-            sup.start(spec("theirs")).await.unwrap();
-        });
-    })
-    .join()
-    .unwrap();
+    manager_of(&world, "team-b".into(), vec![spec("theirs")]);
     let theirs = world.live_of(&id("theirs"));
     let sup = manager(&world);
     // Not configured here, and not ours: neither adopted nor removed.

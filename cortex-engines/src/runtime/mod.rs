@@ -11,8 +11,22 @@ pub use process::{ProcessRuntime, ProcessRuntimeBuilder};
 
 use std::collections::VecDeque;
 
-use cortex_core::{LogLine, LogStream};
-use tokio::sync::broadcast;
+use cortex_core::{Exit, InstanceId, LogLine, LogStream, RuntimeError};
+use tokio::sync::{broadcast, watch};
+
+/// Waits for the exit an instance's watcher records; a watcher dropped first (the instance was
+/// stopped and removed meanwhile) means the instance is gone.
+pub(crate) async fn wait_exit(
+    mut exit: watch::Receiver<Option<Exit>>,
+    id: &InstanceId,
+) -> Result<Exit, RuntimeError> {
+    match exit.wait_for(Option::is_some).await.map(|e| *e) {
+        Ok(Some(exit)) => Ok(exit),
+        _ => Err(RuntimeError::NotFound {
+            instance: id.clone(),
+        }),
+    }
+}
 
 /// The last `n` lines of a ring buffer, oldest first.
 pub(crate) fn tail(lines: &VecDeque<LogLine>, n: usize) -> Vec<LogLine> {

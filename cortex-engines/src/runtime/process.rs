@@ -227,14 +227,7 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn wait(&self, id: &InstanceId) -> Result<Exit, RuntimeError> {
-        let mut exit = self.child(id)?.exit.clone();
-        let result = exit.wait_for(Option::is_some).await.map(|e| *e);
-        match result {
-            Ok(Some(exit)) => Ok(exit),
-            _ => Err(RuntimeError::NotFound {
-                instance: id.clone(),
-            }),
-        }
+        super::wait_exit(self.child(id)?.exit.clone(), id).await
     }
 
     async fn inspect(&self, id: &InstanceId) -> Result<InstanceState, RuntimeError> {

@@ -22,7 +22,7 @@ use bollard::query_parameters::{
 use cortex_core::plan::labels;
 use cortex_core::{
     BoxError, Exit, Instance, InstanceId, InstanceInfo, InstanceState, LaunchPlan, LogLine,
-    LogSource, LogStream, Runtime, RuntimeError, Target, TargetKind,
+    LogSource, LogStream, Runtime, RuntimeError, TargetKind,
 };
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, watch};
@@ -31,7 +31,7 @@ use tokio::task::AbortHandle;
 /// The Docker API version Cortex needs at least: Docker Engine 20.10.
 const MIN_API: (usize, usize) = (1, 41);
 
-/// Runs [`LaunchPlan`]s with a [`Target::Container`] as containers on a Docker Engine.
+/// Runs [`LaunchPlan`]s with a [`Target::Container`](cortex_core::Target::Container) as containers on a Docker Engine.
 ///
 /// - **Containers as the engines' documents run them**: the plan's name, image and arguments;
 ///   models bind-mounted (read-only where planned); shared memory, IPC host and GPUs (a device
@@ -486,7 +486,8 @@ impl Runtime for DockerRuntime {
                 },
             ));
         }
-        let tracked = self.track(&id).await;
+        // Follow from the first line on, so a crash right after start keeps its tail.
+        self.track(&id).await;
         let info = self.inspect_container(&id).await;
         let port = info.as_ref().ok().and_then(|i| host_port(i, plan.port));
         let base_url = match port {
@@ -498,24 +499,12 @@ impl Runtime for DockerRuntime {
         let base_url = base_url
             .parse()
             .map_err(|e: http::uri::InvalidUri| start_error(e.into()))?;
-        let Target::Container { name, .. } = &plan.target else {
-            unreachable!("create accepted only container targets")
-        };
-        tracing::info!(instance = %id, container = %name, %base_url, "started");
-        drop(tracked);
+        tracing::info!(instance = %id, model = %plan.model, replica = plan.replica, %base_url, "started");
         Ok(Instance::new(id, base_url))
     }
 
     async fn wait(&self, id: &InstanceId) -> Result<Exit, RuntimeError> {
-        let mut exit = self.tracked(id).await?.exit.clone();
-        let result = exit.wait_for(Option::is_some).await.map(|e| *e);
-        match result {
-            Ok(Some(exit)) => Ok(exit),
-            // The follower was dropped: the container was stopped and removed meanwhile.
-            _ => Err(RuntimeError::NotFound {
-                instance: id.clone(),
-            }),
-        }
+        super::wait_exit(self.tracked(id).await?.exit.clone(), id).await
     }
 
     async fn inspect(&self, id: &InstanceId) -> Result<InstanceState, RuntimeError> {
