@@ -1,8 +1,9 @@
 //! A zero-copy GGUF reader that never panics on bad input.
 //!
-//! The GPU inventory the memory estimator needs lives here too ([`GpuInventory`]: a
-//! [`StaticInventory`] written down, or `NvmlInventory` with the `nvml` feature); the estimator
-//! itself is not written yet.
+//! The [`estimate`] module predicts what llama.cpp's `llama-server` allocates on each GPU and on
+//! the host, buffer by buffer, for a model and the llama-server flags a user would pass; the GPUs
+//! come from a [`GpuInventory`] (a [`StaticInventory`] written down, or `NvmlInventory` with the
+//! `nvml` feature).
 //!
 //! # Overview
 //!
@@ -64,6 +65,7 @@
 
 mod cursor;
 mod error;
+pub mod estimate;
 #[cfg(feature = "mmap")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mmap")))]
 mod file;

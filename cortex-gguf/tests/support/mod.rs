@@ -54,3 +54,8 @@ pub fn python() -> PathBuf {
 pub fn facts() -> PathBuf {
     require(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/facts"))
 }
+
+/// The pinned llama-server build.
+pub fn llama_server() -> PathBuf {
+    require(cache().join("bin/llama-server-b11434"))
+}

@@ -1,0 +1,1232 @@
+//! The memory estimator: what llama.cpp's `llama-server` (pinned build 11434) will allocate on
+//! each GPU and on the host, for a model and a set of llama-server options.
+//!
+//! [`estimate`] follows llama.cpp's own rules, buffer by buffer, as the pinned source applies
+//! them: context padding to 256, the sliding-window cache size
+//! (`min(n_ctx_seq, n_swa × seqs + n_ubatch)` padded to 256, or full with `--swa-full`), auto
+//! parallel (4 slots, unified KV), per-stream caches without `--kv-unified`, K-only caches for
+//! multi-head latent attention, recurrent state in f32 per sequence, layer placement for `-ngl`
+//! (the last N layers, the output layer first), layer splits across GPUs (proportional to
+//! `--tensor-split` or free memory), the token embeddings always on the host, a tied output
+//! projection duplicated onto the output layer's device, the host mapping of an mmapped model
+//! (the span of its tensors in the file), CPU weight repacking (AVX2/AVX-512 rules), the output
+//! buffer (`n_vocab × max(n_outputs, n_seq)` floats), and llama-server's refusals (quantized V
+//! without flash attention, cache block sizes that do not divide the head size).
+//!
+//! The compute buffer is the one figure llama.cpp only knows after building the graph and running
+//! ggml's allocator; here it is a formula (attention masks, which are exact, plus the activation
+//! working set per token of the micro-batch), calibrated against the real llama-server on the CPU
+//! backend and documented with its measured error in `docs/estimator.md`.
+//!
+//! Written by hand: no crate models llama.cpp's allocations.
+//!
+//! ```
+//! use cortex_gguf::estimate::{estimate, LlamaParams, Model};
+//! use cortex_gguf::{GgmlType, Gguf, GgufBuilder, Gpu, OwnedValue};
+//!
+//! // A tiny llama-shaped model (real files come from `GgufFile::open`).
+//! let mut b = GgufBuilder::new()
+//!     .kv("general.architecture", "llama")
+//!     .kv("llama.block_count", 2u32)
+//!     .kv("llama.context_length", 4096u32)
+//!     .kv("llama.embedding_length", 256u32)
+//!     .kv("llama.feed_forward_length", 512u32)
+//!     .kv("llama.attention.head_count", 4u32)
+//!     .kv("llama.attention.head_count_kv", 2u32)
+//!     .kv("tokenizer.ggml.tokens", OwnedValue::strings(vec!["t"; 1000]))
+//!     .tensor("token_embd.weight", [256, 1000], GgmlType::F16);
+//! for il in 0..2 {
+//!     b = b.tensor(format!("blk.{il}.attn_q.weight"), [256, 256], GgmlType::F16);
+//! }
+//! let bytes = b.build();
+//! let model = Model::from_gguf(&Gguf::parse(&bytes)?)?;
+//!
+//! let params = LlamaParams { ctx_size: 4096, ..LlamaParams::default() };
+//! let gpus = [Gpu::new(0, "NVIDIA L4", 24 << 30)];
+//! let est = estimate(&model, &params, &gpus)?;
+//! // 4096 cells × 2 layers × (128 K + 128 V values) × 2 bytes (f16).
+//! assert_eq!(est.device(0).unwrap().kv(), 4096 * 2 * 256 * 2);
+//! assert!(est.fits());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![allow(
+    clippy::arithmetic_side_effects,
+    reason = "every input is bounded by `model::limits` or `LlamaParams::validate` before use, so \
+              the u64 byte counts cannot overflow"
+)]
+
+mod inverse;
+mod model;
+
+use std::fmt;
+
+pub use inverse::{Suggestion, max_context, max_gpu_layers, split_by_free_memory, suggestions};
+pub use model::{LayerShape, MemoryKind, Model, Recurrent, Role, Tensor};
+
+use crate::{GgmlType, Gpu};
+
+const MIB: u64 = 1 << 20;
+
+/// Why an estimate could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EstimateError {
+    /// The model's metadata lacks a key llama.cpp requires, or has an implausible value.
+    Metadata {
+        /// The key (`llama.block_count`) or tensor name.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// An option is out of range.
+    Param {
+        /// The llama-server flag (`-np`).
+        flag: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// llama-server itself refuses this combination; `reason` is its own message.
+    Refused {
+        /// llama-server's message, as it logs it.
+        reason: String,
+    },
+}
+
+impl EstimateError {
+    fn metadata(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Metadata {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn param(flag: &'static str, problem: impl Into<String>) -> Self {
+        Self::Param {
+            flag,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for EstimateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Metadata { key, problem } => write!(f, "model metadata `{key}`: {problem}"),
+            Self::Param { flag, problem } => write!(f, "option {flag}: {problem}"),
+            Self::Refused { reason } => write!(f, "llama-server refuses these options: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for EstimateError {}
+
+/// `-np`: server slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parallel {
+    /// `-np -1` (the default): 4 slots with a unified KV cache.
+    #[default]
+    Auto,
+    /// `-np N`.
+    Slots(u32),
+}
+
+/// `-fa`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlashAttn {
+    /// `auto` (the default): on where the backend supports it (every backend the estimator
+    /// models does for the supported head sizes).
+    #[default]
+    Auto,
+    /// `on`.
+    On,
+    /// `off`.
+    Off,
+}
+
+/// `-ngl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuLayers {
+    /// `auto` (the default): as many as fit, leaving `fit_target` free on each GPU (what
+    /// llama-server's `--fit` does for an unset `-ngl`).
+    #[default]
+    Auto,
+    /// `all`.
+    All,
+    /// A number of layers; the output layer counts as one (`-ngl 1` offloads only it).
+    Count(u32),
+}
+
+/// `-sm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitMode {
+    /// `none`: only the main GPU.
+    None,
+    /// `layer` (the default): whole layers, with their KV cache, per GPU.
+    #[default]
+    Layer,
+    /// `row`: weights split by rows across GPUs; KV and compute on the main GPU.
+    Row,
+}
+
+/// The host CPU, for weight repacking (`--repack`, on by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Cpu {
+    /// AVX2: `Q4_0`, `Q4_K`, `IQ4_NL` and MXFP4 matrices with rows in multiples of 8 are repacked.
+    pub avx2: bool,
+    /// AVX-512 (F): `Q2_K` matrices too.
+    pub avx512: bool,
+}
+
+// === impl Cpu ===
+
+impl Cpu {
+    /// A CPU with the given features.
+    pub fn new(avx2: bool, avx512: bool) -> Self {
+        Self { avx2, avx512 }
+    }
+
+    /// This machine's CPU.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            Self {
+                avx2: std::arch::is_x86_feature_detected!("avx2"),
+                avx512: std::arch::is_x86_feature_detected!("avx512f"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Self::default()
+        }
+    }
+
+    /// Whether ggml's CPU backend repacks this weight (`ggml_repack_get_optimal_repack_type`,
+    /// x86 rules).
+    fn repacks(self, t: &Tensor) -> bool {
+        let rows8 = t.dims.get(1).is_some_and(|n| n % 8 == 0);
+        match t.ggml_type.0 {
+            2 | 12 | 20 | 39 => self.avx2 && rows8, // Q4_0, Q4_K, IQ4_NL, MXFP4
+            10 => self.avx512 && rows8,             // Q2_K
+            _ => false,
+        }
+    }
+}
+
+/// The llama-server options that change memory, as llama-server spells and defaults them.
+///
+/// Not `#[non_exhaustive]`, so it can be written with `..LlamaParams::default()`; a new llama.cpp
+/// option becomes a new field in a minor release of this crate.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "each is one llama-server on/off flag"
+)]
+pub struct LlamaParams {
+    /// `-c`: context size; 0 = the model's training context.
+    pub ctx_size: u32,
+    /// `-np`.
+    pub parallel: Parallel,
+    /// `--kv-unified` / `--no-kv-unified`; `None` = llama-server's default (on with auto
+    /// parallel, which forces it on regardless).
+    pub kv_unified: Option<bool>,
+    /// `-ctk`.
+    pub cache_type_k: GgmlType,
+    /// `-ctv`.
+    pub cache_type_v: GgmlType,
+    /// `-fa`.
+    pub flash_attn: FlashAttn,
+    /// `-ngl`.
+    pub gpu_layers: GpuLayers,
+    /// `-sm`.
+    pub split_mode: SplitMode,
+    /// `-ts`: proportions per GPU; empty = proportional to free memory.
+    pub tensor_split: Vec<f32>,
+    /// `-mg`.
+    pub main_gpu: usize,
+    /// `-b`.
+    pub batch: u32,
+    /// `-ub`.
+    pub ubatch: u32,
+    /// `--swa-full`.
+    pub swa_full: bool,
+    /// `--mmap` (default) / `--no-mmap`.
+    pub mmap: bool,
+    /// `-kvo` (default) / `-nkvo`: KV cache on the layers' GPUs, or on the host.
+    pub kv_offload: bool,
+    /// `--repack` (default) / `-nr`.
+    pub repack: bool,
+    /// The host CPU (for repacking).
+    pub cpu: Cpu,
+    /// `-fitt`: memory `-ngl auto` leaves free on each GPU, in bytes (default 1024 MiB).
+    pub fit_target: u64,
+    /// `-md` with `-ngld` and `--spec-draft-n-max`: a draft model.
+    pub draft: Option<Draft>,
+    /// `-mm`: a multimodal projector (its weights go to the first GPU, or the host).
+    pub mmproj: Option<Model>,
+    /// `--lora`: adapters (each tensor on the device of the layer it adapts).
+    pub lora: Vec<Model>,
+}
+
+/// A draft model for speculative decoding.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Draft {
+    /// The draft model.
+    pub model: Model,
+    /// `-ngld`.
+    pub gpu_layers: GpuLayers,
+    /// `--spec-draft-n-max` (default 3): tokens drafted per step, which widens the target's
+    /// output buffer.
+    pub n_max: u32,
+}
+
+impl Draft {
+    /// A draft model with llama-server's defaults (`-ngld auto`, 3 tokens).
+    pub fn new(model: Model) -> Self {
+        Self {
+            model,
+            gpu_layers: GpuLayers::Auto,
+            n_max: 3,
+        }
+    }
+}
+
+impl Default for LlamaParams {
+    fn default() -> Self {
+        Self {
+            ctx_size: 0,
+            parallel: Parallel::Auto,
+            kv_unified: None,
+            cache_type_k: GgmlType::F16,
+            cache_type_v: GgmlType::F16,
+            flash_attn: FlashAttn::Auto,
+            gpu_layers: GpuLayers::Auto,
+            split_mode: SplitMode::Layer,
+            tensor_split: Vec::new(),
+            main_gpu: 0,
+            batch: 2048,
+            ubatch: 512,
+            swa_full: false,
+            mmap: true,
+            kv_offload: true,
+            repack: true,
+            cpu: Cpu::detect(),
+            fit_target: 1024 * MIB,
+            draft: None,
+            mmproj: None,
+            lora: Vec::new(),
+        }
+    }
+}
+
+/// Where a buffer lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Device {
+    /// Host memory.
+    Host,
+    /// A GPU, by its position in the list given to [`estimate`].
+    Gpu(usize),
+}
+
+/// What a buffer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BufferKind {
+    /// Model weights.
+    Weights,
+    /// KV cache of full-attention layers.
+    KvFull,
+    /// KV cache of sliding-window layers.
+    KvSwa,
+    /// Recurrent state (`RS buffer`).
+    Recurrent,
+    /// The output (logits) buffer.
+    Output,
+    /// The compute (graph) buffer.
+    Compute,
+}
+
+/// One buffer llama.cpp allocates, as it names it in its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Buffer {
+    /// Which device's memory.
+    pub device: Device,
+    /// What it holds.
+    pub kind: BufferKind,
+    /// llama.cpp's buffer type name: `CPU_Mapped`, `CPU_REPACK`, `CUDA0`, `CUDA_Host`, `CPU`.
+    pub name: String,
+    /// Which model: `model`, `draft`, `mmproj`, `lora`.
+    pub part: &'static str,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Totals for one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct DeviceTotals {
+    /// Weights.
+    pub weights: u64,
+    /// KV cache, full attention.
+    pub kv_full: u64,
+    /// KV cache, sliding window.
+    pub kv_swa: u64,
+    /// Recurrent state.
+    pub recurrent: u64,
+    /// Output buffer.
+    pub output: u64,
+    /// Compute buffer.
+    pub compute: u64,
+}
+
+impl DeviceTotals {
+    /// All context memory: both KV kinds and recurrent state.
+    pub fn kv(&self) -> u64 {
+        self.kv_full + self.kv_swa + self.recurrent
+    }
+
+    /// Everything.
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv() + self.output + self.compute
+    }
+}
+
+/// What the context looks like after llama.cpp's adjustments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Context {
+    /// `n_ctx`, padded to 256.
+    pub n_ctx: u32,
+    /// Context per sequence.
+    pub n_ctx_seq: u32,
+    /// Sequences (slots).
+    pub n_seq: u32,
+    /// Unified KV cache.
+    pub kv_unified: bool,
+    /// Cells of the sliding-window cache per stream (0 without SWA layers).
+    pub swa_cells: u32,
+    /// Flash attention on.
+    pub flash_attn: bool,
+    /// `n_batch` after clamping to the context.
+    pub n_batch: u32,
+    /// `n_ubatch`.
+    pub n_ubatch: u32,
+    /// Output rows reserved (`n_outputs_max`).
+    pub n_outputs: u32,
+    /// Layers offloaded (`-ngl` as resolved; the output layer counts as one).
+    pub gpu_layers: u32,
+}
+
+/// The estimate: every buffer, per device totals, and where each layer went.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Estimate {
+    /// The resolved context.
+    pub context: Context,
+    /// Every buffer llama.cpp would allocate.
+    pub buffers: Vec<Buffer>,
+    /// Device of each repeating layer, in order.
+    pub layers: Vec<Device>,
+    /// Device of the output layer.
+    pub output_layer: Device,
+    /// The GPUs the estimate was made for (capacity checks).
+    pub gpus: Vec<Gpu>,
+    /// Things the user should know (approximations that apply, adjustments made).
+    pub notes: Vec<String>,
+}
+
+// === impl Estimate ===
+
+impl Estimate {
+    /// Totals for a device.
+    pub fn totals(&self, device: Device) -> DeviceTotals {
+        let mut t = DeviceTotals::default();
+        for b in self.buffers.iter().filter(|b| b.device == device) {
+            let slot = match b.kind {
+                BufferKind::Weights => &mut t.weights,
+                BufferKind::KvFull => &mut t.kv_full,
+                BufferKind::KvSwa => &mut t.kv_swa,
+                BufferKind::Recurrent => &mut t.recurrent,
+                BufferKind::Output => &mut t.output,
+                BufferKind::Compute => &mut t.compute,
+            };
+            *slot += b.bytes;
+        }
+        t
+    }
+
+    /// The host's totals.
+    pub fn host(&self) -> DeviceTotals {
+        self.totals(Device::Host)
+    }
+
+    /// GPU `i`'s totals, if the estimate has that GPU.
+    pub fn device(&self, i: usize) -> Option<DeviceTotals> {
+        (i < self.gpus.len()).then(|| self.totals(Device::Gpu(i)))
+    }
+
+    /// Everything on every device.
+    pub fn total(&self) -> u64 {
+        self.buffers.iter().map(|b| b.bytes).sum()
+    }
+
+    /// Bytes short on each GPU that would not hold its share (free memory, or total when the
+    /// inventory has no free figure), as `(gpu position, bytes short)`.
+    pub fn shortfalls(&self) -> Vec<(usize, u64)> {
+        self.gpus
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| {
+                let need = self.totals(Device::Gpu(i)).total();
+                (need > g.free()).then(|| (i, need - g.free()))
+            })
+            .collect()
+    }
+
+    /// Whether every GPU holds its share.
+    pub fn fits(&self) -> bool {
+        self.shortfalls().is_empty()
+    }
+}
+
+/// Estimates what llama-server allocates for `model` with `params` on `gpus` (in the order
+/// llama.cpp enumerates them: `CUDA0` first) and the host.
+///
+/// # Errors
+///
+/// [`EstimateError::Param`] for an option out of range, [`EstimateError::Refused`] where
+/// llama-server refuses the combination (with its message), [`EstimateError::Metadata`] for a
+/// model llama.cpp could not load.
+pub fn estimate(
+    model: &Model,
+    params: &LlamaParams,
+    gpus: &[Gpu],
+) -> Result<Estimate, EstimateError> {
+    let ngl = resolve_gpu_layers(model, params, gpus)?;
+    let mut est = estimate_with(model, params, gpus, ngl, "model")?;
+
+    if let Some(draft) = &params.draft {
+        let dparams = LlamaParams {
+            gpu_layers: draft.gpu_layers,
+            draft: None,
+            mmproj: None,
+            lora: Vec::new(),
+            ..params.clone()
+        };
+        let dngl = resolve_gpu_layers(&draft.model, &dparams, gpus)?;
+        let d = estimate_with(&draft.model, &dparams, gpus, dngl, "draft")?;
+        est.buffers.extend(d.buffers);
+    }
+    if let Some(mmproj) = &params.mmproj {
+        let device = if gpus.is_empty() {
+            Device::Host
+        } else {
+            Device::Gpu(params.main_gpu.min(gpus.len() - 1))
+        };
+        let bytes = weights_alloc(mmproj.tensors.iter(), device);
+        est.buffers.push(Buffer {
+            device,
+            kind: BufferKind::Weights,
+            name: buffer_name(device, false),
+            part: "mmproj",
+            bytes,
+        });
+        est.notes.push(
+            "the projector's own compute buffer (image encoding) is not estimated".to_owned(),
+        );
+    }
+    for adapter in &params.lora {
+        let mut per: Vec<(Device, u64)> = Vec::new();
+        for t in &adapter.tensors {
+            let device = match lora_layer(&t.name) {
+                Some(il) => est.layers.get(il as usize).copied().unwrap_or(Device::Host),
+                None => est.output_layer,
+            };
+            let bytes = tensor_alloc(t, device);
+            match per.iter_mut().find(|(d, _)| *d == device) {
+                Some((_, b)) => *b += bytes,
+                None => per.push((device, bytes)),
+            }
+        }
+        for (device, bytes) in per {
+            est.buffers.push(Buffer {
+                device,
+                kind: BufferKind::Weights,
+                name: buffer_name(device, false),
+                part: "lora",
+                bytes,
+            });
+        }
+    }
+    Ok(est)
+}
+
+/// The layer a `LoRA` tensor adapts (`blk.3.attn_q.weight.lora_a`).
+fn lora_layer(name: &str) -> Option<u32> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+}
+
+impl LlamaParams {
+    fn validate(&self, model: &Model) -> Result<(), EstimateError> {
+        if let Parallel::Slots(n) = self.parallel {
+            if n == 0 || n > 256 {
+                return Err(EstimateError::param(
+                    "-np",
+                    format!("{n} slots: must be 1..=256"),
+                ));
+            }
+        }
+        if self.ctx_size > model::limits::CTX {
+            return Err(EstimateError::param(
+                "-c",
+                format!("{} tokens is implausible", self.ctx_size),
+            ));
+        }
+        if self.ctx_size == 0 && model.n_ctx_train == 0 {
+            return Err(EstimateError::param(
+                "-c",
+                "0 takes the model's training context, and the model does not state one",
+            ));
+        }
+        if self.batch == 0 || self.batch > model::limits::CTX {
+            return Err(EstimateError::param(
+                "-b",
+                format!("{}: must be 1..=2^24", self.batch),
+            ));
+        }
+        if self.ubatch == 0 || self.ubatch > model::limits::CTX {
+            return Err(EstimateError::param(
+                "-ub",
+                format!("{}: must be 1..=2^24", self.ubatch),
+            ));
+        }
+        for (flag, ty) in [("-ctk", self.cache_type_k), ("-ctv", self.cache_type_v)] {
+            // The types llama-server accepts for the cache.
+            if !matches!(ty.0, 0 | 1 | 30 | 8 | 2 | 3 | 20 | 6 | 7) {
+                return Err(EstimateError::param(
+                    flag,
+                    format!(
+                        "{}: allowed values are f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1",
+                        ty.name().unwrap_or("unknown type")
+                    ),
+                ));
+            }
+        }
+        if !self.tensor_split.iter().all(|x| x.is_finite() && *x >= 0.0) {
+            return Err(EstimateError::param(
+                "-ts",
+                "proportions must be finite and not negative",
+            ));
+        }
+        Ok(())
+    }
+
+    fn flash_attn_on(&self, model: &Model) -> Result<bool, EstimateError> {
+        let quantized = |t: GgmlType| t.block().is_some_and(|b| b.elements > 1);
+        if model.mla && self.cache_type_k != self.cache_type_v {
+            return Err(EstimateError::Refused {
+                reason: format!(
+                    "model does not support different K ({}) and V ({}) cache types",
+                    type_name(self.cache_type_k),
+                    type_name(self.cache_type_v)
+                ),
+            });
+        }
+        let fa = match self.flash_attn {
+            FlashAttn::Off if quantized(self.cache_type_v) => {
+                return Err(EstimateError::Refused {
+                    reason: "quantized V cache requires flash_attn to be enabled".to_owned(),
+                });
+            }
+            FlashAttn::Off => false,
+            FlashAttn::On | FlashAttn::Auto => true,
+        };
+        if fa {
+            for (which, ty) in [("K", self.cache_type_k), ("V", self.cache_type_v)] {
+                let Some(block) = ty.block().filter(|b| b.elements > 1) else {
+                    continue;
+                };
+                for l in &model.layers {
+                    let head = if which == "K" { l.head_k } else { l.head_v };
+                    if u64::from(head) % block.elements != 0 {
+                        return Err(EstimateError::Refused {
+                            reason: format!(
+                                "{which} cache type {} with block size {} does not divide n_embd_head_{}={head}",
+                                type_name(ty),
+                                block.elements,
+                                which.to_ascii_lowercase()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(fa)
+    }
+}
+
+fn type_name(t: GgmlType) -> String {
+    t.name()
+        .map_or_else(|| format!("type {}", t.0), str::to_ascii_lowercase)
+}
+
+/// `-ngl` as a number of layers (`n_layer + 1` = everything, the output layer included).
+fn resolve_gpu_layers(
+    model: &Model,
+    params: &LlamaParams,
+    gpus: &[Gpu],
+) -> Result<u32, EstimateError> {
+    let all = model.n_layer + 1;
+    Ok(match params.gpu_layers {
+        _ if gpus.is_empty() => 0,
+        GpuLayers::All => all,
+        GpuLayers::Count(n) => n.min(all),
+        GpuLayers::Auto => {
+            let target = params.fit_target;
+            let mut best = 0;
+            // Largest -ngl whose every GPU keeps `target` free; fewer layers never need more.
+            let (mut lo, mut hi) = (0u32, all);
+            while lo <= hi {
+                let mid = lo + (hi - lo) / 2;
+                let e = estimate_with(model, params, gpus, mid, "model")?;
+                let ok = gpus.iter().enumerate().all(|(i, g)| {
+                    e.totals(Device::Gpu(i)).total().saturating_add(target) <= g.free()
+                });
+                if ok {
+                    best = mid;
+                    lo = mid + 1;
+                } else if mid == 0 {
+                    break;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            best
+        }
+    })
+}
+
+/// The devices layers are split over, with cumulative split points (llama.cpp's `splits`).
+fn layer_devices(params: &LlamaParams, gpus: &[Gpu]) -> Vec<(usize, f64)> {
+    if gpus.is_empty() {
+        return Vec::new();
+    }
+    let main = params.main_gpu.min(gpus.len() - 1);
+    if params.split_mode == SplitMode::None {
+        return vec![(main, 1.0)];
+    }
+    if params.split_mode == SplitMode::Row {
+        // Row split spreads each matrix over all GPUs; the layer's home (KV, compute) is the
+        // main GPU.
+        return vec![(main, 1.0)];
+    }
+    let weights: Vec<f64> = if params.tensor_split.iter().any(|x| *x > 0.0) {
+        (0..gpus.len())
+            .map(|i| f64::from(params.tensor_split.get(i).copied().unwrap_or(0.0)))
+            .collect()
+    } else {
+        #[allow(clippy::cast_precision_loss, reason = "proportions only")]
+        gpus.iter().map(|g| g.free() as f64).collect()
+    };
+    let sum: f64 = weights.iter().sum();
+    let mut acc = 0.0;
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            acc += w;
+            (i, if sum > 0.0 { acc / sum } else { 1.0 })
+        })
+        .collect()
+}
+
+/// The estimate for a resolved `-ngl`.
+#[allow(
+    clippy::too_many_lines,
+    clippy::similar_names,
+    reason = "one pass over llama.cpp's allocation order, with its names"
+)]
+fn estimate_with(
+    model: &Model,
+    params: &LlamaParams,
+    gpus: &[Gpu],
+    ngl: u32,
+    part: &'static str,
+) -> Result<Estimate, EstimateError> {
+    params.validate(model)?;
+    let fa = params.flash_attn_on(model)?;
+    let mut notes = Vec::new();
+
+    // --- context (llama_context constructor, server defaults) ---
+    let (n_seq, forced_unified) = match params.parallel {
+        Parallel::Auto => (4, true),
+        Parallel::Slots(n) => (n, false),
+    };
+    let kv_unified = forced_unified || params.kv_unified.unwrap_or(false);
+    let ctx = if params.ctx_size == 0 {
+        model.n_ctx_train
+    } else {
+        params.ctx_size
+    };
+    let mut n_ctx = pad(ctx, 256);
+    let n_ctx_seq = if kv_unified {
+        n_ctx
+    } else {
+        let per = pad(n_ctx / n_seq, 256);
+        if per == 0 {
+            return Err(EstimateError::param("-c", "n_ctx_seq == 0"));
+        }
+        if n_ctx != per * n_seq {
+            n_ctx = per * n_seq;
+            notes.push(format!(
+                "n_ctx is not divisible by n_seq_max - rounding down to {n_ctx}"
+            ));
+        }
+        per
+    };
+    let n_stream = if kv_unified { 1 } else { n_seq };
+    let n_batch = n_ctx.min(params.batch);
+    let n_ubatch = n_batch.min(params.ubatch);
+    let n_draft = params.draft.as_ref().map_or(0, |d| d.n_max);
+    let n_outputs = n_batch.min(n_seq * (1 + n_draft));
+
+    // --- layer placement (llama_model::load_tensors) ---
+    let n_layer = model.n_layer;
+    let devices = layer_devices(params, gpus);
+    let act = if devices.is_empty() {
+        0
+    } else {
+        ngl.min(n_layer + 1)
+    };
+    let gpu_start = (n_layer + 1).saturating_sub(ngl);
+    let device_of = |il: u32| -> Device {
+        if il < gpu_start || il - gpu_start >= act {
+            return Device::Host;
+        }
+        #[allow(clippy::cast_precision_loss, reason = "layer counts are small")]
+        let x = f64::from(il - gpu_start) / f64::from(act);
+        let pos = devices
+            .iter()
+            .position(|(_, s)| *s > x)
+            .unwrap_or(devices.len() - 1);
+        Device::Gpu(devices.get(pos).map_or(0, |(i, _)| *i))
+    };
+    let layers: Vec<Device> = (0..n_layer).map(device_of).collect();
+    let output_layer = device_of(n_layer);
+
+    // --- weights ---
+    let mut buffers = Vec::new();
+    let mut host_mapped: Vec<&Tensor> = Vec::new();
+    let mut host_repack: u64 = 0;
+    let mut host_alloc: u64 = 0;
+    let mut gpu_alloc: Vec<u64> = vec![0; gpus.len()];
+    let tied = model
+        .tied_output
+        .then(|| model.tensors.iter().find(|t| t.name == "token_embd.weight"))
+        .flatten();
+    let placed = model
+        .tensors
+        .iter()
+        .map(|t| (t, t.role))
+        .chain(tied.map(|t| (t, Role::Output)));
+    for (t, role) in placed {
+        let device = match role {
+            Role::Input => Device::Host,
+            Role::Layer(il) => layers.get(il as usize).copied().unwrap_or(Device::Host),
+            Role::Output => output_layer,
+        };
+        match device {
+            Device::Host => {
+                if params.repack
+                    && role != Role::Input
+                    && model::is_matmul_weight(t)
+                    && params.cpu.repacks(t)
+                {
+                    host_repack += t.bytes;
+                } else if params.mmap {
+                    // The tied output projection is the token embedding tensor itself when
+                    // both are on the host: mapped once.
+                    if !(role == Role::Output && model.tied_output && t.name == "token_embd.weight")
+                    {
+                        host_mapped.push(t);
+                    }
+                } else if !(role == Role::Output
+                    && model.tied_output
+                    && t.name == "token_embd.weight")
+                {
+                    host_alloc += align(t.bytes, 32);
+                }
+            }
+            Device::Gpu(i) => {
+                if let Some(slot) = gpu_alloc.get_mut(i) {
+                    *slot += tensor_alloc(t, device);
+                }
+            }
+        }
+    }
+    let mapped = mapped_span(&host_mapped);
+    if mapped > 0 {
+        buffers.push(Buffer {
+            device: Device::Host,
+            kind: BufferKind::Weights,
+            name: "CPU_Mapped".to_owned(),
+            part,
+            bytes: mapped,
+        });
+    }
+    if host_alloc > 0 {
+        buffers.push(Buffer {
+            device: Device::Host,
+            kind: BufferKind::Weights,
+            name: "CPU".to_owned(),
+            part,
+            bytes: host_alloc,
+        });
+    }
+    if host_repack > 0 {
+        buffers.push(Buffer {
+            device: Device::Host,
+            kind: BufferKind::Weights,
+            name: "CPU_REPACK".to_owned(),
+            part,
+            bytes: host_repack,
+        });
+    }
+    for (i, bytes) in gpu_alloc.iter().enumerate() {
+        if *bytes > 0 {
+            buffers.push(Buffer {
+                device: Device::Gpu(i),
+                kind: BufferKind::Weights,
+                name: format!("CUDA{i}"),
+                part,
+                bytes: *bytes,
+            });
+        }
+    }
+    if params.split_mode == SplitMode::Row && gpus.len() > 1 {
+        notes.push("-sm row: weights are shown on the main GPU; llama.cpp spreads each matrix's rows over all GPUs".to_owned());
+    }
+
+    // --- KV cache / recurrent state (llama_model::create_memory) ---
+    let kv_device = |il: usize| -> Device {
+        if params.kv_offload {
+            layers.get(il).copied().unwrap_or(Device::Host)
+        } else {
+            Device::Host
+        }
+    };
+    let swa_any = model.is_swa_any();
+    let swa_cells = if swa_any {
+        if params.swa_full {
+            n_ctx_seq
+        } else {
+            pad(
+                n_ctx_seq.min(model.n_swa * if kv_unified { n_seq } else { 1 } + n_ubatch),
+                256,
+            )
+        }
+    } else {
+        0
+    };
+    let attn_layer = |l: &LayerShape| match model.memory {
+        MemoryKind::Kv => l.n_head_kv > 0,
+        // Falcon-H1 layers carry both; other hybrids one or the other.
+        MemoryKind::Hybrid => {
+            l.n_head_kv > 0 && (!l.recurrent || model.architecture == "falcon-h1")
+        }
+        MemoryKind::Recurrent | MemoryKind::None => false,
+    };
+    let mut kv: Vec<(Device, BufferKind, u64)> = Vec::new();
+    let mut add = |device: Device, kind: BufferKind, bytes: u64| match kv
+        .iter_mut()
+        .find(|(d, k, _)| *d == device && *k == kind)
+    {
+        Some((_, _, b)) => *b += bytes,
+        None => kv.push((device, kind, bytes)),
+    };
+    for (il, l) in model.layers.iter().enumerate() {
+        if attn_layer(l) {
+            let (cells, kind) = if swa_any && l.swa {
+                (swa_cells, BufferKind::KvSwa)
+            } else {
+                (n_ctx_seq, BufferKind::KvFull)
+            };
+            let rows = u64::from(cells) * u64::from(n_stream);
+            let k = row_bytes(params.cache_type_k, l.k_row()) * rows;
+            // V rows are as wide as the widest layer's when V is stored transposed (no FA) and
+            // widths vary.
+            let v_row = if fa {
+                l.v_row()
+            } else {
+                model
+                    .layers
+                    .iter()
+                    .map(LayerShape::v_row)
+                    .max()
+                    .unwrap_or(0)
+                    .max(l.v_row())
+            };
+            let v = if model.mla {
+                0
+            } else {
+                row_bytes(params.cache_type_v, v_row) * rows
+            };
+            add(kv_device(il), kind, k + v);
+        }
+        if l.recurrent {
+            if let Some(r) = model.recurrent {
+                let mem = u64::from(n_seq.max(1));
+                add(kv_device(il), BufferKind::Recurrent, (r.r + r.s) * 4 * mem);
+            }
+        }
+    }
+    for (device, kind, bytes) in kv {
+        buffers.push(Buffer {
+            device,
+            kind,
+            name: buffer_name(device, false),
+            part,
+            bytes,
+        });
+    }
+
+    // --- output buffer (llama_context::output_reserve) ---
+    let output_bytes = u64::from(model.n_vocab) * u64::from(n_outputs.max(n_seq)) * 4;
+    if model.memory != MemoryKind::None || model.n_vocab > 0 {
+        let name = if output_layer == Device::Host {
+            "CPU".to_owned()
+        } else {
+            "CUDA_Host".to_owned()
+        };
+        buffers.push(Buffer {
+            device: Device::Host,
+            kind: BufferKind::Output,
+            name,
+            part,
+            bytes: output_bytes,
+        });
+    }
+
+    // --- compute buffer (approximation; see docs/estimator.md) ---
+    let compute = compute_bytes(
+        model,
+        params,
+        fa,
+        n_ctx_seq,
+        swa_cells,
+        n_stream,
+        n_ubatch,
+        n_outputs,
+        &layers,
+        output_layer,
+    );
+    for (device, bytes) in compute {
+        buffers.push(Buffer {
+            device,
+            kind: BufferKind::Compute,
+            name: buffer_name(device, !gpus.is_empty()),
+            part,
+            bytes,
+        });
+    }
+
+    Ok(Estimate {
+        context: Context {
+            n_ctx,
+            n_ctx_seq,
+            n_seq,
+            kv_unified,
+            swa_cells,
+            flash_attn: fa,
+            n_batch,
+            n_ubatch,
+            n_outputs,
+            gpu_layers: act,
+        },
+        buffers,
+        layers,
+        output_layer,
+        gpus: gpus.to_vec(),
+        notes,
+    })
+}
+
+/// Compute buffer bytes per device.
+///
+/// Masks are exact: one per cache kind, `n_kv × n_ubatch` in f16 with flash attention (f32
+/// without). The rest is the activation working set, per token of the micro-batch:
+/// `2·n_embd + 2·n_head·head_k + 3·n_ff` floats (`MoE`: the used experts' width, plus router
+/// logits), and without flash attention the attention scores
+/// `n_head × n_kv` floats plus `2·n_embd + 2·q + 1.5·n_ff`. With a quantized K cache the CPU
+/// quantizes Q for the dot products (`q × 34/32` bytes per token). The coefficients are
+/// calibrated against llama-server on the CPU backend (docs/estimator.md has the table).
+#[allow(clippy::too_many_arguments, reason = "internal; the resolved context")]
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    reason = "a rounded estimate"
+)]
+fn compute_bytes(
+    model: &Model,
+    params: &LlamaParams,
+    fa: bool,
+    n_ctx_seq: u32,
+    swa_cells: u32,
+    n_stream: u32,
+    n_ubatch: u32,
+    n_outputs: u32,
+    layers: &[Device],
+    output_layer: Device,
+) -> Vec<(Device, u64)> {
+    let ub = u64::from(n_ubatch);
+    let mask_elem = if fa { 2 } else { 4 };
+    let has_full = model
+        .layers
+        .iter()
+        .any(|l| l.n_head_kv > 0 && !(model.is_swa_any() && l.swa));
+    let has_swa = model.is_swa_any();
+    // n_kv at reserve is the whole cache (per stream); tokens split across streams.
+    let masks = match model.memory {
+        MemoryKind::Recurrent | MemoryKind::None => 0,
+        _ => {
+            let full = if has_full {
+                u64::from(n_ctx_seq) * ub * mask_elem
+            } else {
+                0
+            };
+            let swa = if has_swa {
+                u64::from(swa_cells) * ub * mask_elem
+            } else {
+                0
+            };
+            full + swa
+        }
+    };
+    let _ = n_stream;
+    let n_embd = u64::from(model.n_embd);
+    let q = model
+        .layers
+        .iter()
+        .map(|l| u64::from(l.n_head) * u64::from(l.head_k))
+        .max()
+        .unwrap_or(0);
+    let n_head = model
+        .layers
+        .iter()
+        .map(|l| u64::from(l.n_head))
+        .max()
+        .unwrap_or(0);
+    let ff = if model.n_expert > 0 {
+        u64::from(model.n_expert_used) * u64::from(model.n_ff_exp.max(1))
+            + u64::from(model.n_expert)
+    } else {
+        model
+            .layers
+            .iter()
+            .map(|l| u64::from(l.n_ff))
+            .max()
+            .unwrap_or(0)
+    };
+    let ssm = model.recurrent.map_or(0, |r| (r.r + r.s) / 16);
+    let per_token = if fa {
+        2 * n_embd + 2 * q + 3 * ff
+    } else {
+        2 * n_embd + 2 * q + (3 * ff) / 2 + n_head * u64::from(n_ctx_seq)
+    }
+    .max(ssm);
+    let quantized_k = params.cache_type_k.block().is_some_and(|b| b.elements > 1);
+    let q8 = if quantized_k { q * ub * 34 / 32 } else { 0 };
+    let working = per_token * ub * 4 + q8;
+    let logits = u64::from(model.n_vocab) * u64::from(n_outputs) * 4;
+
+    // Each device running layers holds the masks and a working set; on the output layer's
+    // device the output stage can be the peak instead (small micro-batches, large vocabularies).
+    let mut out: Vec<(Device, u64)> = Vec::new();
+    let mut devs: Vec<Device> = layers.to_vec();
+    devs.push(output_layer);
+    devs.sort();
+    devs.dedup();
+    for d in devs {
+        let mut bytes = masks + working;
+        if d == output_layer {
+            // The output stage: the logits beside the last layer's activations.
+            bytes = bytes.max(masks + logits + 5 * n_embd * ub * 4);
+        }
+        out.push((d, bytes));
+    }
+    if !out.iter().any(|(d, _)| *d == Device::Host) {
+        // Fully offloaded: the host keeps the inputs (token embeddings looked up on the CPU).
+        out.push((Device::Host, n_embd * ub * 4 + ub * 8));
+    }
+    out
+}
+
+/// Bytes llama.cpp allocates for a weight on `device` (CUDA pads quantized rows to 512 values
+/// and aligns tensors to 128 bytes; the CPU aligns to 32).
+fn tensor_alloc(t: &Tensor, device: Device) -> u64 {
+    match device {
+        Device::Host => align(t.bytes, 32),
+        Device::Gpu(_) => {
+            let mut size = t.bytes;
+            let quantized = t.ggml_type.block().is_some_and(|b| b.elements > 1);
+            let ne0 = t.dims.first().copied().unwrap_or(0);
+            if quantized && ne0 % 512 != 0 {
+                size += row_bytes(t.ggml_type, 512 - ne0 % 512);
+            }
+            align(size, 128)
+        }
+    }
+}
+
+fn weights_alloc<'t>(tensors: impl Iterator<Item = &'t Tensor>, device: Device) -> u64 {
+    tensors.map(|t| tensor_alloc(t, device)).sum()
+}
+
+/// The host mapping of mmapped weights: per file, from the first tensor's data to the end of the
+/// last one's (`llama_model_loader::get_mapping_range`).
+fn mapped_span(tensors: &[&Tensor]) -> u64 {
+    let mut shards: Vec<(usize, u64, u64)> = Vec::new();
+    for t in tensors {
+        let end = t.offset + t.bytes;
+        match shards.iter_mut().find(|(s, ..)| *s == t.shard) {
+            Some((_, lo, hi)) => {
+                *lo = (*lo).min(t.offset);
+                *hi = (*hi).max(end);
+            }
+            None => shards.push((t.shard, t.offset, end)),
+        }
+    }
+    shards.iter().map(|(_, lo, hi)| hi - lo).sum()
+}
+
+fn buffer_name(device: Device, host_pinned: bool) -> String {
+    match device {
+        Device::Host if host_pinned => "CUDA_Host".to_owned(),
+        Device::Host => "CPU".to_owned(),
+        Device::Gpu(i) => format!("CUDA{i}"),
+    }
+}
+
+/// Bytes of `n` values of `ty` (`ggml_row_size`), rounding partial blocks up.
+fn row_bytes(ty: GgmlType, n: u64) -> u64 {
+    ty.block()
+        .map_or(n * 4, |b| n.div_ceil(b.elements) * b.bytes)
+}
+
+fn pad(x: u32, n: u32) -> u32 {
+    x.div_ceil(n) * n
+}
+
+fn align(x: u64, n: u64) -> u64 {
+    x.div_ceil(n) * n
+}
+
+/// Formats bytes as llama.cpp prints them: MiB with two decimals.
+#[allow(clippy::cast_precision_loss, reason = "display")]
+pub fn mib(bytes: u64) -> String {
+    format!("{:.2}", bytes as f64 / MIB as f64)
+}
