@@ -56,11 +56,13 @@
               the u64 byte counts cannot overflow"
 )]
 
+mod args;
 mod inverse;
 mod model;
 
 use std::fmt;
 
+pub use args::{LlamaArgs, parse_llama_args};
 pub use inverse::{Suggestion, max_context, max_gpu_layers, split_by_free_memory, suggestions};
 pub use model::{LayerShape, MemoryKind, Model, Recurrent, Role, Tensor};
 

@@ -1,0 +1,349 @@
+//! Estimates what llama-server will allocate, per GPU and on the host, for a llama-server command
+//! line pasted as is.
+//!
+//! ```text
+//! gguf-estimate [--json] [--gpu NAME:TOTAL_MIB[:FREE_MIB]]... [--gpus FILE.toml] [--nvml]
+//!               [llama-server] -m MODEL.gguf [llama-server flags]
+//! ```
+//!
+//! GPUs come from `--gpu` (repeatable, in `CUDA0, CUDA1, …` order), a TOML inventory
+//! (`[[gpu]]` tables: index, name, `total_bytes`, `free_bytes`), or `--nvml` (the NVIDIA driver; needs
+//! the `nvml` feature); with none, everything is estimated on the host, as llama-server does
+//! without a GPU. The text output is one table per device; `--json` prints the stable document
+//! described in docs/estimator.md (schema `cortex.estimate/1`).
+
+#![allow(clippy::cast_precision_loss, reason = "MiB for display")]
+
+use std::process::ExitCode;
+
+use cortex_gguf::estimate::{
+    self, BufferKind, Device, Draft, Estimate, LlamaArgs, Model, parse_llama_args,
+};
+use cortex_gguf::{GgufModel, Gpu, GpuInventory as _, StaticInventory};
+use serde_json::json;
+
+const USAGE: &str = "usage: gguf-estimate [--json] [--gpu NAME:TOTAL_MIB[:FREE_MIB]]... [--gpus FILE.toml] [--nvml] [llama-server] -m MODEL.gguf [llama-server flags]";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gguf-estimate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode, String> {
+    let mut json_out = false;
+    let mut gpus: Vec<Gpu> = Vec::new();
+    let mut rest = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--json" => json_out = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            "--gpu" => {
+                let v = args.next().ok_or("--gpu needs NAME:TOTAL_MIB[:FREE_MIB]")?;
+                gpus.push(parse_gpu(gpus.len(), &v)?);
+            }
+            "--gpus" => {
+                let path = args.next().ok_or("--gpus needs a TOML file")?;
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+                #[derive(serde::Deserialize)]
+                struct File {
+                    gpu: StaticInventory,
+                }
+                let file: File = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+                gpus.extend(file.gpu.gpus().map_err(|e| e.to_string())?);
+            }
+            "--nvml" => gpus.extend(nvml()?),
+            "llama-server" if rest.is_empty() => {}
+            _ => rest.push(a),
+        }
+    }
+    let parsed = parse_llama_args(&rest).map_err(|e| e.to_string())?;
+    let path = parsed
+        .model
+        .clone()
+        .ok_or_else(|| format!("no model: pass -m MODEL.gguf\n{USAGE}"))?;
+    let mut params = parsed.params.clone();
+    let model = load(&path)?;
+    attach(&mut params, &parsed)?;
+
+    let est = estimate::estimate(&model, &params, &gpus).map_err(|e| e.to_string())?;
+    let ladder = estimate::suggestions(&model, &params, &gpus).map_err(|e| e.to_string())?;
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&document(
+                &path.display().to_string(),
+                &est,
+                &ladder,
+                &parsed
+            ))
+            .map_err(|e| e.to_string())?
+        );
+    } else {
+        print_tables(&path.display().to_string(), &est, &ladder, &parsed);
+    }
+    Ok(if est.fits() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn load(path: &std::path::Path) -> Result<Model, String> {
+    let file = GgufModel::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Model::from_parts(&file.gguf(), file.tensors()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn attach(params: &mut estimate::LlamaParams, parsed: &LlamaArgs) -> Result<(), String> {
+    if let Some(d) = &parsed.draft {
+        let mut draft = Draft::new(load(d)?);
+        draft.gpu_layers = parsed.draft_gpu_layers;
+        draft.n_max = parsed.draft_n_max;
+        params.draft = Some(draft);
+    }
+    if let Some(m) = &parsed.mmproj {
+        params.mmproj = Some(load(m)?);
+    }
+    for l in &parsed.lora {
+        params.lora.push(load(l)?);
+    }
+    Ok(())
+}
+
+fn parse_gpu(index: usize, v: &str) -> Result<Gpu, String> {
+    let mut parts = v.split(':');
+    let name = parts.next().unwrap_or_default();
+    let mib = |s: Option<&str>| -> Result<Option<u64>, String> {
+        s.map(|s| {
+            s.parse::<u64>()
+                .map(|m| m << 20)
+                .map_err(|_| format!("--gpu {v}: `{s}` is not a number of MiB"))
+        })
+        .transpose()
+    };
+    let total = mib(parts.next())?
+        .ok_or_else(|| format!("--gpu {v}: expected NAME:TOTAL_MIB[:FREE_MIB]"))?;
+    let mut gpu = Gpu::new(u32::try_from(index).unwrap_or(u32::MAX), name, total);
+    if let Some(free) = mib(parts.next())? {
+        gpu = gpu.with_free_bytes(free);
+    }
+    Ok(gpu)
+}
+
+#[cfg(feature = "nvml")]
+fn nvml() -> Result<Vec<Gpu>, String> {
+    cortex_gguf::NvmlInventory::new()
+        .and_then(|n| n.gpus())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "nvml"))]
+fn nvml() -> Result<Vec<Gpu>, String> {
+    Err("--nvml needs the `nvml` feature (cargo run --features nvml,mmap,serde --example gguf-estimate)".to_owned())
+}
+
+fn device_name(est: &Estimate, d: Device) -> String {
+    match d {
+        Device::Host => "host".to_owned(),
+        Device::Gpu(i) => format!(
+            "CUDA{i} ({})",
+            est.gpus.get(i).map_or("?", |g| g.name.as_str())
+        ),
+    }
+}
+
+fn mib(b: u64) -> String {
+    estimate::mib(b)
+}
+
+fn devices(est: &Estimate) -> Vec<Device> {
+    (0..est.gpus.len())
+        .map(Device::Gpu)
+        .chain([Device::Host])
+        .collect()
+}
+
+fn print_tables(path: &str, est: &Estimate, ladder: &[estimate::Suggestion], parsed: &LlamaArgs) {
+    let c = &est.context;
+    println!("{path}");
+    println!(
+        "context {} ({} per sequence, {} sequences, KV {}), flash attention {}, n_batch {}, n_ubatch {}, -ngl {}",
+        c.n_ctx,
+        c.n_ctx_seq,
+        c.n_seq,
+        if c.kv_unified {
+            "unified"
+        } else {
+            "per sequence"
+        },
+        if c.flash_attn { "on" } else { "off" },
+        c.n_batch,
+        c.n_ubatch,
+        c.gpu_layers
+    );
+    println!();
+    println!(
+        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "device (MiB)", "weights", "KV full", "KV SWA", "recurrent", "output", "compute", "total"
+    );
+    for d in devices(est) {
+        let t = est.totals(d);
+        if t.total() == 0 && d != Device::Host {
+            continue;
+        }
+        let free = match d {
+            Device::Gpu(i) => est
+                .gpus
+                .get(i)
+                .map(|g| format!("  (free {})", mib(g.free())))
+                .unwrap_or_default(),
+            Device::Host => String::new(),
+        };
+        println!(
+            "{:<28} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}{free}",
+            device_name(est, d),
+            mib(t.weights),
+            mib(t.kv_full),
+            mib(t.kv_swa),
+            mib(t.recurrent),
+            mib(t.output),
+            mib(t.compute),
+            mib(t.total())
+        );
+    }
+    println!();
+    for d in devices(est) {
+        let layers: Vec<usize> = est
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l == d)
+            .map(|(i, _)| i)
+            .collect();
+        if !layers.is_empty() {
+            println!("layers on {}: {}", device_name(est, d), ranges(&layers));
+        }
+    }
+    println!("output layer on {}", device_name(est, est.output_layer));
+    for n in &est.notes {
+        println!("note: {n}");
+    }
+    if !parsed.ignored.is_empty() {
+        println!(
+            "ignored (no effect on memory): {}",
+            parsed.ignored.join(" ")
+        );
+    }
+    for (i, short) in est.shortfalls() {
+        println!("does not fit: CUDA{i} is short by {} MiB", mib(short));
+    }
+    for s in ladder {
+        let worst = s
+            .estimate
+            .shortfalls()
+            .iter()
+            .map(|(_, b)| *b)
+            .max()
+            .unwrap_or(0);
+        println!(
+            "try {:<28} {}: {}",
+            s.flags,
+            if s.fits {
+                "fits".to_owned()
+            } else {
+                format!("still short by {} MiB", mib(worst))
+            },
+            s.reason
+        );
+    }
+}
+
+fn ranges(v: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while let Some(&start) = v.get(i) {
+        let mut end = start;
+        while v.get(i + 1) == Some(&(end + 1)) {
+            end += 1;
+            i += 1;
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(", ")
+}
+
+fn kind_name(k: BufferKind) -> &'static str {
+    match k {
+        BufferKind::Weights => "weights",
+        BufferKind::KvFull => "kv_full",
+        BufferKind::KvSwa => "kv_swa",
+        BufferKind::Recurrent => "recurrent",
+        BufferKind::Output => "output",
+        BufferKind::Compute => "compute",
+        _ => "other",
+    }
+}
+
+fn device_id(d: Device) -> String {
+    match d {
+        Device::Host => "host".to_owned(),
+        Device::Gpu(i) => format!("CUDA{i}"),
+    }
+}
+
+/// The `cortex.estimate/1` document (docs/estimator.md).
+fn document(
+    path: &str,
+    est: &Estimate,
+    ladder: &[estimate::Suggestion],
+    parsed: &LlamaArgs,
+) -> serde_json::Value {
+    let c = &est.context;
+    json!({
+        "schema": "cortex.estimate/1",
+        "model": path,
+        "context": {
+            "n_ctx": c.n_ctx, "n_ctx_seq": c.n_ctx_seq, "n_seq": c.n_seq, "kv_unified": c.kv_unified,
+            "swa_cells": c.swa_cells, "flash_attn": c.flash_attn, "n_batch": c.n_batch,
+            "n_ubatch": c.n_ubatch, "n_outputs": c.n_outputs, "gpu_layers": c.gpu_layers,
+        },
+        "devices": devices(est).into_iter().map(|d| {
+            let t = est.totals(d);
+            let gpu = match d { Device::Gpu(i) => est.gpus.get(i), Device::Host => None };
+            json!({
+                "device": device_id(d),
+                "name": gpu.map(|g| g.name.clone()),
+                "free_bytes": gpu.map(Gpu::free),
+                "weights": t.weights, "kv_full": t.kv_full, "kv_swa": t.kv_swa,
+                "recurrent": t.recurrent, "output": t.output, "compute": t.compute, "total": t.total(),
+                "fits": gpu.is_none_or(|g| t.total() <= g.free()),
+                "layers": est.layers.iter().enumerate().filter(|(_, l)| **l == d).map(|(i, _)| i).collect::<Vec<_>>(),
+            })
+        }).collect::<Vec<_>>(),
+        "output_layer": device_id(est.output_layer),
+        "buffers": est.buffers.iter().map(|b| json!({
+            "device": device_id(b.device), "name": b.name, "kind": kind_name(b.kind), "part": b.part, "bytes": b.bytes,
+        })).collect::<Vec<_>>(),
+        "total": est.total(),
+        "fits": est.fits(),
+        "notes": est.notes,
+        "ignored_flags": parsed.ignored,
+        "suggestions": ladder.iter().map(|s| json!({
+            "flags": s.flags, "reason": s.reason, "fits": s.fits,
+            "gpu_totals": (0..s.estimate.gpus.len()).map(|i| s.estimate.totals(Device::Gpu(i)).total()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
