@@ -24,6 +24,12 @@ use serde_json::json;
 
 const USAGE: &str = "usage: gguf-estimate [--json] [--gpu NAME:TOTAL_MIB[:FREE_MIB]]... [--gpus FILE.toml] [--nvml] [llama-server] -m MODEL.gguf [llama-server flags]";
 
+/// `--gpus FILE.toml`: `[[gpu]]` tables.
+#[derive(serde::Deserialize)]
+struct GpusFile {
+    gpu: StaticInventory,
+}
+
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
@@ -53,11 +59,7 @@ fn run() -> Result<ExitCode, String> {
             "--gpus" => {
                 let path = args.next().ok_or("--gpus needs a TOML file")?;
                 let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-                #[derive(serde::Deserialize)]
-                struct File {
-                    gpu: StaticInventory,
-                }
-                let file: File = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+                let file: GpusFile = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
                 gpus.extend(file.gpu.gpus().map_err(|e| e.to_string())?);
             }
             "--nvml" => gpus.extend(nvml()?),

@@ -122,13 +122,13 @@ pub fn parse_llama_args<S: AsRef<str>>(args: &[S]) -> Result<LlamaArgs, Estimate
                 };
             }
             "-ngl" | "--gpu-layers" | "--n-gpu-layers" => {
-                p.gpu_layers = gpu_layers("-ngl", &value("-ngl")?)?
+                p.gpu_layers = gpu_layers("-ngl", &value("-ngl")?)?;
             }
             "-ngld" | "--gpu-layers-draft" | "--n-gpu-layers-draft" | "--spec-draft-ngl" => {
                 out.draft_gpu_layers = gpu_layers("-ngld", &value("-ngld")?)?;
             }
             "--spec-draft-n-max" => {
-                out.draft_n_max = num("--spec-draft-n-max", &value("--spec-draft-n-max")?)?
+                out.draft_n_max = num("--spec-draft-n-max", &value("--spec-draft-n-max")?)?;
             }
             "-sm" | "--split-mode" => {
                 p.split_mode = match value("-sm")?.as_str() {
@@ -179,7 +179,7 @@ pub fn parse_llama_args<S: AsRef<str>>(args: &[S]) -> Result<LlamaArgs, Estimate
                 p.fit_target = num::<u64>("-fitt", first)? << 20;
             }
             "-md" | "--model-draft" | "--spec-draft-model" => {
-                out.draft = Some(value("-md")?.into())
+                out.draft = Some(value("-md")?.into());
             }
             "-mm" | "--mmproj" => out.mmproj = Some(value("-mm")?.into()),
             "--lora" => out

@@ -1133,7 +1133,7 @@ fn compute_bytes(
             .max()
             .unwrap_or(0)
     };
-    let ssm = model.recurrent.map_or(0, |r| (r.r + r.s) / 16);
+    let ssm = model.recurrent.map_or(0, |r| r.working);
     let per_token = if fa {
         2 * n_embd + 2 * q + 3 * ff
     } else {

@@ -91,6 +91,10 @@ pub struct Recurrent {
     pub r: u64,
     /// Values of the SSM / WKV state per sequence and layer (`n_embd_s`).
     pub s: u64,
+    /// Floats per token of the micro-batch that a recurrent layer's graph keeps live at its peak
+    /// (`2·d_in_proj + 2·conv_dim + d_inner + n_embd` for Mamba-style layers, read from the
+    /// `ssm_in`, `ssm_conv1d` and `ssm_out` tensors; 0 when the model has none of them).
+    pub working: u64,
 }
 
 /// How a model keeps its context.
@@ -269,7 +273,7 @@ impl Model {
             layers.push(layer);
         }
 
-        let recurrent = match memory {
+        let mut recurrent = match memory {
             MemoryKind::Recurrent | MemoryKind::Hybrid => Some(recurrent_state(&md, n_embd)?),
             _ => None,
         };
@@ -291,6 +295,9 @@ impl Model {
                 shard,
                 role,
             });
+        }
+        if let Some(r) = recurrent.as_mut() {
+            r.working = ssm_working(&out, n_embd);
         }
         // A split set's other shards have their own data offsets; `from_parts` callers pass
         // tensors whose `offset()` is relative to their own shard, which keeps spans per shard
@@ -548,7 +555,24 @@ fn bounded(md: &Meta<'_, '_>, r: u64, s: u64) -> Result<Recurrent, EstimateError
             "recurrent state per sequence is implausible",
         ));
     }
-    Ok(Recurrent { r, s })
+    Ok(Recurrent { r, s, working: 0 })
+}
+
+/// Peak floats per token of a Mamba-style layer, from its tensors' shapes.
+fn ssm_working(tensors: &[Tensor], n_embd: u32) -> u64 {
+    let dim = |suffix: &str, i: usize| {
+        tensors
+            .iter()
+            .find(|t| t.name.ends_with(suffix))
+            .and_then(|t| t.dims.get(i).copied())
+            .unwrap_or(0)
+            .min(1 << 24)
+    };
+    let d_in_proj = dim(".ssm_in.weight", 1);
+    if d_in_proj == 0 {
+        return 0;
+    }
+    2 * d_in_proj + 2 * dim(".ssm_conv1d.weight", 1) + dim(".ssm_out.weight", 0) + u64::from(n_embd)
 }
 
 /// Where a tensor belongs, by llama.cpp's naming (`LLM_TN`).

@@ -16,126 +16,17 @@
     reason = "test code: MiB figures for display and one story per test"
 )]
 
+#[path = "../support/server.rs"]
+mod server;
 #[path = "../support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use server::{compare, run_server};
 
-use cortex_gguf::estimate::{
-    BufferKind, Cpu, Device, FlashAttn, LlamaParams, Model, Parallel, estimate,
-};
+use cortex_gguf::estimate::{BufferKind, FlashAttn, LlamaParams, Model, Parallel, estimate};
 use cortex_gguf::{GgmlType, GgufFile};
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// One buffer line llama-server printed.
-#[derive(Debug, Clone)]
-struct Printed {
-    name: String,
-    kind: BufferKind,
-    mib: f64,
-}
-
-/// What one llama-server start printed.
-struct Run {
-    buffers: Vec<Printed>,
-    cpu: Cpu,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts llama-server with `args`, reads its log until the slots are ready, stops it.
-fn run_server(args: &[&str]) -> Run {
-    let bin = support::llama_server();
-    let port = free_port().to_string();
-    let mut child = Command::new(&bin)
-        .args([
-            "-m",
-            support::gemma().to_str().unwrap(),
-            "--host",
-            "127.0.0.1",
-        ])
-        .args(["--port", &port, "-lv", "4", "-fit", "off"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let started = Instant::now();
-    let mut lines = Vec::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        let done = line.contains("all slots are idle") || line.contains("server is listening");
-        lines.push(line);
-        if done || started.elapsed() > Duration::from_secs(120) {
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    parse(&lines, args)
-}
-
-fn mib_of(line: &str) -> f64 {
-    let (_, rest) = line.split_once("buffer size =").unwrap();
-    rest.trim().trim_end_matches("MiB").trim().parse().unwrap()
-}
-
-/// The buffer lines of a llama-server log.
-fn parse(lines: &[String], args: &[&str]) -> Run {
-    let mut buffers = Vec::new();
-    let mut kv_kind = BufferKind::KvFull;
-    let mut cpu = Cpu::default();
-    for l in lines {
-        if l.contains("system_info:") {
-            cpu = Cpu::new(l.contains("AVX2 = 1"), l.contains("AVX512 = 1"));
-        }
-        if l.contains("creating non-SWA KV cache") {
-            kv_kind = BufferKind::KvFull;
-        }
-        if l.contains("creating     SWA KV cache") {
-            kv_kind = BufferKind::KvSwa;
-        }
-        let name_before = |marker: &str| {
-            let (head, _) = l.split_once(marker).unwrap();
-            head.rsplit(':').next().unwrap().trim().to_owned()
-        };
-        let kind = if l.contains(" model buffer size =") {
-            Some((BufferKind::Weights, name_before(" model buffer size")))
-        } else if l.contains(" KV buffer size =") {
-            Some((kv_kind, name_before(" KV buffer size")))
-        } else if l.contains(" output buffer size =") {
-            Some((BufferKind::Output, name_before(" output buffer size")))
-        } else if l.contains(" compute buffer size =") {
-            Some((BufferKind::Compute, name_before(" compute buffer size")))
-        } else {
-            None
-        };
-        if let Some((kind, name)) = kind {
-            buffers.push(Printed {
-                name,
-                kind,
-                mib: mib_of(l),
-            });
-        }
-    }
-    assert!(
-        buffers.iter().any(|b| b.kind == BufferKind::Compute),
-        "llama-server {args:?} did not get as far as its compute buffer; log:\n{}",
-        lines.join("\n")
-    );
-    Run { buffers, cpu }
-}
 
 /// llama-server flags for one setting, and the same setting as estimator parameters.
 struct Setting {
@@ -249,59 +140,17 @@ fn estimates_match_llama_server_over_the_matrix() {
     let mut worst_compute = 0.0f64;
     for s in matrix() {
         let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
-        let run = run_server(&args);
+        let run = run_server(&support::gemma(), &args);
         let mut params = s.params.clone();
         params.cpu = run.cpu;
         params.gpu_layers = cortex_gguf::estimate::GpuLayers::Count(0);
         let est = estimate(&model, &params, &[]).unwrap();
 
         // Every printed buffer has its estimate, by name and kind, and nothing extra is estimated.
-        let est_mib = |kind: BufferKind, name: &str| -> Option<f64> {
-            let v: Vec<_> = est
-                .buffers
-                .iter()
-                .filter(|b| b.device == Device::Host && b.kind == kind && b.name == name)
-                .collect();
-            (!v.is_empty()).then(|| v.iter().map(|b| b.bytes as f64).sum::<f64>() / MIB)
-        };
-        for p in &run.buffers {
-            let Some(e) = est_mib(p.kind, &p.name) else {
-                failures.push(format!(
-                    "{}: no estimate for {} {:?}",
-                    s.label, p.name, p.kind
-                ));
-                continue;
-            };
-            if p.kind == BufferKind::Compute {
-                let err = (e - p.mib).abs() / p.mib;
-                worst_compute = worst_compute.max(err);
-                if err > 0.10 {
-                    failures.push(format!(
-                        "{}: compute {e:.2} MiB estimated, {:.2} MiB real ({:.1}%)",
-                        s.label,
-                        p.mib,
-                        err * 100.0
-                    ));
-                }
-            } else if (e - p.mib).abs() > 0.01 {
-                failures.push(format!(
-                    "{}: {} {:?} {e:.2} MiB estimated, {:.2} MiB real",
-                    s.label, p.name, p.kind, p.mib
-                ));
-            }
-        }
-        for b in &est.buffers {
-            if !run
-                .buffers
-                .iter()
-                .any(|p| p.kind == b.kind && p.name == b.name)
-            {
-                failures.push(format!(
-                    "{}: estimated {} {:?} that llama-server did not allocate",
-                    s.label, b.name, b.kind
-                ));
-            }
-        }
+        let cmp = compare(&s.label, &run, &est, 0.10);
+        failures.extend(cmp.failures);
+        worst_compute = worst_compute.max(cmp.compute_err);
+        let total_err = cmp.total_err;
 
         let sum = |f: &dyn Fn(BufferKind) -> bool| {
             run.buffers
@@ -310,9 +159,6 @@ fn estimates_match_llama_server_over_the_matrix() {
                 .map(|p| p.mib)
                 .sum::<f64>()
         };
-        let real_total = sum(&|_| true);
-        let est_total = est.total() as f64 / MIB;
-        let total_err = (est_total - real_total).abs() / real_total;
         worst_total = worst_total.max(total_err);
         let h = est.host();
         let real_compute = sum(&|k| k == BufferKind::Compute);

