@@ -1,0 +1,427 @@
+//! The estimator's rules that need no llama-server run: refusals with llama-server's own
+//! messages, the flag parser, the inverse questions, attachments (draft, projector, `LoRA`), and
+//! hostile metadata. The numbers are derived here from llama.cpp's formulas, never copied from a
+//! run.
+
+use cortex_gguf::estimate::{
+    self, Device, Draft, EstimateError, FlashAttn, GpuLayers, LlamaParams, Model, Parallel,
+    parse_llama_args,
+};
+use cortex_gguf::{GgmlType, Gguf, GgufBuilder, Gpu, OwnedValue};
+
+const GIB: u64 = 1 << 30;
+
+/// A llama-shaped model: `n` layers, 1024 wide, 8 KV heads of 128, 32,000 tokens, f16.
+fn model(n: u32) -> Model {
+    let (e, v) = (1024u64, 32_000u64);
+    let mut b = GgufBuilder::new()
+        .kv("general.architecture", "llama")
+        .kv("llama.block_count", n)
+        .kv("llama.context_length", 32_768u32)
+        .kv("llama.embedding_length", 1024u32)
+        .kv("llama.feed_forward_length", 4096u32)
+        .kv("llama.attention.head_count", 8u32)
+        .kv("llama.attention.head_count_kv", 8u32)
+        .kv("llama.vocab_size", 32_000u32)
+        .tensor("token_embd.weight", [e, v], GgmlType::F16)
+        .tensor("output.weight", [e, v], GgmlType::F16);
+    for i in 0..n {
+        b = b
+            .tensor(format!("blk.{i}.attn_q.weight"), [e, e], GgmlType::F16)
+            .tensor(format!("blk.{i}.ffn_up.weight"), [e, 4096], GgmlType::F16);
+    }
+    Model::from_gguf(&Gguf::parse(&b.build()).unwrap()).unwrap()
+}
+
+/// KV bytes per cell for this model: layers × 2 × 1024 values × 2 bytes.
+fn kv_cell(n: u64) -> u64 {
+    n * 2 * 1024 * 2
+}
+
+#[test]
+fn quantized_v_without_flash_attention_is_refused_with_llama_servers_reason() {
+    let p = LlamaParams {
+        cache_type_v: GgmlType::Q8_0,
+        flash_attn: FlashAttn::Off,
+        ..LlamaParams::default()
+    };
+    let err = estimate::estimate(&model(2), &p, &[]).unwrap_err();
+    assert_eq!(
+        err,
+        EstimateError::Refused {
+            reason: "quantized V cache requires flash_attn to be enabled".to_owned()
+        }
+    );
+    // With -fa auto llama-server turns flash attention on instead.
+    let p = LlamaParams {
+        cache_type_v: GgmlType::Q8_0,
+        ..LlamaParams::default()
+    };
+    assert!(
+        estimate::estimate(&model(2), &p, &[])
+            .unwrap()
+            .context
+            .flash_attn
+    );
+}
+
+#[test]
+fn out_of_range_options_name_the_flag() {
+    let m = model(2);
+    let cases = [
+        (
+            LlamaParams {
+                parallel: Parallel::Slots(0),
+                ..LlamaParams::default()
+            },
+            "option -np: 0 slots",
+        ),
+        (
+            LlamaParams {
+                ubatch: 0,
+                ..LlamaParams::default()
+            },
+            "option -ub",
+        ),
+        (
+            LlamaParams {
+                cache_type_k: GgmlType::Q4_K,
+                ..LlamaParams::default()
+            },
+            "option -ctk: Q4_K",
+        ),
+        (
+            LlamaParams {
+                tensor_split: vec![f32::NAN],
+                ..LlamaParams::default()
+            },
+            "option -ts",
+        ),
+    ];
+    for (p, want) in cases {
+        let err = estimate::estimate(&m, &p, &[]).unwrap_err().to_string();
+        assert!(err.starts_with(want), "{err}");
+    }
+}
+
+#[test]
+fn context_rules() {
+    let m = model(2);
+    // -c 0 takes the training context; -c is padded to 256.
+    let e = estimate::estimate(&m, &LlamaParams::default(), &[]).unwrap();
+    assert_eq!(e.context.n_ctx, 32_768);
+    let p = LlamaParams {
+        ctx_size: 1000,
+        ..LlamaParams::default()
+    };
+    let e = estimate::estimate(&m, &p, &[]).unwrap();
+    assert_eq!(e.context.n_ctx, 1024);
+    assert_eq!(e.host().kv_full, 1024 * kv_cell(2));
+    // Auto parallel: 4 slots, unified; -np 3 without -kvu: 3 streams of pad(1000/3) = 512 cells,
+    // so n_ctx becomes 1536.
+    assert_eq!((e.context.n_seq, e.context.kv_unified), (4, true));
+    let p = LlamaParams {
+        ctx_size: 1000,
+        parallel: Parallel::Slots(3),
+        ..LlamaParams::default()
+    };
+    let e = estimate::estimate(&m, &p, &[]).unwrap();
+    assert_eq!((e.context.n_ctx_seq, e.context.n_ctx), (512, 1536));
+    assert_eq!(e.host().kv_full, 1536 * kv_cell(2));
+    assert!(e.notes.iter().any(|n| n.contains("rounding down to 1536")));
+    // The output buffer: n_vocab × max(n_outputs, n_seq) floats.
+    assert_eq!(e.host().output, 32_000 * 3 * 4);
+}
+
+#[test]
+fn flags_are_read_as_llama_server_spells_them() {
+    let a = parse_llama_args(&[
+        "-m",
+        "m.gguf",
+        "--host",
+        "0.0.0.0",
+        "-c",
+        "8192",
+        "-np",
+        "2",
+        "-no-kvu",
+        "-ctk",
+        "q8_0",
+        "--cache-type-v=q4_0",
+        "-fa",
+        "on",
+        "-ngl",
+        "all",
+        "-ts",
+        "3,1",
+        "-mg",
+        "1",
+        "-ub",
+        "256",
+        "--swa-full",
+        "-lm",
+        "none",
+        "-nkvo",
+        "--no-repack",
+        "--jinja",
+        "-md",
+        "d.gguf",
+        "-ngld",
+        "12",
+        "--spec-draft-n-max",
+        "8",
+        "--lora",
+        "a.gguf,b.gguf",
+        "-fitt",
+        "2048",
+    ])
+    .unwrap();
+    let p = &a.params;
+    assert_eq!(a.model.as_deref(), Some(std::path::Path::new("m.gguf")));
+    assert_eq!(
+        (p.ctx_size, p.parallel, p.kv_unified),
+        (8192, Parallel::Slots(2), Some(false))
+    );
+    assert_eq!(
+        (p.cache_type_k, p.cache_type_v),
+        (GgmlType::Q8_0, GgmlType(2))
+    );
+    assert_eq!(
+        (p.flash_attn, p.gpu_layers),
+        (FlashAttn::On, GpuLayers::All)
+    );
+    assert_eq!(
+        (p.tensor_split.clone(), p.main_gpu, p.ubatch),
+        (vec![3.0, 1.0], 1, 256)
+    );
+    assert!(p.swa_full && !p.mmap && !p.kv_offload && !p.repack);
+    assert_eq!(p.fit_target, 2048 << 20);
+    assert_eq!(
+        (a.draft_gpu_layers, a.draft_n_max),
+        (GpuLayers::Count(12), 8)
+    );
+    assert_eq!(a.lora.len(), 2);
+    assert_eq!(a.ignored, ["--host", "0.0.0.0", "--jinja"]);
+
+    for (args, want) in [
+        (&["-c", "lots"][..], "option -c: `lots` is not a number"),
+        (
+            &["-ctk", "q3_k_m"][..],
+            "option -ctk: `q3_k_m`: allowed values",
+        ),
+        (&["-fa"][..], "option -fa: needs a value"),
+        (&["-sm", "diagonal"][..], "option -sm: `diagonal`"),
+    ] {
+        let err = parse_llama_args(args).unwrap_err().to_string();
+        assert!(err.starts_with(want), "{err}");
+    }
+}
+
+#[test]
+fn inverse_questions() {
+    let m = model(8);
+    let weights = m.weight_bytes();
+    // One GPU that holds the weights and about 4096 cells of KV beyond everything else.
+    let cell = kv_cell(8);
+    let base = LlamaParams {
+        gpu_layers: GpuLayers::All,
+        parallel: Parallel::Slots(1),
+        ..LlamaParams::default()
+    };
+    let gpu = Gpu::new(0, "small", weights + 4096 * cell + (512 << 20));
+    let best = estimate::max_context(&m, &base, std::slice::from_ref(&gpu), 0)
+        .unwrap()
+        .unwrap();
+    let fits = |ctx: u32| {
+        let p = LlamaParams {
+            ctx_size: ctx,
+            ..base.clone()
+        };
+        estimate::estimate(&m, &p, std::slice::from_ref(&gpu))
+            .unwrap()
+            .fits()
+    };
+    assert!(
+        fits(best) && !fits(best + 256),
+        "{best} is the largest multiple of 256 that fits"
+    );
+    assert_eq!(best % 256, 0);
+
+    // -ngl: the largest count that fits, and fewer always fit.
+    let p = LlamaParams {
+        ctx_size: 32_768,
+        ..base.clone()
+    };
+    let ngl = estimate::max_gpu_layers(&m, &p, std::slice::from_ref(&gpu), 0).unwrap();
+    let at = |n: u32| {
+        let q = LlamaParams {
+            gpu_layers: GpuLayers::Count(n),
+            ..p.clone()
+        };
+        estimate::estimate(&m, &q, std::slice::from_ref(&gpu))
+            .unwrap()
+            .fits()
+    };
+    assert!(ngl < 9 && at(ngl) && !at(ngl + 1));
+    // -ngl auto resolves to what fits leaving -fitt free.
+    let auto = LlamaParams {
+        gpu_layers: GpuLayers::Auto,
+        fit_target: 0,
+        ..p.clone()
+    };
+    let e = estimate::estimate(&m, &auto, std::slice::from_ref(&gpu)).unwrap();
+    assert_eq!(e.context.gpu_layers, ngl);
+
+    // The ladder: each suggestion carries its estimate; the context one fits.
+    let ladder = estimate::suggestions(&m, &p, std::slice::from_ref(&gpu)).unwrap();
+    let flags: Vec<&str> = ladder.iter().map(|s| s.flags.as_str()).collect();
+    assert!(flags.contains(&"-ctk q8_0 -ctv q8_0"), "{flags:?}");
+    let ctx = ladder.iter().find(|s| s.flags.starts_with("-c ")).unwrap();
+    assert!(ctx.fits);
+    let q8 = ladder
+        .iter()
+        .find(|s| s.flags.starts_with("-ctk q8_0"))
+        .unwrap();
+    assert!(q8.estimate.device(0).unwrap().kv() < e.device(0).unwrap().kv() * 2);
+    assert!(ladder.iter().any(|s| s.flags.starts_with("-ngl ")));
+    // Nothing to suggest when it fits.
+    let big = Gpu::new(0, "big", 80 * GIB);
+    assert!(
+        estimate::suggestions(&m, &p, &[big.clone()])
+            .unwrap()
+            .is_empty()
+    );
+
+    // -ts proportional to free memory, in MiB.
+    let gpus = [
+        big.clone().with_free_bytes(60 * GIB),
+        Gpu::new(1, "b", 24 * GIB),
+    ];
+    assert_eq!(estimate::split_by_free_memory(&gpus), "61440,24576");
+}
+
+#[test]
+fn draft_projector_and_lora_are_counted_where_llama_cpp_puts_them() {
+    let m = model(4);
+    let gpu = [Gpu::new(0, "g", 80 * GIB)];
+    let base = LlamaParams {
+        ctx_size: 4096,
+        gpu_layers: GpuLayers::All,
+        ..LlamaParams::default()
+    };
+    let plain = estimate::estimate(&m, &base, &gpu).unwrap();
+
+    let mut draft = Draft::new(model(2));
+    draft.gpu_layers = GpuLayers::All;
+    let p = LlamaParams {
+        draft: Some(draft),
+        ..base.clone()
+    };
+    let e = estimate::estimate(&m, &p, &gpu).unwrap();
+    let draft_kv: u64 = e
+        .buffers
+        .iter()
+        .filter(|b| b.part == "draft" && b.device == Device::Gpu(0))
+        .filter(|b| b.kind == estimate::BufferKind::KvFull)
+        .map(|b| b.bytes)
+        .sum();
+    assert_eq!(draft_kv, 4096 * kv_cell(2));
+    // 3 drafted tokens per slot widen the target's output buffer: 4 slots × (1 + 3) rows.
+    let output = |e: &estimate::Estimate| -> u64 {
+        e.buffers
+            .iter()
+            .filter(|b| b.part == "model" && b.kind == estimate::BufferKind::Output)
+            .map(|b| b.bytes)
+            .sum()
+    };
+    assert_eq!(output(&e), 32_000 * 16 * 4);
+    assert_eq!(output(&plain), 32_000 * 4 * 4);
+    assert_eq!(e.context.n_outputs, 16);
+
+    let proj = model(1);
+    let p = LlamaParams {
+        mmproj: Some(proj.clone()),
+        ..base.clone()
+    };
+    let e = estimate::estimate(&m, &p, &gpu).unwrap();
+    let mm: u64 = e
+        .buffers
+        .iter()
+        .filter(|b| b.part == "mmproj")
+        .map(|b| b.bytes)
+        .sum();
+    assert!(mm >= proj.weight_bytes());
+    assert_eq!(
+        e.buffers
+            .iter()
+            .find(|b| b.part == "mmproj")
+            .unwrap()
+            .device,
+        Device::Gpu(0)
+    );
+
+    // A LoRA adapter's tensors go with the layers they adapt: here layer 3 on the GPU.
+    let lora = GgufBuilder::new()
+        .kv("general.architecture", "llama")
+        .kv("general.type", "adapter")
+        .kv("llama.block_count", 4u32)
+        .kv("llama.embedding_length", 1024u32)
+        .tensor("blk.3.attn_q.weight.lora_a", [1024, 16], GgmlType::F32)
+        .tensor("blk.3.attn_q.weight.lora_b", [16, 1024], GgmlType::F32)
+        .build();
+    let lora = Model::from_gguf(&Gguf::parse(&lora).unwrap()).unwrap();
+    let p = LlamaParams {
+        lora: vec![lora],
+        ..base
+    };
+    let e = estimate::estimate(&m, &p, &gpu).unwrap();
+    let on_gpu: u64 = e
+        .buffers
+        .iter()
+        .filter(|b| b.part == "lora" && b.device == Device::Gpu(0))
+        .map(|b| b.bytes)
+        .sum();
+    assert_eq!(on_gpu, 2 * 1024 * 16 * 4);
+}
+
+#[test]
+fn hostile_metadata_is_an_error_not_a_panic() {
+    let base = || {
+        GgufBuilder::new()
+            .kv("general.architecture", "llama")
+            .kv("llama.embedding_length", 64u32)
+            .kv("llama.attention.head_count", 4u32)
+    };
+    let cases = [
+        (base(), "model metadata `llama.block_count`: missing"),
+        (
+            base().kv("llama.block_count", u32::MAX),
+            "model metadata `llama.block_count`: 4294967295 is out of range",
+        ),
+        (
+            base().kv("llama.block_count", "two"),
+            "model metadata `llama.block_count`: \"two\" is not a count",
+        ),
+        (
+            base().kv("llama.block_count", 4u32).kv(
+                "llama.attention.head_count_kv",
+                OwnedValue::array(cortex_gguf::ValueType::U32, vec![1u32.into()]),
+            ),
+            "model metadata `llama.attention.head_count_kv`: 1 values for 4 layers",
+        ),
+        (
+            base()
+                .kv("llama.block_count", 4u32)
+                .kv("llama.attention.head_count_kv", 16_000u32)
+                .kv("llama.attention.key_length", 60_000u32),
+            "model metadata `llama.attention.head_count_kv`: layer 0",
+        ),
+    ];
+    for (b, want) in cases {
+        let bytes = b.build();
+        let err = Model::from_gguf(&Gguf::parse(&bytes).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(want), "{err}");
+    }
+}
