@@ -287,7 +287,7 @@ fn inverse_questions() {
     // Nothing to suggest when it fits.
     let big = Gpu::new(0, "big", 80 * GIB);
     assert!(
-        estimate::suggestions(&m, &p, &[big.clone()])
+        estimate::suggestions(&m, &p, std::slice::from_ref(&big))
             .unwrap()
             .is_empty()
     );
