@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::common::{check_choice, check_managed, decode_settings, finish_container};
 use crate::flags::{FlagTable, Retired};
 
+pub mod sizing;
+
 /// The pinned vLLM version.
 pub const VLLM_VERSION: &str = "0.32.0";
 /// The port vLLM listens on inside a container.

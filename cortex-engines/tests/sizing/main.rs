@@ -1,0 +1,242 @@
+//! vLLM sizing from a Hugging Face model directory: `config.json` and safetensors headers only.
+//!
+//! The directories are written here with the real shapes of Llama 3 8B and `DeepSeek`-V2-Lite (MLA),
+//! and with safetensors files that hold a header and no tensor data at all: sizing them proves
+//! the tensors are never read.
+
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    reason = "test code: byte budgets recomputed the way vLLM does, in floating point"
+)]
+
+use std::path::Path;
+
+use cortex_engines::vllm::sizing::{self, HfModel, KvCacheDtype, SizingError, VllmParams};
+use cortex_gguf::Gpu;
+use serde_json::json;
+
+const GIB: u64 = 1 << 30;
+
+/// Writes a safetensors header (and no data) for `tensors` of `(name, shape)` in bf16.
+fn header_only(path: &Path, tensors: &[(String, Vec<u64>)]) {
+    let mut map = serde_json::Map::new();
+    let mut offset = 0u64;
+    for (name, shape) in tensors {
+        let bytes = shape.iter().product::<u64>() * 2;
+        map.insert(
+            name.clone(),
+            json!({"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let header = serde_json::to_vec(&serde_json::Value::Object(map)).unwrap();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend(header);
+    std::fs::write(path, out).unwrap();
+}
+
+fn llama3_8b(dir: &Path) -> u64 {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        json!({
+            "architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "intermediate_size": 14336,
+            "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+            "vocab_size": 128_256, "max_position_embeddings": 8192, "torch_dtype": "bfloat16"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut shard = [Vec::new(), Vec::new()];
+    shard[0].push(("model.embed_tokens.weight".to_owned(), vec![128_256, 4096]));
+    shard[1].push(("lm_head.weight".to_owned(), vec![128_256, 4096]));
+    for l in 0..32u64 {
+        let s = &mut shard[usize::from(l >= 16)];
+        let p = format!("model.layers.{l}");
+        s.push((format!("{p}.self_attn.q_proj.weight"), vec![4096, 4096]));
+        s.push((format!("{p}.self_attn.k_proj.weight"), vec![1024, 4096]));
+        s.push((format!("{p}.self_attn.v_proj.weight"), vec![1024, 4096]));
+        s.push((format!("{p}.self_attn.o_proj.weight"), vec![4096, 4096]));
+        s.push((format!("{p}.mlp.gate_proj.weight"), vec![14336, 4096]));
+        s.push((format!("{p}.mlp.up_proj.weight"), vec![14336, 4096]));
+        s.push((format!("{p}.mlp.down_proj.weight"), vec![4096, 14336]));
+        s.push((format!("{p}.input_layernorm.weight"), vec![4096]));
+        s.push((format!("{p}.post_attention_layernorm.weight"), vec![4096]));
+    }
+    shard[1].push(("model.norm.weight".to_owned(), vec![4096]));
+    header_only(&dir.join("model-00001-of-00002.safetensors"), &shard[0]);
+    header_only(&dir.join("model-00002-of-00002.safetensors"), &shard[1]);
+    shard
+        .iter()
+        .flatten()
+        .map(|(_, s)| s.iter().product::<u64>() * 2)
+        .sum()
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("sizing")
+        .join(name)
+}
+
+#[test]
+fn llama3_8b_on_one_and_two_gpus() {
+    let dir = tmp("llama3-8b");
+    let bytes = llama3_8b(&dir);
+    let m = HfModel::open(&dir).unwrap();
+    assert_eq!(m.weight_bytes, bytes);
+    assert_eq!(m.parameters, bytes / 2);
+    assert_eq!((m.layers, m.kv_heads, m.head_dim), (32, 8, 128));
+
+    // KV per token: 32 layers × 8 KV heads × 128 × 2 (K and V) × 2 bytes = 128 KiB.
+    let l4 = [Gpu::new(0, "NVIDIA L4", 24 * GIB)];
+    let p = VllmParams {
+        max_model_len: Some(8192),
+        ..VllmParams::default()
+    };
+    let s = sizing::size(&m, &p, &l4).unwrap();
+    assert_eq!(s.kv_bytes_per_token, 32 * 8 * 128 * 2 * 2);
+    assert_eq!(s.weights_per_gpu, bytes);
+    assert_eq!(s.budget_per_gpu, (24.0 * 0.92 * GIB as f64) as u64);
+    assert_eq!(
+        s.kv_per_gpu,
+        s.budget_per_gpu - s.weights_per_gpu - s.activation_per_gpu - s.non_torch_per_gpu
+    );
+    assert_eq!(s.kv_tokens % 16, 0);
+    assert_eq!(s.kv_tokens, s.kv_per_gpu / (s.kv_bytes_per_token * 16) * 16);
+    assert!(s.fits, "{s:?}");
+    assert!((s.max_concurrency - s.kv_tokens as f64 / 8192.0).abs() < 1e-9);
+
+    // A 16 GiB GPU cannot hold 16 GB of bf16 weights: the ladder offers FP8 and TP 2.
+    let t4 = [Gpu::new(0, "T4", 16 * GIB), Gpu::new(1, "T4", 16 * GIB)];
+    let s = sizing::size(&m, &p, &t4).unwrap();
+    assert!(!s.fits);
+    assert_eq!(s.kv_per_gpu, 0);
+    let ladder = sizing::suggestions(&m, &p, &t4).unwrap();
+    let flags: Vec<&str> = ladder.iter().map(|s| s.flags.as_str()).collect();
+    assert_eq!(
+        flags[..3],
+        [
+            "--kv-cache-dtype fp8",
+            "--quantization fp8",
+            "--tensor-parallel-size 2"
+        ]
+    );
+    let tp2 = &ladder[2].sizing;
+    assert_eq!(tp2.weights_per_gpu, bytes.div_ceil(2));
+    // KV heads split over TP: half the bytes per token on each GPU.
+    assert_eq!(tp2.kv_bytes_per_token, 32 * 4 * 128 * 2 * 2);
+    assert!(tp2.fits);
+    let fp8 = &ladder[1].sizing;
+    assert!(fp8.weights_per_gpu < bytes * 6 / 10);
+    assert!(sizing::suggestions(&m, &p, &l4).unwrap().is_empty());
+
+    // FP8 KV halves the bytes per token.
+    let p8 = VllmParams {
+        kv_cache_dtype: KvCacheDtype::Fp8,
+        ..p.clone()
+    };
+    assert_eq!(
+        sizing::size(&m, &p8, &l4).unwrap().kv_bytes_per_token,
+        32 * 8 * 128 * 2
+    );
+    // More GPUs than given, or heads that do not divide: refused like vLLM does.
+    let p4 = VllmParams {
+        tensor_parallel: 4,
+        ..p.clone()
+    };
+    assert!(matches!(
+        sizing::size(&m, &p4, &t4),
+        Err(SizingError::Param { .. })
+    ));
+    let p3 = VllmParams {
+        tensor_parallel: 3,
+        ..p
+    };
+    let three = [t4[0].clone(), t4[1].clone(), t4[0].clone()];
+    let err = sizing::size(&m, &p3, &three).unwrap_err().to_string();
+    assert!(
+        err.contains("32 attention heads are not divisible by 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mla_keeps_one_latent_per_token() {
+    let dir = tmp("deepseek-v2-lite");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        json!({
+            "architectures": ["DeepseekV2ForCausalLM"], "hidden_size": 2048, "num_attention_heads": 16,
+            "num_hidden_layers": 27, "num_key_value_heads": 16, "kv_lora_rank": 512,
+            "qk_rope_head_dim": 64, "vocab_size": 102_400, "max_position_embeddings": 163_840,
+            "torch_dtype": "bfloat16", "intermediate_size": 10944
+        })
+        .to_string(),
+    )
+    .unwrap();
+    header_only(
+        &dir.join("model.safetensors"),
+        &[("model.embed_tokens.weight".to_owned(), vec![102_400, 2048])],
+    );
+    let m = HfModel::open(&dir).unwrap();
+    assert_eq!(m.mla_width, Some(576));
+    let s = sizing::size(&m, &VllmParams::default(), &[Gpu::new(0, "H100", 80 * GIB)]).unwrap();
+    assert_eq!(s.kv_bytes_per_token, 27 * 576 * 2);
+    assert_eq!(s.max_model_len, 163_840);
+}
+
+#[test]
+fn bad_directories_name_the_file_and_field() {
+    let dir = tmp("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = HfModel::open(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("config.json") && err.contains("No such file"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"hidden_size": 64, "num_attention_heads": 4}"#,
+    )
+    .unwrap();
+    let err = HfModel::open(&dir).unwrap_err().to_string();
+    assert!(
+        err.ends_with("config.json: `num_hidden_layers`: missing or not a positive integer"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2}"#,
+    )
+    .unwrap();
+    let err = HfModel::open(&dir).unwrap_err().to_string();
+    assert!(err.contains("no *.safetensors files"), "{err}");
+
+    // A header whose offsets overlap is refused by the safetensors crate's validation.
+    let bad = json!({"a": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}, "b": {"dtype": "BF16", "shape": [2], "data_offsets": [2, 6]}}).to_string();
+    let mut bytes = (bad.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(bad.as_bytes());
+    std::fs::write(dir.join("model.safetensors"), &bytes).unwrap();
+    let err = HfModel::open(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("model.safetensors: safetensors header:"),
+        "{err}"
+    );
+
+    // A length prefix beyond the crate's limit, and a truncated file.
+    std::fs::write(dir.join("model.safetensors"), u64::MAX.to_le_bytes()).unwrap();
+    assert!(
+        HfModel::open(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("too large")
+    );
+    std::fs::write(dir.join("model.safetensors"), [1u8, 2, 3]).unwrap();
+    assert!(matches!(HfModel::open(&dir), Err(SizingError::Io { .. })));
+}
