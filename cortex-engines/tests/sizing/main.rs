@@ -75,10 +75,13 @@ fn llama3_8b(dir: &Path) -> u64 {
         .sum()
 }
 
+/// A fresh, empty directory (earlier runs' files removed).
 fn tmp(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("sizing")
-        .join(name)
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 #[test]
