@@ -4,14 +4,51 @@
 //!
 //! # Status
 //!
-//! This crate is part of the workspace layout but holds no code yet: the layers arrive with the
-//! cortex-gateway issue (see `docs/architecture.md`). Nothing here is usable today.
+//! The layers are being built (the cortex-gateway issue). What is here today are the two parsers
+//! every layer stands on, each property-tested and fuzzed:
+//!
+//! - [`scan`]: finds `model`, `stream` and `stream_options.include_usage` in a request body
+//!   without re-serializing it, and splices `include_usage` in when the gateway needs a stream's
+//!   usage;
+//! - [`sse`]: parses a `text/event-stream` body incrementally, whatever its chunking, and reads the
+//!   usage an OpenAI stream carries (reported `usage`, else llama.cpp's `timings`).
+//!
+//! ```
+//! use cortex_gateway::scan::scan;
+//! use cortex_gateway::sse::{SseParser, UsageSource, UsageTracker};
+//!
+//! let body = bytes::Bytes::from_static(br#"{"model": "gemma", "stream": true}"#);
+//! let found = scan(&body)?;
+//! assert_eq!(found.model.as_deref(), Some("gemma"));
+//! assert_eq!(
+//!     &found.with_usage_requested(&body)[..],
+//!     br#"{"model": "gemma", "stream": true,"stream_options":{"include_usage":true}}"#
+//! );
+//!
+//! let mut parser = SseParser::new();
+//! let mut usage = UsageTracker::new();
+//! let chunks: [&[u8]; 2] = [
+//!     b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,",
+//!     b"\"completion_tokens\":5}}\n\ndata: [DONE]\n\n",
+//! ];
+//! for chunk in chunks {
+//!     parser.feed(chunk, |event| {
+//!         usage.observe(event);
+//!     });
+//! }
+//! assert_eq!(usage.usage().total_tokens, 8);
+//! assert_eq!(usage.usage().source, UsageSource::Reported);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Minimum supported Rust version
 //!
 //! Rust 1.85, rolling, at least six months behind stable.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod scan;
+pub mod sse;
 
 #[doc(no_inline)]
 pub use cortex_core::Registry;
