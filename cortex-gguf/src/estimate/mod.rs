@@ -686,28 +686,9 @@ fn resolve_gpu_layers(
         _ if gpus.is_empty() => 0,
         GpuLayers::All => all,
         GpuLayers::Count(n) => n.min(all),
-        GpuLayers::Auto => {
-            let target = params.fit_target;
-            let mut best = 0;
-            // Largest -ngl whose every GPU keeps `target` free; fewer layers never need more.
-            let (mut lo, mut hi) = (0u32, all);
-            while lo <= hi {
-                let mid = lo + (hi - lo) / 2;
-                let e = estimate_with(model, params, gpus, mid, "model")?;
-                let ok = gpus.iter().enumerate().all(|(i, g)| {
-                    e.totals(Device::Gpu(i)).total().saturating_add(target) <= g.free()
-                });
-                if ok {
-                    best = mid;
-                    lo = mid + 1;
-                } else if mid == 0 {
-                    break;
-                } else {
-                    hi = mid - 1;
-                }
-            }
-            best
-        }
+        // What llama-server's --fit does for an unset -ngl: the most layers that leave
+        // `fit_target` free on every GPU.
+        GpuLayers::Auto => inverse::max_gpu_layers(model, params, gpus, params.fit_target)?,
     })
 }
 
@@ -1019,7 +1000,6 @@ fn estimate_with(
         fa,
         n_ctx_seq,
         swa_cells,
-        n_stream,
         n_ubatch,
         n_outputs,
         &layers,
@@ -1078,7 +1058,6 @@ fn compute_bytes(
     fa: bool,
     n_ctx_seq: u32,
     swa_cells: u32,
-    n_stream: u32,
     n_ubatch: u32,
     n_outputs: u32,
     layers: &[Device],
@@ -1108,7 +1087,6 @@ fn compute_bytes(
             full + swa
         }
     };
-    let _ = n_stream;
     let n_embd = u64::from(model.n_embd);
     let q = model
         .layers
