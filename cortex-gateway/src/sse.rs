@@ -131,15 +131,19 @@ impl Usage {
 }
 
 #[derive(Deserialize)]
-struct Chunk {
+struct Chunk<'a> {
     #[serde(default)]
     usage: Option<UsageJson>,
     #[serde(default)]
     timings: Option<Timings>,
     #[serde(default)]
     error: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    choices: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(borrow, default)]
+    choices: Option<&'a serde_json::value::RawValue>,
+}
+
+fn has_key(data: &[u8], key: &[u8]) -> bool {
+    data.windows(key.len()).any(|w| w == key)
 }
 
 #[derive(Deserialize)]
@@ -209,7 +213,15 @@ impl UsageTracker {
             self.done = true;
             return EventKind::Done;
         }
-        let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else {
+        // Token chunks, nearly every event of a stream, carry none of the three keys: skip the
+        // JSON parse for them (this runs once per streamed chunk).
+        if !has_key(data, b"\"usage\"")
+            && !has_key(data, b"\"timings\"")
+            && !has_key(data, b"\"error\"")
+        {
+            return EventKind::Other;
+        }
+        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
             return EventKind::Other;
         };
         if chunk.error.is_some() {
@@ -236,7 +248,13 @@ impl UsageTracker {
                 source: UsageSource::Timings,
             };
         }
-        if chunk.usage.is_some() && chunk.choices.as_ref().is_some_and(Vec::is_empty) {
+        let no_choices = chunk.choices.is_some_and(|c| {
+            let c = c.get().trim();
+            c.starts_with('[')
+                && c.get(1..c.len() - 1)
+                    .is_some_and(|inner| inner.trim().is_empty())
+        });
+        if chunk.usage.is_some() && no_choices {
             EventKind::UsageOnly
         } else {
             EventKind::Other

@@ -698,12 +698,9 @@ fn layer_devices(params: &LlamaParams, gpus: &[Gpu]) -> Vec<(usize, f64)> {
         return Vec::new();
     }
     let main = params.main_gpu.min(gpus.len() - 1);
-    if params.split_mode == SplitMode::None {
-        return vec![(main, 1.0)];
-    }
-    if params.split_mode == SplitMode::Row {
-        // Row split spreads each matrix over all GPUs; the layer's home (KV, compute) is the
-        // main GPU.
+    // `-sm none` uses the main GPU only; `-sm row` spreads each matrix over all GPUs but keeps
+    // the layer's home (KV, compute) on the main GPU.
+    if matches!(params.split_mode, SplitMode::None | SplitMode::Row) {
         return vec![(main, 1.0)];
     }
     let weights: Vec<f64> = if params.tensor_split.iter().any(|x| *x > 0.0) {

@@ -118,23 +118,8 @@ fn qwen3moe() -> GgufBuilder {
             .tensor(format!("blk.{i}.attn_output.weight"), [4 * head, e], F16)
             .tensor(format!("blk.{i}.attn_k_norm.weight"), [head], F32)
             .tensor(format!("blk.{i}.attn_q_norm.weight"), [head], F32)
-            .tensor(format!("blk.{i}.ffn_norm.weight"), [e], F32)
-            .tensor(format!("blk.{i}.ffn_gate_inp.weight"), [e, experts], F32)
-            .tensor(
-                format!("blk.{i}.ffn_gate_exps.weight"),
-                [e, ff_exp, experts],
-                F16,
-            )
-            .tensor(
-                format!("blk.{i}.ffn_down_exps.weight"),
-                [ff_exp, e, experts],
-                F16,
-            )
-            .tensor(
-                format!("blk.{i}.ffn_up_exps.weight"),
-                [e, ff_exp, experts],
-                F16,
-            );
+            .tensor(format!("blk.{i}.ffn_norm.weight"), [e], F32);
+        b = moe_experts(b, i, e, ff_exp, experts);
     }
     b
 }
@@ -204,29 +189,33 @@ fn deepseek2() -> GgufBuilder {
                 .tensor(format!("blk.{i}.ffn_down.weight"), [ff, e], F16)
                 .tensor(format!("blk.{i}.ffn_up.weight"), [e, ff], F16);
         } else {
-            b = b
-                .tensor(format!("blk.{i}.ffn_gate_inp.weight"), [e, experts], F32)
-                .tensor(
-                    format!("blk.{i}.ffn_gate_exps.weight"),
-                    [e, ff_exp, experts],
-                    F16,
-                )
-                .tensor(
-                    format!("blk.{i}.ffn_down_exps.weight"),
-                    [ff_exp, e, experts],
-                    F16,
-                )
-                .tensor(
-                    format!("blk.{i}.ffn_up_exps.weight"),
-                    [e, ff_exp, experts],
-                    F16,
-                )
+            b = moe_experts(b, i, e, ff_exp, experts)
                 .tensor(format!("blk.{i}.ffn_gate_shexp.weight"), [e, ff_exp], F16)
                 .tensor(format!("blk.{i}.ffn_down_shexp.weight"), [ff_exp, e], F16)
                 .tensor(format!("blk.{i}.ffn_up_shexp.weight"), [e, ff_exp], F16);
         }
     }
     b
+}
+
+/// A `MoE` layer's router and expert tensors (`qwen3moe.cpp`, `deepseek2.cpp`).
+fn moe_experts(b: GgufBuilder, i: u32, e: u64, ff_exp: u64, experts: u64) -> GgufBuilder {
+    b.tensor(format!("blk.{i}.ffn_gate_inp.weight"), [e, experts], F32)
+        .tensor(
+            format!("blk.{i}.ffn_gate_exps.weight"),
+            [e, ff_exp, experts],
+            F16,
+        )
+        .tensor(
+            format!("blk.{i}.ffn_down_exps.weight"),
+            [ff_exp, e, experts],
+            F16,
+        )
+        .tensor(
+            format!("blk.{i}.ffn_up_exps.weight"),
+            [e, ff_exp, experts],
+            F16,
+        )
 }
 
 /// Mamba-2 layer tensors (`src/models/mamba2.cpp`, `granite-hybrid.cpp`).
