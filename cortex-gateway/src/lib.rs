@@ -47,8 +47,25 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[macro_use]
+mod macros;
+
+pub mod auth;
+pub mod balance;
+pub mod breaker;
+pub mod builder;
+pub mod error;
+mod guard;
+pub mod meter;
+pub mod proxy;
+pub mod queue;
+pub mod request_id;
+pub mod route;
 pub mod scan;
 pub mod sse;
+
+pub use builder::{Gateway, GatewayBody, GatewayBuilder, ServiceBuilderExt};
+pub use guard::Guarded;
 
 #[doc(no_inline)]
 pub use cortex_core::Registry;

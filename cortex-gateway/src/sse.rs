@@ -37,7 +37,13 @@ impl SseParser {
 
     /// Feeds `chunk`; calls `on_event` with the data of each event it completes.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(&[u8])) {
-        for &b in chunk {
+        self.feed_spans(chunk, |data, _| on_event(data));
+    }
+
+    /// Feeds `chunk`; calls `on_event` with the data of each event it completes and the offset in
+    /// `chunk` just past the line end that completed it (where the next event's bytes begin).
+    pub fn feed_spans(&mut self, chunk: &[u8], mut on_event: impl FnMut(&[u8], usize)) {
+        for (i, &b) in chunk.iter().enumerate() {
             if self.skip_lf {
                 self.skip_lf = false;
                 if b == b'\n' {
@@ -47,7 +53,7 @@ impl SseParser {
             match b {
                 b'\n' | b'\r' => {
                     self.skip_lf = b == b'\r';
-                    self.end_line(&mut on_event);
+                    self.end_line(&mut |data: &[u8]| on_event(data, i + 1));
                 }
                 _ => {
                     if self.line.len() < MAX_EVENT {
@@ -140,6 +146,13 @@ struct Chunk<'a> {
     error: Option<serde::de::IgnoredAny>,
     #[serde(borrow, default)]
     choices: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Whether an event's data is an `error` object (`{"error": ..}`), as engines and the gateway end a
+/// failed stream.
+pub fn is_error_event(data: &[u8]) -> bool {
+    has_key(data, b"\"error\"")
+        && serde_json::from_slice::<Chunk<'_>>(data).is_ok_and(|c| c.error.is_some())
 }
 
 fn has_key(data: &[u8], key: &[u8]) -> bool {

@@ -1,0 +1,118 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Response, header};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::ResponseBody;
+use super::state::{Circuit, Class, Policy};
+use crate::error::{Refusal, RefusalOr, RefuseOr, Refused};
+
+/// Reports one request's outcome to its circuit, exactly once: when set, or on drop.
+#[derive(Debug)]
+pub(crate) struct Report {
+    circuit: Arc<Circuit>,
+    probe: bool,
+    policy: Policy,
+    class: Option<Class>,
+}
+
+// === impl Report ===
+
+impl Report {
+    pub(super) fn new(circuit: Arc<Circuit>, probe: bool, policy: Policy) -> Self {
+        Self {
+            circuit,
+            probe,
+            policy,
+            class: None,
+        }
+    }
+
+    /// Marks the request failed (the first verdict stands).
+    pub(super) fn fail(&mut self) {
+        self.class.get_or_insert(Class::Failure);
+    }
+
+    /// Marks the request succeeded unless it already failed.
+    pub(super) fn succeed(&mut self) {
+        self.class.get_or_insert(Class::Success);
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        let class = self.class.unwrap_or(Class::Neutral);
+        self.circuit
+            .report(self.probe, class, &self.policy, Instant::now());
+    }
+}
+
+pin_project! {
+    /// The future of [`CircuitBreaker`](super::CircuitBreaker).
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        future: RefuseOr<F>,
+        report: Option<Report>,
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn inner(future: F, report: Report) -> Self {
+        Self {
+            future: RefuseOr::inner(future),
+            report: Some(report),
+        }
+    }
+
+    pub(super) fn refused(refusal: Refusal) -> Self {
+        Self {
+            future: RefuseOr::refused(refusal),
+            report: None,
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.future.poll(cx));
+        let mut report = this.report.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                if response.extensions().get::<Refused>().is_some() {
+                    // Another layer refused: the replica was not asked.
+                    if let Some(mut r) = report.take() {
+                        r.class = Some(Class::Neutral);
+                    }
+                } else if response.status().is_server_error() {
+                    if let Some(r) = report.as_mut() {
+                        r.fail();
+                    }
+                }
+                let sse = response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+                Ok(response.map(|body: RefusalOr<B>| ResponseBody::new(body, report, sse)))
+            }
+            Err(e) => {
+                if let Some(r) = report.as_mut() {
+                    r.fail();
+                }
+                Err(e)
+            }
+        })
+    }
+}

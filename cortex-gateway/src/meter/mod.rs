@@ -1,0 +1,76 @@
+//! Usage metering: one [`UsageRecord`] per request, delivered to a [`UsageSink`] exactly once,
+//! when the response body ends, fails or is dropped.
+//!
+//! [`MeterUsage`] notes the request's id (`x-request-id`, created when absent), the caller's key id
+//! ([`ApiKey`](crate::auth::ApiKey)) and model ([`Routed`](crate::route::Routed)), and watches the
+//! response body without holding it back:
+//!
+//! - a stream (`text/event-stream`) goes through the incremental [`SseParser`](crate::sse::SseParser)
+//!   and [`UsageTracker`](crate::sse::UsageTracker): the `usage` object when the engine sends one,
+//!   else llama.cpp's `timings`, else the usage is recorded as missing. When routing spliced
+//!   `include_usage` in ([`Routed::usage_injected`](crate::route::Routed::usage_injected)), the
+//!   usage-only chunk the engine adds is cut out before the client sees it; otherwise every frame
+//!   is forwarded as it came, unchanged.
+//! - a JSON answer is copied aside (up to 1 MiB) as it passes and its `usage` read at the end.
+//!
+//! The record says where the tokens came from ([`UsageSource`](crate::sse::UsageSource)), the
+//! latency, the time to the first byte of the body, whether the answer streamed, whether the client
+//! went away before the end (then the tokens seen so far are recorded) and whether it failed (an
+//! error from the inner service, a failing body, an `error` event). [`InMemoryUsage`] aggregates
+//! records by key and model.
+//!
+//! Metrics, through the `metrics` facade (mount any recorder, e.g. a Prometheus exporter):
+//! `cortex_gateway_requests_total{model,status}`, `cortex_gateway_request_duration_seconds{model}`,
+//! `cortex_gateway_time_to_first_token_seconds{model}`, `cortex_gateway_tokens_total{model,kind}`,
+//! `cortex_gateway_client_disconnects_total{model}`, `cortex_gateway_in_flight_requests{model}` and
+//! `cortex_gateway_overhead_seconds` (time to the response headers, less the upstream's own time
+//! and the queue wait). The breaker and the queue add `cortex_gateway_breaker_state{replica}`,
+//! `cortex_gateway_queue_depth{replica}` and `cortex_gateway_queue_wait_seconds{replica}`.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use cortex_gateway::meter::{InMemoryUsage, MeterUsageLayer};
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # tokio_test::block_on(async {
+//! let usage = Arc::new(InMemoryUsage::new());
+//! let service = ServiceBuilder::new()
+//!     .layer(MeterUsageLayer::new(Arc::clone(&usage)))
+//!     .service_fn(|_req: Request<()>| async {
+//!         let body = r#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#;
+//!         let mut response = Response::new(Full::new(bytes::Bytes::from_static(body.as_bytes())));
+//!         response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+//!         Ok::<_, std::convert::Infallible>(response)
+//!     });
+//! let response = service.oneshot(Request::new(())).await.unwrap();
+//! response.into_body().collect().await.unwrap();
+//! let totals = usage.totals();
+//! assert_eq!(totals[0].totals.total_tokens, 10);
+//! # });
+//! ```
+
+mod body;
+mod future;
+mod layer;
+mod record;
+mod service;
+
+pub use self::body::ResponseBody;
+pub use self::future::ResponseFuture;
+pub use self::layer::MeterUsageLayer;
+pub use self::record::{InMemoryUsage, UsageEntry, UsageRecord, UsageSink, UsageTotals};
+pub use self::service::MeterUsage;
+
+/// When the proxy sent a request and when the upstream's headers came back, in the response's
+/// extensions, so metering can tell the gateway's own time from the upstream's.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTiming {
+    /// The request left for the upstream.
+    pub sent: tokio::time::Instant,
+    /// The upstream's response headers arrived.
+    pub headers: tokio::time::Instant,
+}

@@ -1,0 +1,187 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::request::Parts;
+use http::{Request, Response, header};
+use http_body::Body;
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::{RouteLayer, Routed};
+use crate::auth::ApiKey;
+use crate::error::{Refusal, RefusalOr};
+use crate::scan::scan;
+
+pin_project! {
+    /// The future of [`Route`](super::Route).
+    pub struct ResponseFuture<B, S, F> {
+        #[pin]
+        state: State<B, S, F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<B, S, F> {
+        Reading {
+            #[pin]
+            body: B,
+            buf: BytesMut,
+            parts: Option<Parts>,
+            inner: Option<S>,
+            config: RouteLayer,
+        },
+        Calling {
+            #[pin]
+            future: F,
+        },
+        Answered {
+            response: Option<Response<Bytes>>,
+        },
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<B, S, F> ResponseFuture<B, S, F> {
+    pub(super) fn reading(parts: Parts, body: B, inner: S, config: RouteLayer) -> Self {
+        Self {
+            state: State::Reading {
+                body,
+                buf: BytesMut::new(),
+                parts: Some(parts),
+                inner: Some(inner),
+                config,
+            },
+        }
+    }
+
+    pub(super) fn refused(refusal: Refusal) -> Self {
+        Self::answered(refusal.into_response::<()>())
+    }
+
+    pub(super) fn answered<T>(response: Response<RefusalOr<T>>) -> Self {
+        Self {
+            state: State::Answered {
+                response: Some(flatten(response)),
+            },
+        }
+    }
+}
+
+/// A gateway-written response with its bytes taken out of the body wrapper.
+fn flatten<T>(response: Response<RefusalOr<T>>) -> Response<Bytes> {
+    response.map(|body| body.own_bytes().unwrap_or_default())
+}
+
+/// What the read body decides: forward (with the body to send) or refuse.
+fn decide(parts: &mut Parts, body: Bytes, config: &RouteLayer) -> Result<Bytes, Refusal> {
+    let scanned = scan(&body).map_err(|e| Refusal::bad_request(e.to_string()))?;
+    let Some(model) = scanned.model.as_deref() else {
+        return Err(Refusal::bad_request("you must provide a model parameter").param("model"));
+    };
+    if let Some(key) = parts.extensions.get::<Arc<ApiKey>>() {
+        if !key.allows(model) {
+            return Err(Refusal::model_not_allowed(model));
+        }
+    }
+    let Some(endpoints) = config.registry.resolve(model).filter(|e| !e.is_empty()) else {
+        return Err(Refusal::model_not_found(model));
+    };
+    let inject = config.inject_usage && scanned.stream && !scanned.include_usage;
+    let body = if inject {
+        scanned.with_usage_requested(&body)
+    } else {
+        body
+    };
+    parts.extensions.insert(Routed {
+        model: Arc::from(model),
+        endpoints,
+        stream: scanned.stream,
+        client_wants_usage: scanned.include_usage,
+        usage_injected: inject,
+    });
+    // The length changes when usage is spliced in; the body sets it again.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(body)
+}
+
+impl<B, S, F, ResBody, E> Future for ResponseFuture<B, S, F>
+where
+    B: Body,
+    B::Error: std::fmt::Display,
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>, Error = E, Future = F>,
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<RefusalOr<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Reading {
+                    mut body,
+                    buf,
+                    parts,
+                    inner,
+                    config,
+                } => {
+                    let refusal = match ready!(body.as_mut().poll_frame(cx)) {
+                        Some(Ok(frame)) => {
+                            if let Ok(mut data) = frame.into_data() {
+                                use bytes::Buf;
+                                if buf.len() + data.remaining() > config.body_limit {
+                                    Some(Refusal::too_large(config.body_limit))
+                                } else {
+                                    while data.has_remaining() {
+                                        let chunk = data.chunk();
+                                        let n = chunk.len();
+                                        buf.extend_from_slice(chunk);
+                                        data.advance(n);
+                                    }
+                                    continue;
+                                }
+                            } else {
+                                continue; // trailers
+                            }
+                        }
+                        Some(Err(e)) => Some(Refusal::bad_request(format!(
+                            "the request body could not be read: {e}"
+                        ))),
+                        None => None,
+                    };
+                    let mut parts = parts.take().expect("polled after completion");
+                    let decided = match refusal {
+                        Some(r) => Err(r),
+                        None => decide(&mut parts, std::mem::take(buf).freeze(), config),
+                    };
+                    match decided {
+                        Ok(bytes) => {
+                            let mut inner = inner.take().expect("polled after completion");
+                            let future = inner.call(Request::from_parts(parts, Full::new(bytes)));
+                            this.state.set(State::Calling { future });
+                        }
+                        Err(refusal) => {
+                            this.state.set(State::Answered {
+                                response: Some(flatten(refusal.into_response::<()>())),
+                            });
+                        }
+                    }
+                }
+                StateProj::Calling { future } => {
+                    return future
+                        .poll(cx)
+                        .map(|r| r.map(|response| response.map(RefusalOr::inner)));
+                }
+                StateProj::Answered { response } => {
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(response.map(RefusalOr::refusal)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Routing by the request's `model`: the body is read (up to a limit), scanned without being
+//! re-serialized, and resolved through the [`Registry`](cortex_core::Registry).
+//!
+//! [`Route`] reads the request body up to [`RouteLayer::body_limit`] (32 MiB by default; a larger
+//! body is refused with 413 as soon as its `Content-Length` or its bytes say so), finds `model`,
+//! `stream` and `stream_options.include_usage` with [`crate::scan`], checks that the caller's
+//! [`ApiKey`](crate::auth::ApiKey) (when auth runs outside) may use the model (403), resolves the
+//! served name to its healthy endpoints (404 `model_not_found` when there are none) and calls the
+//! inner service with the original bytes in a [`Full`](http_body_util::Full) body and a [`Routed`]
+//! extension. When a stream did not ask for usage and injection is on, the bytes get
+//! `"stream_options":{"include_usage":true}` spliced in and [`Routed::usage_injected`] is set,
+//! so metering can strip the extra chunk again.
+//!
+//! `GET /v1/models` is answered from the registry's snapshot, listing only the models the key may
+//! use, in the engines' shape (`{"object":"list","data":[{"id",..}]}`).
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::Arc;
+//! use cortex_core::{Endpoint, EngineKind, InMemoryRegistry, InstanceId, ModelId, Registry};
+//! use cortex_gateway::route::{RouteLayer, Routed};
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # tokio_test::block_on(async {
+//! let registry = Arc::new(InMemoryRegistry::new());
+//! registry.register(Endpoint::new(
+//!     ModelId::new("gemma").unwrap(),
+//!     "gemma-3",
+//!     0,
+//!     InstanceId::new("pid-1"),
+//!     EngineKind::LLAMA_CPP,
+//!     "http://127.0.0.1:39211".parse().unwrap(),
+//! ));
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(RouteLayer::new(registry))
+//!     .service_fn(|req: Request<Full<bytes::Bytes>>| async move {
+//!         let routed = req.extensions().get::<Routed>().unwrap();
+//!         assert_eq!(&*routed.model, "gemma-3");
+//!         assert_eq!(routed.endpoints.len(), 1);
+//!         Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::new())))
+//!     });
+//!
+//! let request = Request::post("/v1/chat/completions")
+//!     .body(Full::new(bytes::Bytes::from_static(br#"{"model":"gemma-3","messages":[]}"#)))
+//!     .unwrap();
+//! assert_eq!(service.clone().oneshot(request).await.unwrap().status(), 200);
+//!
+//! let request = Request::post("/v1/chat/completions")
+//!     .body(Full::new(bytes::Bytes::from_static(br#"{"model":"nope","messages":[]}"#)))
+//!     .unwrap();
+//! assert_eq!(service.oneshot(request).await.unwrap().status(), 404);
+//! # });
+//! ```
+
+mod future;
+mod layer;
+mod service;
+
+use std::sync::Arc;
+
+use cortex_core::Endpoints;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::RouteLayer;
+pub use self::service::Route;
+
+/// The default limit on a request body: 32 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 32 << 20;
+
+/// Where a request goes, found by [`Route`]; in the request's extensions.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Routed {
+    /// The served name asked for.
+    pub model: Arc<str>,
+    /// Its healthy endpoints (never empty).
+    pub endpoints: Endpoints,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Whether the client asked for `stream_options.include_usage`.
+    pub client_wants_usage: bool,
+    /// Whether the gateway spliced `include_usage` in (so the usage chunk is not the client's).
+    pub usage_injected: bool,
+}
