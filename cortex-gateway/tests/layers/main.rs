@@ -387,8 +387,7 @@ fn make_routed(endpoints: Vec<Endpoint>) -> Routed {
     futures_util::FutureExt::now_or_never(service.oneshot(post(r#"{"model":"small"}"#)))
         .unwrap()
         .unwrap();
-    let routed = out.lock().unwrap().take().unwrap();
-    routed
+    out.lock().unwrap().take().unwrap()
 }
 
 #[tokio::test]
@@ -702,10 +701,9 @@ async fn breaker_allows_one_probe_at_a_time_and_counts_error_events_and_ignores_
 
 // ---------------------------------------------------------------- queue
 
-fn held_stream() -> (
-    tokio::sync::mpsc::Sender<Result<http_body::Frame<Bytes>, Infallible>>,
-    Response<StreamBody<tokio_stream_like::Rx>>,
-) {
+type FrameTx = tokio::sync::mpsc::Sender<Result<http_body::Frame<Bytes>, Infallible>>;
+
+fn held_stream() -> (FrameTx, Response<StreamBody<tokio_stream_like::Rx>>) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     (
         tx,
