@@ -1,0 +1,192 @@
+//! End to end: the real llama-server (b11434, Gemma 3 270M) behind the whole gateway, the OpenAI
+//! Python SDK in front (installed by scripts/setup into $CORTEX_CACHE/venv).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cortex_core::{Endpoint, EngineKind, InMemoryRegistry, InstanceId, ModelId, Registry as _};
+use cortex_gateway::GatewayBuilder;
+use cortex_gateway::auth::{ApiKey, InMemoryKeyStore};
+use cortex_gateway::sse::UsageSource;
+use serde_json::Value;
+
+fn cache() -> PathBuf {
+    std::env::var_os("CORTEX_CACHE").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/cortex"),
+        PathBuf::from,
+    )
+}
+
+fn part(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup (it installs llama-server, the model and the OpenAI SDK)",
+        path.display()
+    );
+    path
+}
+
+/// llama-server, killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_llama_server() -> (Server, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(part(cache().join("bin/llama-server-b11434")))
+        .args([
+            "-m",
+            part(cache().join("models/gemma-3-270m-q4_k_m.gguf"))
+                .to_str()
+                .unwrap(),
+        ])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "-c",
+            "2048",
+            "-np",
+            "2",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Server(child), port)
+}
+
+async fn wait_healthy(port: u16) {
+    let started = Instant::now();
+    loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = s
+                .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await;
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf).await;
+            if buf.starts_with(b"HTTP/1.1 200") {
+                return;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "llama-server did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_through_the_gateway_to_llama_server() {
+    let python = part(cache().join("venv/bin/python"));
+    let (_server, port) = start_llama_server();
+    wait_healthy(port).await;
+
+    let registry = Arc::new(InMemoryRegistry::new());
+    registry.register(Endpoint::new(
+        ModelId::new("gemma").unwrap(),
+        "gemma",
+        0,
+        InstanceId::new("llama-0"),
+        EngineKind::LLAMA_CPP,
+        format!("http://127.0.0.1:{port}").parse().unwrap(),
+    ));
+    let mut keys = InMemoryKeyStore::new();
+    keys.insert_key("sk-e2e", ApiKey::new("e2e"));
+    let (records, sink) = support::records();
+    let gateway = GatewayBuilder::new(registry)
+        .keys(keys)
+        .usage_sink(sink)
+        .slots(2)
+        .build();
+    let addr = support::serve(gateway).await;
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/sdk.py");
+    let base = format!("http://{addr}/v1");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .args([base.as_str(), "sk-e2e", "gemma"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the SDK script failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    eprintln!("OpenAI SDK {}", out["sdk_version"]);
+
+    // Every call that reached llama-server left one record; the error calls that the gateway
+    // refused (bad key, unknown model) did not reach metering.
+    support::eventually("all records", || records.lock().unwrap().len() == 6).await;
+    let records = records.lock().unwrap().clone();
+    let triple = |r: &cortex_gateway::meter::UsageRecord| {
+        serde_json::json!([
+            r.usage.prompt_tokens,
+            r.usage.completion_tokens,
+            r.usage.total_tokens
+        ])
+    };
+    for r in &records {
+        assert_eq!(r.key_id.as_deref(), Some("e2e"));
+        assert_eq!(r.model.as_deref(), Some("gemma"));
+        assert_eq!(r.engine, Some(EngineKind::LLAMA_CPP));
+        assert!(!r.client_disconnected);
+    }
+    // 1. chat, not streamed: the record is llama-server's usage.
+    assert_eq!(records[0].usage.source, UsageSource::Reported);
+    assert_eq!(triple(&records[0]), out["chat"]["usage"]);
+    assert!(!records[0].streamed);
+    // 2. chat streamed without include_usage: the SDK saw no usage chunk (it was injected and cut
+    //    out), the record has llama-server's reported usage, the same as call 3 asked for.
+    assert_eq!(out["chat_stream"]["usage_chunks"], 0);
+    assert_eq!(out["chat_stream"]["empty_choices"], 0);
+    assert!(records[1].streamed && records[1].time_to_first_token.is_some());
+    assert_eq!(records[1].usage.source, UsageSource::Reported);
+    assert_eq!(triple(&records[1]), out["chat_stream_usage"]["usage"]);
+    assert_eq!(
+        out["chat_stream"]["content"],
+        out["chat_stream_usage"]["content"]
+    );
+    // 3. chat streamed with include_usage: the SDK got the usage chunk, the record agrees.
+    assert_eq!(triple(&records[2]), out["chat_stream_usage"]["usage"]);
+    assert_eq!(out["chat_stream_usage"]["content"], out["chat"]["content"]);
+    // 4., 5. completions.
+    assert_eq!(triple(&records[3]), out["completion"]["usage"]);
+    assert_eq!(out["completion_stream"]["text"], out["completion"]["text"]);
+    assert_eq!(records[4].usage.source, UsageSource::Reported);
+    assert_eq!(
+        records[4].usage.completion_tokens,
+        records[3].usage.completion_tokens
+    );
+    // 6. the overlong prompt reached llama-server and failed there.
+    assert_eq!(records[5].status, Some(400));
+
+    assert_eq!(out["models"], serde_json::json!(["gemma"]));
+    let errors = &out["errors"];
+    assert_eq!(errors["bad_key"]["exception"], "AuthenticationError");
+    assert_eq!(errors["bad_key"]["code"], "invalid_api_key");
+    assert_eq!(errors["unknown_model"]["exception"], "NotFoundError");
+    assert_eq!(errors["unknown_model"]["code"], "model_not_found");
+    assert_eq!(errors["too_long"]["exception"], "BadRequestError");
+    assert_eq!(errors["too_long"]["code"], "context_length_exceeded");
+}
