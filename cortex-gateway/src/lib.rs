@@ -2,16 +2,57 @@
 //! API-key auth, routing by model through a [`Registry`], load balancing, queueing, circuit breaking,
 //! usage metering, SSE passthrough and OpenAI-shaped errors.
 //!
-//! # Status
+//! # Overview
 //!
-//! The layers are being built (the cortex-gateway issue). What is here today are the two parsers
-//! every layer stands on, each property-tested and fuzzed:
+//! Each layer is a module with its `Layer`, its `Service` and its named future and body, usable
+//! alone with any inner service (STYLE.md §3); refusals are responses in OpenAI's error shape, so
+//! `Error = S::Error` and the layers drop into axum:
 //!
-//! - [`scan`]: finds `model`, `stream` and `stream_options.include_usage` in a request body
-//!   without re-serializing it, and splices `include_usage` in when the gateway needs a stream's
-//!   usage;
-//! - [`sse`]: parses a `text/event-stream` body incrementally, whatever its chunking, and reads the
-//!   usage an OpenAI stream carries (reported `usage`, else llama.cpp's `timings`).
+//! | module | does |
+//! |---|---|
+//! | [`auth`] | API keys (Bearer or `X-Api-Key`), hashed, constant-time; per-key models and rate |
+//! | [`route`] | reads the body (bounded), finds `model`/`stream`, resolves the registry; `/v1/models` |
+//! | [`meter`] | one usage record per request, exactly once; stream usage; Prometheus metrics |
+//! | [`balance`] | round robin or least in flight (power of two choices), skipping open circuits |
+//! | [`breaker`] | a circuit per replica: consecutive failures, cooldown, one probe |
+//! | [`queue`] | a concurrency limit per replica, bounded FIFO wait with a timeout |
+//! | [`proxy`] | pooled HTTP/1 client, timeouts, header hygiene, SSE frame by frame |
+//! | [`error`] | OpenAI-shaped refusals |
+//!
+//! [`GatewayBuilder`] composes the whole stack (`auth → route → meter → balance → breaker → queue
+//! → proxy`) into one [`Gateway`] service; [`ServiceBuilderExt`] adds the layers to
+//! `tower::ServiceBuilder` for stacks of your own. Under them sit two parsers, each
+//! property-tested and fuzzed: [`scan`] (the request body, never re-serialized) and [`sse`] (an
+//! event stream in any chunking, and the usage it carries).
+//!
+//! Serving the whole stack with hyper:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use cortex_core::InMemoryRegistry;
+//! use cortex_gateway::GatewayBuilder;
+//! use cortex_gateway::meter::InMemoryUsage;
+//! use hyper_util::rt::TokioIo;
+//! use hyper_util::service::TowerToHyperService;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let registry = Arc::new(InMemoryRegistry::new()); // kept true by the supervisor
+//! let usage = Arc::new(InMemoryUsage::new());
+//! let gateway = GatewayBuilder::new(registry).usage_sink(Arc::clone(&usage)).build();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! loop {
+//!     let (stream, _) = listener.accept().await?;
+//!     let service = TowerToHyperService::new(gateway.clone());
+//!     tokio::spawn(async move {
+//!         let _ = hyper::server::conn::http1::Builder::new()
+//!             .serve_connection(TokioIo::new(stream), service)
+//!             .await;
+//!     });
+//! }
+//! # }
+//! ```
+//!
+//! The parsers alone:
 //!
 //! ```
 //! use cortex_gateway::scan::scan;

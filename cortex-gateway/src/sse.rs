@@ -43,26 +43,35 @@ impl SseParser {
     /// Feeds `chunk`; calls `on_event` with the data of each event it completes and the offset in
     /// `chunk` just past the line end that completed it (where the next event's bytes begin).
     pub fn feed_spans(&mut self, chunk: &[u8], mut on_event: impl FnMut(&[u8], usize)) {
-        for (i, &b) in chunk.iter().enumerate() {
+        let mut i = 0;
+        while let Some(rest) = chunk.get(i..).filter(|r| !r.is_empty()) {
             if self.skip_lf {
                 self.skip_lf = false;
-                if b == b'\n' {
+                if rest[0] == b'\n' {
+                    i += 1;
                     continue;
                 }
             }
-            match b {
-                b'\n' | b'\r' => {
-                    self.skip_lf = b == b'\r';
-                    self.end_line(&mut |data: &[u8]| on_event(data, i + 1));
-                }
-                _ => {
-                    if self.line.len() < MAX_EVENT {
-                        self.line.push(b);
-                    } else {
-                        self.overflow = true;
-                    }
-                }
-            }
+            let Some(off) = memchr::memchr2(b'\n', b'\r', rest) else {
+                self.push_line(rest);
+                break;
+            };
+            self.push_line(&rest[..off]);
+            self.skip_lf = rest[off] == b'\r';
+            let end = i + off + 1;
+            self.end_line(&mut |data: &[u8]| on_event(data, end));
+            i = end;
+        }
+    }
+
+    /// Appends to the current line, up to [`MAX_EVENT`] bytes.
+    fn push_line(&mut self, bytes: &[u8]) {
+        let room = MAX_EVENT.saturating_sub(self.line.len());
+        if bytes.len() > room {
+            self.line.extend_from_slice(&bytes[..room]);
+            self.overflow = true;
+        } else {
+            self.line.extend_from_slice(bytes);
         }
     }
 
@@ -156,7 +165,7 @@ pub fn is_error_event(data: &[u8]) -> bool {
 }
 
 fn has_key(data: &[u8], key: &[u8]) -> bool {
-    data.windows(key.len()).any(|w| w == key)
+    memchr::memmem::find(data, key).is_some()
 }
 
 #[derive(Deserialize)]

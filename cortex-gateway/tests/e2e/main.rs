@@ -1,5 +1,5 @@
 //! End to end: the real llama-server (b11434, Gemma 3 270M) behind the whole gateway, the OpenAI
-//! Python SDK in front (installed by scripts/setup into $CORTEX_CACHE/venv).
+//! Python SDK in front (installed by scripts/setup into `$CORTEX_CACHE/venv`).
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -1,0 +1,137 @@
+//! The two processes scripts/load drives: a fast OpenAI-like upstream, and the full gateway in
+//! front of it.
+//!
+//! ```text
+//! load_target upstream PORT [STREAM_INTERVAL_MS]   # chat completions from memory; streams of 16 chunks
+//! load_target gateway PORT UPSTREAM_PORT           # the whole stack (key sk-load) to that upstream
+//! ```
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cortex_core::{Endpoint, EngineKind, InMemoryRegistry, InstanceId, ModelId, Registry as _};
+use cortex_gateway::GatewayBuilder;
+use cortex_gateway::auth::{ApiKey, InMemoryKeyStore};
+use cortex_gateway::meter::InMemoryUsage;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+const CHAT: &[u8] = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1795290870,"model":"gemma","choices":[{"index":0,"message":{"role":"assistant","content":"Red, green and blue."},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":7,"total_tokens":21}}"#;
+
+type Frame = Result<http_body::Frame<Bytes>, Infallible>;
+type UpstreamBody = http_body_util::Either<Full<Bytes>, StreamBody<ReceiverStream>>;
+
+/// A channel receiver as a stream of frames.
+struct ReceiverStream(tokio::sync::mpsc::Receiver<Frame>);
+
+impl futures_util::Stream for ReceiverStream {
+    type Item = Frame;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Frame>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+async fn upstream(req: Request<Incoming>, interval: Duration) -> Result<Response<UpstreamBody>, Infallible> {
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let streamed = memchr_find(&body, b"\"stream\":true");
+    let mut response = if streamed {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for i in 0..16 {
+                let event = format!(
+                    "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i}\"}},\"finish_reason\":null}}],\"object\":\"chat.completion.chunk\"}}\n\n"
+                );
+                if tx.send(Ok(http_body::Frame::data(Bytes::from(event)))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(interval).await;
+            }
+            let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":14,\"completion_tokens\":16,\"total_tokens\":30}}\n\ndata: [DONE]\n\n";
+            let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(usage.as_bytes())))).await;
+        });
+        let mut r = Response::new(http_body_util::Either::Right(StreamBody::new(ReceiverStream(rx))));
+        r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+        r
+    } else {
+        let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from_static(CHAT))));
+        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        r
+    };
+    response.headers_mut().insert("server", "load-upstream".parse().unwrap());
+    Ok(response)
+}
+
+fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn serve<S, B>(port: u16, service: S)
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: std::error::Error + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    println!("listening on {}", listener.local_addr().unwrap());
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let port = |i: usize| -> u16 {
+        args.get(i).and_then(|p| p.parse().ok()).unwrap_or_else(|| {
+            eprintln!("usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway PORT UPSTREAM_PORT");
+            std::process::exit(2)
+        })
+    };
+    match args.get(1).map(String::as_str) {
+        Some("upstream") => {
+            let interval = Duration::from_millis(args.get(3).and_then(|v| v.parse().ok()).unwrap_or(0));
+            let service = hyper::service::service_fn(move |req| upstream(req, interval));
+            serve(port(2), service).await;
+        }
+        Some("gateway") => {
+            let registry = Arc::new(InMemoryRegistry::new());
+            registry.register(Endpoint::new(
+                ModelId::new("gemma").unwrap(),
+                "gemma",
+                0,
+                InstanceId::new("upstream-0"),
+                EngineKind::LLAMA_CPP,
+                format!("http://127.0.0.1:{}", port(3)).parse().unwrap(),
+            ));
+            let mut keys = InMemoryKeyStore::new();
+            keys.insert_key("sk-load", ApiKey::new("load"));
+            let gateway = GatewayBuilder::new(registry)
+                .keys(keys)
+                .usage_sink(Arc::new(InMemoryUsage::new()))
+                .slots(100_000)
+                .build();
+            serve(port(2), hyper_util::service::TowerToHyperService::new(gateway)).await;
+        }
+        _ => {
+            eprintln!("usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway PORT UPSTREAM_PORT");
+            std::process::exit(2);
+        }
+    }
+}
