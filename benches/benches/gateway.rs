@@ -33,28 +33,41 @@ fn chunk(i: usize) -> Bytes {
 type Frames = Vec<Result<http_body::Frame<Bytes>, Infallible>>;
 
 fn stream_frames() -> Frames {
-    let mut frames: Frames = (0..CHUNKS).map(|i| Ok(http_body::Frame::data(chunk(i)))).collect();
+    let mut frames: Frames = (0..CHUNKS)
+        .map(|i| Ok(http_body::Frame::data(chunk(i))))
+        .collect();
     frames.push(Ok(http_body::Frame::data(Bytes::from_static(
         b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":14,\"completion_tokens\":64,\"total_tokens\":78}}\n\n",
     ))));
-    frames.push(Ok(http_body::Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))));
+    frames.push(Ok(http_body::Frame::data(Bytes::from_static(
+        b"data: [DONE]\n\n",
+    ))));
     frames
 }
 
 /// The upstream: a chat completion, or a 64-chunk stream, from memory.
 async fn upstream(
     req: Request<Full<Bytes>>,
-) -> Result<Response<http_body_util::Either<Full<Bytes>, StreamBody<futures_iter::Iter>>>, Infallible> {
+) -> Result<Response<http_body_util::Either<Full<Bytes>, StreamBody<futures_iter::Iter>>>, Infallible>
+{
     let streamed = req.uri().path() == "/stream";
     let mut response = if streamed {
-        Response::new(http_body_util::Either::Right(StreamBody::new(futures_iter::Iter(
-            stream_frames().into_iter(),
-        ))))
+        Response::new(http_body_util::Either::Right(StreamBody::new(
+            futures_iter::Iter(stream_frames().into_iter()),
+        )))
     } else {
-        Response::new(http_body_util::Either::Left(Full::new(Bytes::from_static(CHAT))))
+        Response::new(http_body_util::Either::Left(Full::new(Bytes::from_static(
+            CHAT,
+        ))))
     };
-    let content_type = if streamed { "text/event-stream" } else { "application/json" };
-    response.headers_mut().insert("content-type", content_type.parse().unwrap());
+    let content_type = if streamed {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    response
+        .headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
     Ok(response)
 }
 
@@ -87,7 +100,10 @@ fn request(path: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let registry = Arc::new(InMemoryRegistry::new());
     for replica in 0..2 {
         registry.register(Endpoint::new(
@@ -118,13 +134,20 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("gateway::direct_request", |b| {
         b.to_async(&runtime).iter(|| async {
-            let response = direct.clone().oneshot(request("/v1/chat/completions", REQUEST)).await.unwrap();
+            let response = direct
+                .oneshot(request("/v1/chat/completions", REQUEST))
+                .await
+                .unwrap();
             black_box(response.into_body().collect().await.unwrap());
         });
     });
     group.bench_function("gateway::full_stack_request", |b| {
         b.to_async(&runtime).iter(|| async {
-            let response = stack.clone().oneshot(request("/v1/chat/completions", REQUEST)).await.unwrap();
+            let response = stack
+                .clone()
+                .oneshot(request("/v1/chat/completions", REQUEST))
+                .await
+                .unwrap();
             assert_eq!(response.status(), 200);
             black_box(response.into_body().collect().await.unwrap());
         });
@@ -133,7 +156,10 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(CHUNKS as u64));
     group.bench_function("gateway::direct_stream_64_chunks", |b| {
         b.to_async(&runtime).iter(|| async {
-            let response = direct.clone().oneshot(request("/stream", STREAM_REQUEST)).await.unwrap();
+            let response = direct
+                .oneshot(request("/stream", STREAM_REQUEST))
+                .await
+                .unwrap();
             let mut body = response.into_body();
             while let Some(frame) = body.frame().await {
                 black_box(frame.unwrap());
@@ -142,7 +168,11 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("gateway::full_stack_stream_64_chunks", |b| {
         b.to_async(&runtime).iter(|| async {
-            let response = stack.clone().oneshot(request("/stream", STREAM_REQUEST)).await.unwrap();
+            let response = stack
+                .clone()
+                .oneshot(request("/stream", STREAM_REQUEST))
+                .await
+                .unwrap();
             let mut body = response.into_body();
             while let Some(frame) = body.frame().await {
                 black_box(frame.unwrap());

@@ -39,9 +39,17 @@ impl futures_util::Stream for ReceiverStream {
     }
 }
 
-async fn upstream(req: Request<Incoming>, interval: Duration) -> Result<Response<UpstreamBody>, Infallible> {
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let streamed = memchr_find(&body, b"\"stream\":true");
+async fn upstream(
+    req: Request<Incoming>,
+    interval: Duration,
+) -> Result<Response<UpstreamBody>, Infallible> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    let streamed = contains(&body, b"\"stream\":true");
     let mut response = if streamed {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
@@ -49,27 +57,43 @@ async fn upstream(req: Request<Incoming>, interval: Duration) -> Result<Response
                 let event = format!(
                     "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i}\"}},\"finish_reason\":null}}],\"object\":\"chat.completion.chunk\"}}\n\n"
                 );
-                if tx.send(Ok(http_body::Frame::data(Bytes::from(event)))).await.is_err() {
+                if tx
+                    .send(Ok(http_body::Frame::data(Bytes::from(event))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::time::sleep(interval).await;
             }
             let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":14,\"completion_tokens\":16,\"total_tokens\":30}}\n\ndata: [DONE]\n\n";
-            let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(usage.as_bytes())))).await;
+            let _ = tx
+                .send(Ok(http_body::Frame::data(Bytes::from_static(
+                    usage.as_bytes(),
+                ))))
+                .await;
         });
-        let mut r = Response::new(http_body_util::Either::Right(StreamBody::new(ReceiverStream(rx))));
-        r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+        let mut r = Response::new(http_body_util::Either::Right(StreamBody::new(
+            ReceiverStream(rx),
+        )));
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
         r
     } else {
-        let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from_static(CHAT))));
-        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from_static(
+            CHAT,
+        ))));
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
         r
     };
-    response.headers_mut().insert("server", "load-upstream".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("server", "load-upstream".parse().unwrap());
     Ok(response)
 }
 
-fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -81,10 +105,14 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     println!("listening on {}", listener.local_addr().unwrap());
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         tokio::spawn(async move {
@@ -100,13 +128,16 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let port = |i: usize| -> u16 {
         args.get(i).and_then(|p| p.parse().ok()).unwrap_or_else(|| {
-            eprintln!("usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway PORT UPSTREAM_PORT");
+            eprintln!(
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway PORT UPSTREAM_PORT"
+            );
             std::process::exit(2)
         })
     };
     match args.get(1).map(String::as_str) {
         Some("upstream") => {
-            let interval = Duration::from_millis(args.get(3).and_then(|v| v.parse().ok()).unwrap_or(0));
+            let interval =
+                Duration::from_millis(args.get(3).and_then(|v| v.parse().ok()).unwrap_or(0));
             let service = hyper::service::service_fn(move |req| upstream(req, interval));
             serve(port(2), service).await;
         }
@@ -127,10 +158,16 @@ async fn main() {
                 .usage_sink(Arc::new(InMemoryUsage::new()))
                 .slots(100_000)
                 .build();
-            serve(port(2), hyper_util::service::TowerToHyperService::new(gateway)).await;
+            serve(
+                port(2),
+                hyper_util::service::TowerToHyperService::new(gateway),
+            )
+            .await;
         }
         _ => {
-            eprintln!("usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway PORT UPSTREAM_PORT");
+            eprintln!(
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway PORT UPSTREAM_PORT"
+            );
             std::process::exit(2);
         }
     }

@@ -43,11 +43,9 @@
 //! loop {
 //!     let (stream, _) = listener.accept().await?;
 //!     let service = TowerToHyperService::new(gateway.clone());
-//!     tokio::spawn(async move {
-//!         let _ = hyper::server::conn::http1::Builder::new()
-//!             .serve_connection(TokioIo::new(stream), service)
-//!             .await;
-//!     });
+//!     let connection = hyper::server::conn::http1::Builder::new()
+//!         .serve_connection(TokioIo::new(stream), service);
+//!     tokio::spawn(connection);
 //! }
 //! # }
 //! ```
