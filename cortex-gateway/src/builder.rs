@@ -65,7 +65,6 @@ impl GatewayBodyOf for Gateway {
 /// ```
 #[derive(Debug)]
 pub struct GatewayBuilder {
-    registry: Arc<dyn Registry>,
     keys: Option<Arc<dyn KeyStore>>,
     sink: Option<MeterUsageLayer>,
     route: RouteLayer,
@@ -88,8 +87,7 @@ impl GatewayBuilder {
     /// until [`usage_sink`](Self::usage_sink), least-in-flight balancing, 4 slots per replica.
     pub fn new(registry: Arc<dyn Registry>) -> Self {
         Self {
-            route: RouteLayer::new(Arc::clone(&registry)),
-            registry,
+            route: RouteLayer::new(registry),
             keys: None,
             sink: None,
             policy: Policy::default(),
@@ -172,7 +170,6 @@ impl GatewayBuilder {
         let sink = self
             .sink
             .unwrap_or_else(|| MeterUsageLayer::new(|_record: crate::meter::UsageRecord| {}));
-        let _ = &self.registry;
         ServiceBuilder::new()
             .layer(auth)
             .layer(self.route)

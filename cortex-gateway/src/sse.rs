@@ -157,6 +157,13 @@ struct Chunk<'a> {
     choices: Option<&'a serde_json::value::RawValue>,
 }
 
+/// Whether a response's `Content-Type` is `text/event-stream` (with or without parameters).
+pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
 /// Whether an event's data is an `error` object (`{"error": ..}`), as engines and the gateway end a
 /// failed stream.
 pub fn is_error_event(data: &[u8]) -> bool {

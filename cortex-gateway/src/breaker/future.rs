@@ -3,7 +3,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{Response, header};
+use http::Response;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
@@ -101,10 +101,7 @@ where
                         r.fail();
                     }
                 }
-                let sse = response
-                    .headers()
-                    .get(header::CONTENT_TYPE)
-                    .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+                let sse = crate::sse::is_event_stream(response.headers());
                 Ok(response.map(|body: RefusalOr<B>| ResponseBody::new(body, report, sse)))
             }
             Err(e) => {

@@ -149,7 +149,16 @@ where
                                 recorder.first_byte.get_or_insert_with(Instant::now);
                             }
                             let data = match &mut *this.mode {
-                                Mode::Sse(tap) => tap.pass(data, recorder.strip_usage),
+                                Mode::Sse(tap) => {
+                                    let out = tap.pass(data, recorder.strip_usage);
+                                    // Kept current, so a body dropped later still records what
+                                    // was seen; after `[DONE]` a hang-up is the client being done,
+                                    // not a disconnect (SDKs close once they read it).
+                                    recorder.usage = tap.tracker.usage();
+                                    recorder.failed |= tap.tracker.saw_error();
+                                    recorder.ended |= tap.tracker.saw_done();
+                                    out
+                                }
                                 Mode::Json(buf) => {
                                     if buf.len() + data.len() <= JSON_CAP {
                                         buf.extend_from_slice(&data);

@@ -181,9 +181,7 @@ where
                 let content_type = response.headers().get(header::CONTENT_TYPE);
                 let mode = if !response.status().is_success() {
                     Mode::Plain
-                } else if content_type
-                    .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
-                {
+                } else if crate::sse::is_event_stream(response.headers()) {
                     recorder.streamed = true;
                     Mode::sse()
                 } else if content_type

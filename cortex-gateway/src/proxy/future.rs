@@ -19,6 +19,7 @@ use crate::balance::Picked;
 use crate::error::Refusal;
 use crate::meter::UpstreamTiming;
 use crate::request_id::X_REQUEST_ID;
+use crate::sse::is_event_stream;
 
 /// Error bodies are read up to this size to translate them.
 const ERROR_BODY_CAP: usize = 64 << 10;
@@ -141,12 +142,6 @@ impl ResponseFuture {
             ctx,
         }
     }
-}
-
-fn is_event_stream(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 impl Future for ResponseFuture {

@@ -1024,3 +1024,56 @@ fn metrics_are_emitted_under_their_documented_names() {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }
 }
+
+#[tokio::test]
+async fn meter_keeps_what_a_stream_showed_when_it_is_dropped_early() {
+    let senders = Arc::new(Mutex::new(Vec::new()));
+    let upstream = {
+        let senders = Arc::clone(&senders);
+        tower::service_fn(move |_req: Request<Body>| {
+            let (tx, mut response) = held_stream();
+            response
+                .headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            senders.lock().unwrap().push(tx);
+            async move { Ok::<_, Infallible>(response) }
+        })
+    };
+    let (records, layer) = recording();
+    let service = ServiceBuilder::new().layer(layer).service(upstream);
+    let send = |i: usize, data: &'static [u8]| {
+        let tx = senders.lock().unwrap()[i].clone();
+        async move {
+            tx.send(Ok(http_body::Frame::data(Bytes::from_static(data))))
+                .await
+                .unwrap();
+        }
+    };
+    let usage: &[u8] = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n";
+    // 1. The client read `[DONE]` and closed before the body's end: done, not disconnected.
+    let mut body = service
+        .clone()
+        .oneshot(post("{}"))
+        .await
+        .unwrap()
+        .into_body();
+    send(0, usage).await;
+    send(0, b"data: [DONE]\n\n").await;
+    body.frame().await.unwrap().unwrap();
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+    // 2. The client left after the usage chunk, before `[DONE]`: disconnected, usage kept.
+    let mut body = service.oneshot(post("{}")).await.unwrap().into_body();
+    send(1, usage).await;
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+
+    let records = records.lock().unwrap();
+    assert_eq!(records.len(), 2);
+    assert!(!records[0].client_disconnected && !records[0].failed);
+    assert!(records[1].client_disconnected);
+    for r in records.iter() {
+        assert_eq!(r.usage.total_tokens, 11);
+        assert_eq!(r.usage.source, UsageSource::Reported);
+    }
+}
