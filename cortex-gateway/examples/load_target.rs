@@ -4,7 +4,10 @@
 //! ```text
 //! load_target upstream PORT [STREAM_INTERVAL_MS]   # chat completions from memory; streams of 16 chunks
 //! load_target gateway PORT UPSTREAM_PORT           # the whole stack (key sk-load) to that upstream
+//! load_target proxy PORT UPSTREAM_PORT             # routing and the proxy only: the floor
 //! ```
+//!
+//! `LOAD_WORKERS=N` sets the tokio worker threads (default: one per core).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -123,13 +126,23 @@ where
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("LOAD_WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        runtime.worker_threads(n);
+    }
+    runtime.enable_all().build().unwrap().block_on(run());
+}
+
+async fn run() {
     let args: Vec<String> = std::env::args().collect();
     let port = |i: usize| -> u16 {
         args.get(i).and_then(|p| p.parse().ok()).unwrap_or_else(|| {
             eprintln!(
-                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway PORT UPSTREAM_PORT"
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy PORT UPSTREAM_PORT"
             );
             std::process::exit(2)
         })
@@ -164,9 +177,30 @@ async fn main() {
             )
             .await;
         }
+        Some("proxy") => {
+            // Routing reads the body (the proxy takes a whole one); nothing else.
+            let base: http::Uri = format!("http://127.0.0.1:{}", port(3)).parse().unwrap();
+            let registry = Arc::new(InMemoryRegistry::new());
+            registry.register(Endpoint::new(
+                ModelId::new("gemma").unwrap(),
+                "gemma",
+                0,
+                InstanceId::new("upstream-0"),
+                EngineKind::LLAMA_CPP,
+                base.clone(),
+            ));
+            let proxy = tower::ServiceBuilder::new()
+                .layer(cortex_gateway::route::RouteLayer::new(registry))
+                .service(cortex_gateway::proxy::Proxy::new().fixed(base, EngineKind::LLAMA_CPP));
+            serve(
+                port(2),
+                hyper_util::service::TowerToHyperService::new(proxy),
+            )
+            .await;
+        }
         _ => {
             eprintln!(
-                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway PORT UPSTREAM_PORT"
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy PORT UPSTREAM_PORT"
             );
             std::process::exit(2);
         }

@@ -23,12 +23,43 @@ pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
         hasher.finish()
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let id = format!("req-{:08x}{n:016x}", prefix >> 32);
+    // `req-`, 8 hex digits of the prefix, 16 of the counter: written in place (no `format!`).
+    let mut id = *b"req-000000000000000000000000";
+    let digits = u128::from(prefix >> 32) << 64 | u128::from(n);
+    for (i, byte) in id[4..].iter_mut().rev().enumerate() {
+        *byte = b"0123456789abcdef"[((digits >> (4 * i)) & 0xf) as usize];
+    }
     #[allow(
         clippy::missing_panics_doc,
         reason = "hex digits are always a valid header value"
     )]
-    let value = HeaderValue::try_from(id).expect("hex digits are a valid header value");
+    let value = HeaderValue::from_bytes(&id).expect("hex digits are a valid header value");
     headers.insert(X_REQUEST_ID, value.clone());
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_distinct_ids_and_keeps_a_clients() {
+        let mut a = HeaderMap::new();
+        let mut b = HeaderMap::new();
+        let (ia, ib) = (ensure(&mut a), ensure(&mut b));
+        assert_ne!(ia, ib);
+        for id in [&ia, &ib] {
+            let text = id.to_str().unwrap();
+            assert_eq!(text.len(), 28, "{text}");
+            assert!(text.starts_with("req-"), "{text}");
+            assert!(text[4..].bytes().all(|c| c.is_ascii_hexdigit()), "{text}");
+        }
+        // The counter is the last 16 digits; consecutive ids share the prefix.
+        assert_eq!(ia.as_bytes()[..12], ib.as_bytes()[..12]);
+        assert_eq!(a.get(X_REQUEST_ID), Some(&ia));
+
+        let mut c = HeaderMap::new();
+        c.insert(X_REQUEST_ID, HeaderValue::from_static("client-7"));
+        assert_eq!(ensure(&mut c), "client-7");
+    }
 }

@@ -1,8 +1,19 @@
-//! The home of the `cortex` reference binary (`cortex serve`, `cortex models`, `cortex inspect`)
-//! and of small programs that compose the Cortex crates.
+//! The `cortex` reference binary, as a library its tests and other programs can call, and the
+//! composition examples (`examples/examples/`).
 //!
-//! # Status
+//! - [`config`]: `cortex.toml`, read and checked with file, line and field in every error;
+//! - [`serve`]: `cortex serve`, the gateway, the supervisor and the runtime in one process;
+//! - [`admin`]: the admin API on the running server, and its client (`cortex models …`);
+//! - [`plan`]: `cortex plan MODEL`;
+//! - [`gguf`]: `cortex gguf inspect|estimate`;
+//! - [`keys`]: `cortex keys new`.
 //!
-//! The reference binary does not exist yet; it arrives with the reference-binary issue, once the
-//! engines, runtimes and gateway it composes exist. Until then this package only depends on every
-//! crate, so the workspace checks that they compose.
+//! The binary's user guide is docs/quickstart.md; every configuration field is in
+//! docs/configuration.md.
+
+pub mod admin;
+pub mod config;
+pub mod gguf;
+pub mod keys;
+pub mod plan;
+pub mod serve;

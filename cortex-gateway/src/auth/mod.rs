@@ -7,9 +7,12 @@
 //! metering reads its id. Refusals are OpenAI-shaped: 401 `missing_api_key` / `invalid_api_key`,
 //! 429 `rate_limit_exceeded` with `Retry-After`. The key itself is never logged: only its id is.
 //!
-//! [`InMemoryKeyStore`] keeps SHA-256 digests, never keys, and compares a presented key's digest
-//! against every stored digest in constant time (`subtle`), without stopping at a match, so the
-//! time taken says nothing about which digest matched or how much of it did.
+//! [`InMemoryKeyStore`] keeps SHA-256 digests, never keys. A presented key is hashed, its digest
+//! finds the candidate entry in a hash table, and the two digests are then compared in constant
+//! time (`subtle`). The only timing that depends on the table is that of the lookup, and it
+//! depends on the digest of the attacker's own input: learning a stored digest from it would take
+//! inputs whose SHA-256 digests are chosen, a preimage attack. (A linear constant-time scan over
+//! every entry, the earlier design, cost about 1 µs for 17 keys and grew with the key count.)
 //!
 //! # Example
 //!
@@ -49,6 +52,7 @@
 mod layer;
 mod service;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -229,10 +233,11 @@ impl<K: KeyStore + ?Sized> KeyStore for Arc<K> {
     }
 }
 
-/// Keys in memory, as SHA-256 digests, compared in constant time.
+/// Keys in memory, as SHA-256 digests, found by digest and compared in constant time (see the
+/// [module docs](self)).
 #[derive(Debug, Default)]
 pub struct InMemoryKeyStore {
-    entries: Vec<(KeyHash, Arc<ApiKey>)>,
+    entries: HashMap<[u8; 32], (KeyHash, Arc<ApiKey>)>,
 }
 
 // === impl InMemoryKeyStore ===
@@ -245,8 +250,7 @@ impl InMemoryKeyStore {
 
     /// Adds a key by its digest (as a configuration file keeps it).
     pub fn insert(&mut self, hash: KeyHash, key: ApiKey) {
-        self.entries.retain(|(h, _)| !h.matches(&hash));
-        self.entries.push((hash, Arc::new(key)));
+        self.entries.insert(hash.0, (hash, Arc::new(key)));
     }
 
     /// Adds a key given in plain text; only its digest is kept.
@@ -268,13 +272,7 @@ impl InMemoryKeyStore {
 impl KeyStore for InMemoryKeyStore {
     fn lookup(&self, presented: &str) -> Option<Arc<ApiKey>> {
         let digest = KeyHash::of(presented);
-        // Every entry is compared, with no early exit.
-        let mut found = None;
-        for (hash, key) in &self.entries {
-            if hash.matches(&digest) {
-                found = Some(key);
-            }
-        }
-        found.cloned()
+        let (hash, key) = self.entries.get(&digest.0)?;
+        hash.matches(&digest).then(|| Arc::clone(key))
     }
 }

@@ -93,6 +93,9 @@ impl<S> Balance<S> {
     define_inner_service_accessors!();
 
     fn pick<'a>(&self, model: &Arc<str>, endpoints: &'a [Endpoint]) -> &'a Endpoint {
+        if let [only] = endpoints {
+            return only;
+        }
         let available: Vec<&Endpoint> = match &self.config.breakers {
             Some(b) if endpoints.len() > 1 => {
                 let open: Vec<&Endpoint> = endpoints

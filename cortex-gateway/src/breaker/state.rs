@@ -157,7 +157,7 @@ impl Circuit {
     }
 
     fn gauge(&self, value: f64) {
-        metrics::gauge!("cortex_gateway_breaker_state", "replica" => self.name.to_string())
+        metrics::gauge!("cortex_gateway_breaker_state", "replica" => Arc::clone(&self.name))
             .set(value);
     }
 }

@@ -54,7 +54,7 @@ impl Recorder {
         strip_usage: bool,
     ) -> Self {
         if let Some(model) = &model {
-            metrics::gauge!("cortex_gateway_in_flight_requests", "model" => model.to_string())
+            metrics::gauge!("cortex_gateway_in_flight_requests", "model" => Arc::clone(model))
                 .increment(1.0);
         }
         Self {
@@ -74,8 +74,13 @@ impl Recorder {
         }
     }
 
-    fn model_label(&self) -> String {
-        self.model.as_deref().unwrap_or("").to_owned()
+    /// The model as a metric label, without copying it.
+    fn model_label(&self) -> metrics::SharedString {
+        self.model
+            .as_ref()
+            .map_or(metrics::SharedString::const_str(""), |m| {
+                metrics::SharedString::from(Arc::clone(m))
+            })
     }
 }
 
@@ -86,9 +91,7 @@ impl Drop for Recorder {
         let ttft = self.first_byte.map(|t| t - self.start);
         let client_disconnected = !self.ended && !self.failed;
         let model = self.model_label();
-        let status = self
-            .status
-            .map_or_else(|| String::from("none"), |s| s.to_string());
+        let status = crate::meter::status_label(self.status);
         metrics::counter!("cortex_gateway_requests_total", "model" => model.clone(), "status" => status)
             .increment(1);
         metrics::histogram!("cortex_gateway_request_duration_seconds", "model" => model.clone())

@@ -74,3 +74,23 @@ pub struct UpstreamTiming {
     /// The upstream's response headers arrived.
     pub headers: tokio::time::Instant,
 }
+
+/// A response status as a metric label: the common ones without allocating.
+pub(crate) fn status_label(status: Option<u16>) -> metrics::SharedString {
+    let text = match status {
+        None => "none",
+        Some(200) => "200",
+        Some(400) => "400",
+        Some(401) => "401",
+        Some(403) => "403",
+        Some(404) => "404",
+        Some(413) => "413",
+        Some(429) => "429",
+        Some(500) => "500",
+        Some(502) => "502",
+        Some(503) => "503",
+        Some(504) => "504",
+        Some(other) => return metrics::SharedString::from(other.to_string()),
+    };
+    metrics::SharedString::const_str(text)
+}

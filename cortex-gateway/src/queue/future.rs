@@ -29,7 +29,7 @@ impl Waiter {
     fn new(slot: Arc<Slot>) -> Self {
         let depth = slot.waiting.fetch_add(1, Ordering::Relaxed) + 1;
         #[allow(clippy::cast_precision_loss, reason = "a gauge")]
-        metrics::gauge!("cortex_gateway_queue_depth", "replica" => slot.name.to_string())
+        metrics::gauge!("cortex_gateway_queue_depth", "replica" => Arc::clone(&slot.name))
             .set(depth as f64);
         Self {
             slot,
@@ -42,7 +42,7 @@ impl Drop for Waiter {
     fn drop(&mut self) {
         let depth = self.slot.waiting.fetch_sub(1, Ordering::Relaxed) - 1;
         #[allow(clippy::cast_precision_loss, reason = "a gauge")]
-        metrics::gauge!("cortex_gateway_queue_depth", "replica" => self.slot.name.to_string())
+        metrics::gauge!("cortex_gateway_queue_depth", "replica" => Arc::clone(&self.slot.name))
             .set(depth as f64);
     }
 }
@@ -140,7 +140,7 @@ where
                         Poll::Ready(Ok(permit)) => {
                             let waiter = waiter.take().expect("polled after completion");
                             let wait = waiter.since.elapsed();
-                            metrics::histogram!("cortex_gateway_queue_wait_seconds", "replica" => waiter.slot.name.to_string())
+                            metrics::histogram!("cortex_gateway_queue_wait_seconds", "replica" => Arc::clone(&waiter.slot.name))
                                 .record(wait.as_secs_f64());
                             drop(waiter);
                             let mut inner = inner.take().expect("polled after completion");

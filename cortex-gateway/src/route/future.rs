@@ -30,7 +30,7 @@ pin_project! {
         Reading {
             #[pin]
             body: B,
-            buf: BytesMut,
+            buf: Collect,
             parts: Option<Parts>,
             inner: Option<S>,
             config: RouteLayer,
@@ -52,7 +52,7 @@ impl<B, S, F> ResponseFuture<B, S, F> {
         Self {
             state: State::Reading {
                 body,
-                buf: BytesMut::new(),
+                buf: Collect::default(),
                 parts: Some(parts),
                 inner: Some(inner),
                 config,
@@ -69,6 +69,43 @@ impl<B, S, F> ResponseFuture<B, S, F> {
             state: State::Answered {
                 response: Some(flatten(response)),
             },
+        }
+    }
+}
+
+/// The request body as it arrives: a body of one frame (hyper's for a small body, `Full`'s) is kept
+/// as it is, without a copy; more frames are gathered into one buffer.
+#[derive(Debug, Default)]
+struct Collect {
+    first: Bytes,
+    rest: Option<BytesMut>,
+}
+
+impl Collect {
+    fn len(&self) -> usize {
+        self.rest.as_ref().map_or(self.first.len(), BytesMut::len)
+    }
+
+    fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match &mut self.rest {
+            Some(rest) => rest.extend_from_slice(&data),
+            None if self.first.is_empty() => self.first = data,
+            None => {
+                let mut rest = BytesMut::with_capacity(self.first.len() + data.len());
+                rest.extend_from_slice(&self.first);
+                rest.extend_from_slice(&data);
+                self.rest = Some(rest);
+            }
+        }
+    }
+
+    fn take(&mut self) -> Bytes {
+        match self.rest.take() {
+            Some(rest) => rest.freeze(),
+            None => std::mem::take(&mut self.first),
         }
     }
 }
@@ -137,12 +174,8 @@ where
                                 if buf.len() + data.remaining() > config.body_limit {
                                     Some(Refusal::too_large(config.body_limit))
                                 } else {
-                                    while data.has_remaining() {
-                                        let chunk = data.chunk();
-                                        let n = chunk.len();
-                                        buf.extend_from_slice(chunk);
-                                        data.advance(n);
-                                    }
+                                    let n = data.remaining();
+                                    buf.push(data.copy_to_bytes(n));
                                     continue;
                                 }
                             } else {
@@ -157,7 +190,7 @@ where
                     let mut parts = parts.take().expect("polled after completion");
                     let decided = match refusal {
                         Some(r) => Err(r),
-                        None => decide(&mut parts, std::mem::take(buf).freeze(), config),
+                        None => decide(&mut parts, buf.take(), config),
                     };
                     match decided {
                         Ok(bytes) => {

@@ -236,6 +236,31 @@ async fn route_resolves_and_forwards_the_original_bytes() {
 }
 
 #[tokio::test]
+async fn route_forwards_a_body_in_many_frames_whole() {
+    let body = r#"{"messages":[{"role":"user","content":"hi"}],"model":"small","max_tokens":4}"#;
+    // Frames of 1, 0, 7, 3, ... bytes: the first one alone, an empty one, then the rest.
+    let mut frames: Vec<Result<http_body::Frame<Bytes>, Infallible>> = Vec::new();
+    let (first, rest) = body.as_bytes().split_at(1);
+    frames.push(Ok(http_body::Frame::data(Bytes::copy_from_slice(first))));
+    frames.push(Ok(http_body::Frame::data(Bytes::new())));
+    for (i, c) in rest.chunks(7).enumerate() {
+        let (a, b) = c.split_at(c.len().min(i % 4));
+        frames.push(Ok(http_body::Frame::data(Bytes::copy_from_slice(a))));
+        frames.push(Ok(http_body::Frame::data(Bytes::copy_from_slice(b))));
+    }
+    let req = Request::post("/v1/chat/completions")
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(RouteLayer::new(registry()))
+        .service(routed_echo());
+    let (status, _, json) = body_json(service.oneshot(req).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(json["model"], "small");
+    assert_eq!(json["body"], body);
+}
+
+#[tokio::test]
 async fn route_refusals() {
     let service = ServiceBuilder::new()
         .layer(RouteLayer::new(registry()).body_limit(64))

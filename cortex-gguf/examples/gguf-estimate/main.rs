@@ -31,7 +31,12 @@ struct GpusFile {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    cli(std::env::args().skip(1))
+}
+
+/// The program, from its arguments (`cortex gguf estimate` runs it too).
+pub(crate) fn cli(args: impl Iterator<Item = String>) -> ExitCode {
+    match run(args) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("gguf-estimate: {e}");
@@ -40,11 +45,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<ExitCode, String> {
+fn run(args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
     let mut json_out = false;
     let mut gpus: Vec<Gpu> = Vec::new();
     let mut rest = Vec::new();
-    let mut args = std::env::args().skip(1);
+    let mut args = args;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--json" => json_out = true,

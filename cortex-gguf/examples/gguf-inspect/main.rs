@@ -20,10 +20,15 @@ use std::process::ExitCode;
 use cortex_gguf::{GgufModel, Value};
 
 fn main() -> ExitCode {
+    cli(std::env::args().skip(1))
+}
+
+/// The program, from its arguments (`cortex gguf inspect` runs it too).
+pub(crate) fn cli(args: impl Iterator<Item = String>) -> ExitCode {
     let mut json = false;
     let mut full = false;
     let mut path = None;
-    for arg in std::env::args().skip(1) {
+    for arg in args {
         match arg.as_str() {
             "--json" => json = true,
             "--full" => full = true,

@@ -1,0 +1,349 @@
+//! The admin API of `cortex serve`, and the client `cortex models …` uses.
+//!
+//! Every route needs `Authorization: Bearer ADMIN_KEY`, the key whose digest is
+//! `server.admin_key`; without that setting the API answers 404 `admin_disabled`. Answers are
+//! JSON; errors have `OpenAI`'s shape (`{"error": {"message", "type", "code"}}`).
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /admin/models` | every declared model: state, failure reason, replicas and endpoints |
+//! | `GET /admin/models/{name}` | one model (id or served name) |
+//! | `POST /admin/models/{name}/start` | 202; the model starts in the background |
+//! | `POST /admin/models/{name}/stop` | 200 once every instance is stopped |
+//! | `GET /admin/models/{name}/logs?lines=N` | the last N (default 100) log lines of each replica |
+//! | `GET /admin/usage` | requests and tokens by key and model since the server started |
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cortex_core::{ModelSpec, ModelState, ModelStatus, SupervisorError};
+use cortex_gateway::auth::KeyHash;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full};
+use serde_json::{Value, json};
+
+use crate::serve::{Shared, state_name};
+
+/// The admin API's handler.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    shared: Arc<Shared>,
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Full<Bytes>> {
+    let kind = if status.is_server_error() {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    json_response(
+        status,
+        &json!({"error": {"message": message.into(), "type": kind, "param": null, "code": code}}),
+    )
+}
+
+/// A model's status as JSON: the supervisor's, or `stopped` for a declared model it never ran.
+fn model_json(spec: &ModelSpec, status: Option<ModelStatus>) -> Value {
+    let Some(status) = status else {
+        return json!({
+            "id": spec.id, "served_name": spec.served_name(), "engine": spec.engine,
+            "state": "stopped", "replicas": [],
+        });
+    };
+    let reason = match &status.state {
+        ModelState::Failed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    };
+    json!({
+        "id": status.id, "served_name": status.served_name, "engine": status.engine,
+        "state": state_name(&status.state), "reason": reason,
+        "replicas": status.replicas,
+    })
+}
+
+/// `GET /health`.
+pub fn health(shared: &Shared) -> Response<Full<Bytes>> {
+    let models: Vec<Value> = shared
+        .config
+        .specs()
+        .map(|spec| {
+            let state = shared
+                .supervisor
+                .status(&spec.id)
+                .map_or("stopped", |s| state_name(&s.state));
+            json!({"id": spec.id, "served_name": spec.served_name(), "state": state})
+        })
+        .collect();
+    let ready = models.iter().all(|m| m["state"] == "running");
+    json_response(
+        StatusCode::OK,
+        &json!({"status": "ok", "ready": ready, "models": models}),
+    )
+}
+
+impl Admin {
+    /// The admin API of `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Answers one admin request.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body,
+    {
+        let Some(admin) = self.shared.config.admin_key() else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "admin_disabled",
+                "The admin API is off: set server.admin_key in the configuration (cortex keys new --admin).",
+            );
+        };
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented {
+            None => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_api_key",
+                    "The admin API needs the admin key as `Authorization: Bearer KEY`.",
+                );
+            }
+            Some(key) if !KeyHash::of(key).matches(&admin) => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_api_key",
+                    "That is not the admin key.",
+                );
+            }
+            Some(_) => {}
+        }
+        let method = req.method().clone();
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        // Admin requests carry no body that matters; drain it so the connection can be reused.
+        let _ = req.into_body().collect().await;
+        let parts: Vec<&str> = path.split('/').skip(2).collect();
+        match (&method, parts.as_slice()) {
+            (&Method::GET, ["models"]) => self.list(),
+            (&Method::GET, ["models", name]) => self.with_model(name, |spec, status| {
+                json_response(StatusCode::OK, &model_json(spec, status))
+            }),
+            (&Method::POST, ["models", name, "start"]) => self.start(name),
+            (&Method::POST, ["models", name, "stop"]) => self.stop(name).await,
+            (&Method::GET, ["models", name, "logs"]) => {
+                let lines = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("lines="))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(100);
+                self.logs(name, lines).await
+            }
+            (&Method::GET, ["usage"]) => self.usage(),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "unknown_route",
+                format!("No admin route {method} {path}."),
+            ),
+        }
+    }
+
+    fn spec(&self, name: &str) -> Option<&ModelSpec> {
+        self.shared.config.model(name)
+    }
+
+    fn with_model(
+        &self,
+        name: &str,
+        f: impl FnOnce(&ModelSpec, Option<ModelStatus>) -> Response<Full<Bytes>>,
+    ) -> Response<Full<Bytes>> {
+        match self.spec(name) {
+            Some(spec) => f(spec, self.shared.supervisor.status(&spec.id)),
+            None => self.not_found(name),
+        }
+    }
+
+    fn not_found(&self, name: &str) -> Response<Full<Bytes>> {
+        error(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!(
+                "No model `{name}` in {}.",
+                self.shared.config_path.display()
+            ),
+        )
+    }
+
+    fn list(&self) -> Response<Full<Bytes>> {
+        let data: Vec<Value> = self
+            .shared
+            .config
+            .specs()
+            .map(|spec| model_json(spec, self.shared.supervisor.status(&spec.id)))
+            .collect();
+        json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+    }
+
+    fn start(&self, name: &str) -> Response<Full<Bytes>> {
+        let Some(spec) = self.spec(name).cloned() else {
+            return self.not_found(name);
+        };
+        if let Some(status) = self.shared.supervisor.status(&spec.id) {
+            if matches!(
+                status.state,
+                ModelState::Starting | ModelState::Running | ModelState::Unhealthy { .. }
+            ) {
+                return error(
+                    StatusCode::CONFLICT,
+                    "already_started",
+                    format!("`{}` is already {}.", spec.id, state_name(&status.state)),
+                );
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        let id = spec.id.clone();
+        let spec_id = id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = shared.supervisor.start(spec).await {
+                if !matches!(e, SupervisorError::AlreadyStarted { .. }) {
+                    eprintln!("cortex: {id}: {}", cortex_core::error_chain(&e));
+                }
+            }
+        });
+        json_response(
+            StatusCode::ACCEPTED,
+            &json!({"id": spec_id, "state": "starting"}),
+        )
+    }
+
+    async fn stop(&self, name: &str) -> Response<Full<Bytes>> {
+        let Some(spec) = self.spec(name) else {
+            return self.not_found(name);
+        };
+        match self.shared.supervisor.stop(&spec.id).await {
+            // A model that never started is already stopped.
+            Ok(()) | Err(SupervisorError::NotFound { .. }) => json_response(
+                StatusCode::OK,
+                &model_json(spec, self.shared.supervisor.status(&spec.id)),
+            ),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "stop_failed",
+                cortex_core::error_chain(&e),
+            ),
+        }
+    }
+
+    async fn logs(&self, name: &str, lines: usize) -> Response<Full<Bytes>> {
+        let Some(spec) = self.spec(name) else {
+            return self.not_found(name);
+        };
+        let status = self.shared.supervisor.status(&spec.id);
+        let mut replicas = Vec::new();
+        if let Some(status) = &status {
+            for replica in &status.replicas {
+                let Some(instance) = &replica.instance else {
+                    continue;
+                };
+                let text: Vec<String> = match self.shared.runtime.logs(instance, lines).await {
+                    Ok(lines) => lines.into_iter().map(|l| l.line).collect(),
+                    Err(e) => vec![format!("(logs unavailable: {e})")],
+                };
+                replicas.push(json!({"index": replica.index, "instance": instance, "lines": text}));
+            }
+            if let ModelState::Failed { log_tail, .. } = &status.state {
+                if replicas.is_empty() {
+                    let start = log_tail.len().saturating_sub(lines);
+                    let text: Vec<&str> =
+                        log_tail[start..].iter().map(|l| l.line.as_str()).collect();
+                    replicas.push(json!({"index": 0, "instance": null, "lines": text}));
+                }
+            }
+        }
+        json_response(
+            StatusCode::OK,
+            &json!({"id": spec.id, "replicas": replicas}),
+        )
+    }
+
+    fn usage(&self) -> Response<Full<Bytes>> {
+        let data: Vec<Value> = self
+            .shared
+            .usage
+            .totals()
+            .into_iter()
+            .map(|e| {
+                let t = e.totals;
+                json!({
+                    "key": e.key_id.as_deref(), "model": e.model.as_deref(),
+                    "requests": t.requests, "prompt_tokens": t.prompt_tokens,
+                    "completion_tokens": t.completion_tokens, "total_tokens": t.total_tokens,
+                    "usage_missing": t.usage_missing, "failed": t.failed,
+                    "client_disconnected": t.client_disconnected,
+                })
+            })
+            .collect();
+        json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+    }
+}
+
+/// The client side: one admin call, with the JSON answer.
+///
+/// # Errors
+///
+/// A message for an unreachable server or an answer that is not JSON; an error answer is
+/// returned as `Ok` with its status.
+pub async fn call(
+    base: &str,
+    key: &str,
+    method: Method,
+    path: &str,
+) -> Result<(StatusCode, Value), String> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri: http::Uri = format!("{}{path}", base.trim_end_matches('/'))
+        .parse()
+        .map_err(|e| format!("bad server address {base:?}: {e}"))?;
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let response = client.request(req).await.map_err(|e| {
+        format!(
+            "cannot reach cortex at {base}: {}",
+            cortex_core::error_chain(&e)
+        )
+    })?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let value = serde_json::from_slice(&body).map_err(|e| {
+        format!(
+            "the answer is not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    })?;
+    Ok((status, value))
+}

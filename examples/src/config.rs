@@ -1,0 +1,498 @@
+//! `cortex.toml`: what `cortex serve` runs, read and checked before anything starts.
+//!
+//! Every error names the file, the line and column, and the field: a TOML syntax error or an
+//! unknown or mistyped field (from the `toml` crate, whose spans point at the value), a key hash
+//! that does not parse, a model id declared twice, a key allowed a model that is not declared, and
+//! every error the model's engine finds in its settings and custom arguments (the same planning
+//! the supervisor does, run once per model with nothing started). See docs/configuration.md for
+//! every field.
+//!
+//! Paths in `source.path`, `settings.program`, `settings.chat_template_file` and
+//! `settings.grammar_file` may start with `~/` and use `${NAME}` or `${NAME:-default}` for
+//! environment variables; the shipped `examples/cortex.toml` finds the model and the engine
+//! `scripts/setup` installs that way.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cortex_core::{
+    Engine, EngineKind, ModelSource, ModelSpec, PlanContext, PlanError, Severity, SupervisorConfig,
+    TargetKind,
+};
+use cortex_engines::{LlamaCppEngine, VllmEngine};
+use cortex_gateway::auth::{ApiKey, InMemoryKeyStore, KeyHash};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A whole `cortex.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: where the gateway listens, the admin key.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[runtime]`: child processes or Docker containers.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// `[supervisor]`: probing and restarts (`cortex_core::SupervisorConfig`).
+    #[serde(default)]
+    pub supervisor: SupervisorConfig,
+    /// `[gateway]`: the layers' settings.
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    /// `[[keys]]`: the API keys clients use, as digests.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// `[[models]]`: the models to serve (`cortex_core::ModelSpec`).
+    #[serde(default)]
+    pub models: Vec<Spanned<ModelSpec>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The gateway's address. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// The digest (`sha256:…`) of the admin API key; the admin API is off without one.
+    pub admin_key: Option<Spanned<String>>,
+    /// Whether clients need an API key. Default true; false serves anyone who can connect.
+    pub auth: bool,
+    /// Start every model when serving starts. Default true; false waits for `cortex models start`.
+    pub start_models: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_key: None,
+            auth: true,
+            start_models: true,
+        }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// `process` (default) or `docker`.
+    pub kind: RuntimeKind,
+}
+
+/// What runs the engines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// Child processes of `cortex serve` (`settings.program` is the engine's binary).
+    #[default]
+    Process,
+    /// Containers on the local Docker Engine (`settings.image`).
+    Docker,
+}
+
+impl RuntimeKind {
+    /// What this runtime starts, for planning.
+    pub fn target(self) -> TargetKind {
+        match self {
+            Self::Process => TargetKind::Process,
+            Self::Docker => TargetKind::Container,
+        }
+    }
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The largest request body, in bytes. Default 32 MiB.
+    pub body_limit: usize,
+    /// `least-in-flight` (default) or `round-robin`.
+    pub balance: BalancePolicy,
+    /// Requests in flight per replica when the model's settings do not say (`parallel`). Default 4.
+    pub slots: usize,
+    /// Requests that may wait per replica. Default 256.
+    pub max_waiting: usize,
+    /// How long a request may wait for a slot. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Failures in a row that open a replica's circuit. Default 5.
+    pub breaker_failures: NonZeroU32,
+    /// How long an open circuit waits before one probe request. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// How long the first byte of an answer may take. Default 300 s.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// How long a stream may stay silent between chunks. Default 120 s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 32 << 20,
+            balance: BalancePolicy::LeastInFlight,
+            slots: 4,
+            max_waiting: 256,
+            queue_timeout: Duration::from_secs(30),
+            breaker_failures: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
+            breaker_cooldown: Duration::from_secs(30),
+            first_byte_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `gateway.balance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BalancePolicy {
+    /// The less busy of two replicas picked at random.
+    LeastInFlight,
+    /// Each replica in turn.
+    RoundRobin,
+}
+
+/// One `[[keys]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// A name for the key, in logs and usage records (never the key).
+    pub id: String,
+    /// `sha256:` and the 64 hex digits of the key's digest (`cortex keys new` writes it).
+    pub hash: Spanned<String>,
+    /// The models (served names) the key may use; every model when absent.
+    #[serde(default)]
+    pub models: Option<Spanned<Vec<String>>>,
+    /// Requests per minute allowed to the key; no limit when absent.
+    #[serde(default)]
+    pub requests_per_minute: Option<NonZeroU32>,
+}
+
+/// A configuration that cannot be used, with where it is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// Line and column, from 1, when the error has a place in the file.
+    pub at: Option<(usize, usize)>,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.at {
+            Some((line, column)) => write!(
+                f,
+                "{}:{line}:{column}: {}",
+                self.path.display(),
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every error of a configuration (a file is reported whole, not one error at a time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Line and column (from 1) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, each with the file, line, column and field.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: path.to_owned(),
+                at: None,
+                message: format!("cannot read the configuration: {e}"),
+            }])
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and checks `text`, read from `path` (named in errors).
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, each with the file, line, column and field.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        let error = |span: Option<Range<usize>>, message: String| ConfigError {
+            path: path.to_owned(),
+            at: span.map(|s| line_col(text, s.start)),
+            message,
+        };
+        let mut config: Self = toml::from_str(text)
+            .map_err(|e| ConfigErrors(vec![error(e.span(), e.message().trim_end().to_owned())]))?;
+        let mut errors = Vec::new();
+
+        if let Some(admin) = &config.server.admin_key {
+            if let Err(e) = KeyHash::parse(admin.get_ref()) {
+                errors.push(error(Some(admin.span()), format!("server.admin_key: {e}")));
+            }
+        }
+        for (i, model) in config.models.iter_mut().enumerate() {
+            let span = model.span();
+            let spec = model.get_mut();
+            if let Err(e) = expand_paths(spec) {
+                errors.push(error(Some(span), format!("models[{i}] ({}): {e}", spec.id)));
+            }
+        }
+        let target = config.runtime.kind.target();
+        for (i, model) in config.models.iter().enumerate() {
+            let spec = model.get_ref();
+            if let Some(first) = config.models[..i]
+                .iter()
+                .position(|m| m.get_ref().id == spec.id)
+            {
+                errors.push(error(
+                    Some(model.span()),
+                    format!(
+                        "models[{i}].id: `{}` is already the id of models[{first}]",
+                        spec.id
+                    ),
+                ));
+            }
+            if let Some(first) = config.models[..i]
+                .iter()
+                .position(|m| m.get_ref().served_name() == spec.served_name())
+            {
+                errors.push(error(
+                    Some(model.span()),
+                    format!(
+                        "models[{i}].served_name: `{}` is already served by models[{first}]",
+                        spec.served_name()
+                    ),
+                ));
+            }
+            for message in plan_errors(spec, target) {
+                errors.push(error(
+                    Some(model.span()),
+                    format!("models[{i}] ({}): {message}", spec.id),
+                ));
+            }
+        }
+        for (i, key) in config.keys.iter().enumerate() {
+            if let Err(e) = KeyHash::parse(key.hash.get_ref()) {
+                errors.push(error(Some(key.hash.span()), format!("keys[{i}].hash: {e}")));
+            }
+            if let Some(models) = &key.models {
+                for name in models.get_ref() {
+                    if !config
+                        .models
+                        .iter()
+                        .any(|m| m.get_ref().served_name() == name)
+                    {
+                        errors.push(error(
+                            Some(models.span()),
+                            format!(
+                                "keys[{i}].models: `{name}` is not the served name of any model in this file"
+                            ),
+                        ));
+                    }
+                }
+            }
+            if config.keys[..i].iter().any(|k| k.id == key.id) {
+                errors.push(error(
+                    Some(key.hash.span()),
+                    format!("keys[{i}].id: `{}` is used by another key", key.id),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// The model specs, in file order.
+    pub fn specs(&self) -> impl Iterator<Item = &ModelSpec> {
+        self.models.iter().map(Spanned::get_ref)
+    }
+
+    /// The model with id or served name `name`.
+    pub fn model(&self, name: &str) -> Option<&ModelSpec> {
+        self.specs()
+            .find(|s| s.id.as_str() == name || s.served_name() == name)
+    }
+
+    /// The client keys, for the gateway.
+    pub fn key_store(&self) -> InMemoryKeyStore {
+        let mut store = InMemoryKeyStore::new();
+        for key in &self.keys {
+            let Ok(hash) = KeyHash::parse(key.hash.get_ref()) else {
+                continue; // refused by `parse`
+            };
+            let mut api = ApiKey::new(key.id.as_str());
+            if let Some(models) = &key.models {
+                api = api.allow_models(models.get_ref().iter().cloned());
+            }
+            if let Some(rpm) = key.requests_per_minute {
+                api = api.requests_per_minute(rpm);
+            }
+            store.insert(hash, api);
+        }
+        store
+    }
+
+    /// The admin key's digest.
+    pub fn admin_key(&self) -> Option<KeyHash> {
+        self.server
+            .admin_key
+            .as_ref()
+            .and_then(|k| KeyHash::parse(k.get_ref()).ok())
+    }
+}
+
+/// The engine of `spec`, for planning.
+pub fn engine_for(spec: &ModelSpec) -> Option<Box<dyn Engine>> {
+    if spec.engine == EngineKind::LLAMA_CPP {
+        Some(Box::new(LlamaCppEngine::new()))
+    } else if spec.engine == EngineKind::VLLM {
+        Some(Box::new(VllmEngine::new()))
+    } else {
+        None
+    }
+}
+
+/// The errors planning `spec` finds (warnings are left to `cortex plan` and the serve log).
+fn plan_errors(spec: &ModelSpec, target: TargetKind) -> Vec<String> {
+    let Some(engine) = engine_for(spec) else {
+        return vec![format!(
+            "engine: `{}` is not an engine this binary has (llamacpp, vllm)",
+            spec.engine
+        )];
+    };
+    match engine.plan(spec, &PlanContext::new(target, 0, engine.default_port())) {
+        Ok(_) => Vec::new(),
+        Err(PlanError::Invalid { diagnostics, .. }) => diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(ToString::to_string)
+            .collect(),
+        Err(e) => vec![cortex_core::error_chain(&e)],
+    }
+}
+
+/// Expands `~/` and `${NAME}` / `${NAME:-default}` in the spec's path fields.
+fn expand_paths(spec: &mut ModelSpec) -> Result<(), String> {
+    if let ModelSource::Path(path) = &mut spec.source {
+        let text = path.to_string_lossy().into_owned();
+        *path = PathBuf::from(expand(&text).map_err(|e| format!("source.path: {e}"))?);
+    }
+    for field in ["program", "chat_template_file", "grammar_file"] {
+        if let Some(serde_json::Value::String(text)) = spec.settings.get(field) {
+            let expanded = expand(text).map_err(|e| format!("settings.{field}: {e}"))?;
+            spec.settings.insert(field, expanded);
+        }
+    }
+    Ok(())
+}
+
+/// `~/` and `${NAME}` / `${NAME:-default}` expanded from the environment.
+///
+/// # Errors
+///
+/// A variable that is unset and has no default, or a `${` without its `}`.
+pub fn expand(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("`${{` without its `}}` in {text:?}"))?;
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner, None),
+        };
+        match (std::env::var(name).ok().filter(|v| !v.is_empty()), default) {
+            (Some(value), _) => out.push_str(&value),
+            (None, Some(default)) => out.push_str(default),
+            (None, None) => {
+                return Err(format!(
+                    "the environment variable {name} is not set (write ${{{name}:-DEFAULT}} for a default)"
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    if let Some(tail) = out.strip_prefix("~/") {
+        let home = std::env::var("HOME").map_err(|_| "`~/` needs HOME to be set".to_owned())?;
+        out = format!("{home}/{tail}");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_variables_defaults_and_home() {
+        let home = std::env::var("HOME").unwrap();
+        assert_eq!(expand("~/m.gguf").unwrap(), format!("{home}/m.gguf"));
+        assert_eq!(
+            expand("${CORTEX_TEST_UNSET_VAR:-/opt}/m").unwrap(),
+            "/opt/m"
+        );
+        assert_eq!(
+            expand("${CORTEX_TEST_UNSET_VAR:-~/c}/m").unwrap(),
+            format!("{home}/c/m")
+        );
+        assert!(
+            expand("${CORTEX_TEST_UNSET_VAR}/m")
+                .unwrap_err()
+                .contains("CORTEX_TEST_UNSET_VAR is not set")
+        );
+        assert!(expand("${HOME").unwrap_err().contains("without its"));
+        assert_eq!(expand("/plain").unwrap(), "/plain");
+    }
+
+    #[test]
+    fn line_and_column() {
+        let text = "a = 1\nbb = 2\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        assert_eq!(line_col(text, 8), (2, 3));
+    }
+}

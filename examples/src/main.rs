@@ -1,0 +1,419 @@
+//! `cortex`: serve models from a TOML file, inspect and estimate GGUF files, preview plans.
+//!
+//! ```text
+//! cortex serve  [--config cortex.toml]
+//! cortex models list|status NAME|start NAME|stop NAME|logs NAME [--lines N] [--url URL]
+//! cortex plan   NAME [--config cortex.toml] [--json]
+//! cortex gguf   inspect [--json] [--full] FILE
+//! cortex gguf   estimate [--json] [--gpu NAME:TOTAL_MIB[:FREE_MIB]]... -m FILE [llama-server flags]
+//! cortex keys   new --id NAME [--model NAME]... [--admin] [--config cortex.toml]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use cortex_examples::config::Config;
+use cortex_examples::{admin, gguf, keys, plan, serve};
+use cortex_gateway::auth::KeyHash;
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+/// Serve open LLMs on your own GPUs: llama.cpp's llama-server and vLLM behind an OpenAI-compatible
+/// gateway.
+#[derive(Debug, Parser)]
+#[command(name = "cortex", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the models a configuration file declares, until Ctrl-C.
+    Serve {
+        /// The configuration file.
+        #[arg(long, short, default_value = "cortex.toml")]
+        config: PathBuf,
+    },
+    /// Ask a running `cortex serve` about its models (needs the admin key, `CORTEX_ADMIN_KEY`).
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+        /// The server's address; default: `server.listen` of the configuration file.
+        #[arg(long, global = true)]
+        url: Option<String>,
+        /// The configuration file (for the address).
+        #[arg(long, short, global = true, default_value = "cortex.toml")]
+        config: PathBuf,
+        /// The admin key.
+        #[arg(long, global = true, env = "CORTEX_ADMIN_KEY", hide_env_values = true)]
+        admin_key: Option<String>,
+    },
+    /// Show what would run for a model: command line or container, diagnostics, memory estimate.
+    Plan {
+        /// The model's id or served name.
+        model: String,
+        /// The configuration file.
+        #[arg(long, short, default_value = "cortex.toml")]
+        config: PathBuf,
+        /// The plans as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read GGUF files.
+    Gguf {
+        #[command(subcommand)]
+        command: GgufCommand,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// Every model, its state and endpoints.
+    List,
+    /// One model in full.
+    Status {
+        /// Id or served name.
+        model: String,
+    },
+    /// Start a model and wait until it runs (or fails).
+    Start {
+        /// Id or served name.
+        model: String,
+        /// Return once the start is accepted.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop a model.
+    Stop {
+        /// Id or served name.
+        model: String,
+    },
+    /// The engine's recent log lines.
+    Logs {
+        /// Id or served name.
+        model: String,
+        /// How many lines per replica.
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Requests and tokens by key and model.
+    Usage,
+}
+
+#[derive(Debug, Subcommand)]
+enum GgufCommand {
+    /// Metadata and tensors of a GGUF file.
+    Inspect {
+        /// `[--json] [--full] FILE`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+    /// What llama-server will allocate per GPU and on the host for a command line.
+    Estimate {
+        /// `[--json] [--gpu NAME:TOTAL_MIB[:FREE_MIB]]... [--nvml] -m FILE [llama-server flags]`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key: prints it once, writes only its SHA-256 digest to the configuration.
+    New {
+        /// A name for the key (in logs and usage; never the key itself).
+        #[arg(long, required_unless_present = "admin")]
+        id: Option<String>,
+        /// A model the key may use (repeat; every model when absent).
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Make it the admin key (`server.admin_key`), replacing any earlier one.
+        #[arg(long, conflicts_with_all = ["id", "models"])]
+        admin: bool,
+        /// The configuration file to write to.
+        #[arg(long, short, default_value = "cortex.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve_command(&config),
+        Command::Models {
+            command,
+            url,
+            config,
+            admin_key,
+        } => models_command(command, url, &config, admin_key),
+        Command::Plan {
+            model,
+            config,
+            json,
+        } => match Config::load(&config) {
+            Ok(c) => plan::run(&c, &model, json),
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Gguf { command } => match command {
+            GgufCommand::Inspect { args } => gguf::inspect(args.into_iter()),
+            GgufCommand::Estimate { args } => gguf::estimate(args.into_iter()),
+        },
+        Command::Keys { command } => match command {
+            KeysCommand::New {
+                id,
+                models,
+                admin,
+                config,
+            } => keys_new(id.as_deref(), &models, admin, &config),
+        },
+    }
+}
+
+fn serve_command(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("cortex: nothing was started");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cortex: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve::serve(config, path.to_owned())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cortex: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn models_command(
+    command: ModelsCommand,
+    url: Option<String>,
+    config: &Path,
+    admin_key: Option<String>,
+) -> ExitCode {
+    let url = match url {
+        Some(url) => url,
+        None => match Config::load(config) {
+            Ok(c) => format!("http://{}", c.server.listen),
+            Err(e) => {
+                eprintln!("{e}\ncortex models: pass --url or a readable --config");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let Some(key) = admin_key else {
+        eprintln!(
+            "cortex models: the admin key is needed: set CORTEX_ADMIN_KEY or pass --admin-key"
+        );
+        return ExitCode::FAILURE;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cortex: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let call = |method: Method, path: String| {
+            let (url, key) = (url.clone(), key.clone());
+            async move { admin::call(&url, &key, method, &path).await }
+        };
+        let result = match &command {
+            ModelsCommand::List => call(Method::GET, "/admin/models".into()).await,
+            ModelsCommand::Status { model } => {
+                call(Method::GET, format!("/admin/models/{model}")).await
+            }
+            ModelsCommand::Start { model, .. } => {
+                call(Method::POST, format!("/admin/models/{model}/start")).await
+            }
+            ModelsCommand::Stop { model } => {
+                call(Method::POST, format!("/admin/models/{model}/stop")).await
+            }
+            ModelsCommand::Logs { model, lines } => {
+                call(
+                    Method::GET,
+                    format!("/admin/models/{model}/logs?lines={lines}"),
+                )
+                .await
+            }
+            ModelsCommand::Usage => call(Method::GET, "/admin/usage".into()).await,
+        };
+        let (status, body) = match result {
+            Ok(answer) => answer,
+            Err(e) => {
+                eprintln!("cortex models: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if !status.is_success() {
+            let message = body["error"]["message"].as_str().unwrap_or("error");
+            eprintln!("cortex models: {status}: {message}");
+            return ExitCode::FAILURE;
+        }
+        match command {
+            ModelsCommand::List => print_models(&body),
+            ModelsCommand::Logs { .. } => {
+                for replica in body["replicas"].as_array().into_iter().flatten() {
+                    println!("== replica {} ({})", replica["index"], replica["instance"]);
+                    for line in replica["lines"].as_array().into_iter().flatten() {
+                        println!("{}", line.as_str().unwrap_or_default());
+                    }
+                }
+            }
+            ModelsCommand::Start { model, no_wait } => {
+                if no_wait {
+                    println!("{model}: starting");
+                    return ExitCode::SUCCESS;
+                }
+                return wait_running(&call, &model).await;
+            }
+            _ => println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            ),
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// Polls a model's status until it runs or fails.
+async fn wait_running<F, Fut>(call: &F, model: &str) -> ExitCode
+where
+    F: Fn(Method, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(StatusCode, Value), String>>,
+{
+    let began = Instant::now();
+    let mut last = String::new();
+    loop {
+        match call(Method::GET, format!("/admin/models/{model}")).await {
+            Ok((_, body)) => {
+                let state = body["state"].as_str().unwrap_or("unknown").to_owned();
+                if state != last {
+                    println!("{model}: {state}");
+                    last.clone_from(&state);
+                }
+                match state.as_str() {
+                    "running" => {
+                        println!(
+                            "{model}: running after {:.1} s",
+                            began.elapsed().as_secs_f64()
+                        );
+                        return ExitCode::SUCCESS;
+                    }
+                    "failed" => {
+                        eprintln!(
+                            "{model}: failed: {}",
+                            body["reason"].as_str().unwrap_or("no reason given")
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) => {
+                eprintln!("cortex models: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn print_models(body: &Value) {
+    println!(
+        "{:<20} {:<24} {:<10} {:<10} ENDPOINTS",
+        "ID", "SERVED NAME", "ENGINE", "STATE"
+    );
+    for m in body["data"].as_array().into_iter().flatten() {
+        let endpoints: Vec<String> = m["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["registered"] == true)
+            .filter_map(|r| r["endpoint"]["base_url"].as_str().map(str::to_owned))
+            .collect();
+        println!(
+            "{:<20} {:<24} {:<10} {:<10} {}",
+            m["id"].as_str().unwrap_or_default(),
+            m["served_name"].as_str().unwrap_or_default(),
+            m["engine"].as_str().unwrap_or_default(),
+            m["state"].as_str().unwrap_or_default(),
+            if endpoints.is_empty() {
+                "-".to_owned()
+            } else {
+                endpoints.join(", ")
+            }
+        );
+        if let Some(reason) = m["reason"].as_str() {
+            println!("    {reason}");
+        }
+    }
+}
+
+fn keys_new(id: Option<&str>, models: &[String], admin: bool, config: &Path) -> ExitCode {
+    let key = match keys::generate() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("cortex keys: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let hash = KeyHash::of(&key);
+    let written = if admin {
+        std::fs::read_to_string(config)
+            .map_err(|e| format!("{}: {e}", config.display()))
+            .and_then(|text| {
+                std::fs::write(config, keys::with_admin_key(&text, &hash))
+                    .map_err(|e| format!("{}: {e}", config.display()))
+            })
+    } else {
+        keys::append(
+            config,
+            &keys::client_entry(id.unwrap_or("key"), &hash, models),
+        )
+    };
+    if let Err(e) = written {
+        eprintln!("cortex keys: {e}");
+        return ExitCode::FAILURE;
+    }
+    // The file must still load: a key for an undeclared model, say, is refused now, not at serve.
+    if let Err(errors) = Config::load(config) {
+        eprintln!("{errors}");
+        eprintln!("cortex keys: the key was written, but the configuration has errors");
+        return ExitCode::FAILURE;
+    }
+    println!("{key}");
+    eprintln!(
+        "cortex keys: {} written to {} as {hash}; the key is shown only this once",
+        if admin {
+            "admin key".to_owned()
+        } else {
+            format!("key `{}`", id.unwrap_or("key"))
+        },
+        config.display()
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,574 @@
+//! The `cortex` binary as a user runs it: every subcommand, against the real llama-server b11434
+//! and Gemma 3 270M that `scripts/setup` installs, with the OpenAI Python SDK as the client.
+
+#![allow(clippy::missing_panics_doc, reason = "tests")]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cortex_gateway::auth::KeyHash;
+use serde_json::Value;
+
+const ADMIN: &str = "sk-test-admin";
+const CLIENT: &str = "sk-test-client";
+
+fn cache() -> PathBuf {
+    std::env::var_os("CORTEX_CACHE").map_or_else(
+        || Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/cortex"),
+        PathBuf::from,
+    )
+}
+
+fn require(p: PathBuf) -> PathBuf {
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+fn gemma() -> PathBuf {
+    require(cache().join("models/gemma-3-270m-q4_k_m.gguf"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn cortex(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A configuration serving Gemma on `port`, with an admin key and one client key.
+fn config(dir: &Path, port: u16) -> PathBuf {
+    let path = dir.join("cortex.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+admin_key = "{admin}"
+
+[[keys]]
+id = "tester"
+hash = "{client}"
+models = ["gemma-3-270m"]
+
+[[models]]
+id = "gemma"
+served_name = "gemma-3-270m"
+engine = "llamacpp"
+source = {{ path = "{model}" }}
+startup_timeout = "2m"
+
+[models.settings]
+program = "{server}"
+ctx_size = 2048
+parallel = 2
+threads = 2
+"#,
+            admin = KeyHash::of(ADMIN),
+            client = KeyHash::of(CLIENT),
+            model = gemma().display(),
+            server = require(cache().join("bin/llama-server-b11434")).display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_config_error_names_file_line_and_field_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        // (file text, what the error must say)
+        (
+            "[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n",
+            ":3:1: unknown field `listne`",
+        ),
+        (
+            "[[keys]]\nid = \"a\"\nhash = \"sha256:12\"\n",
+            ":3:8: keys[0].hash: key hash has 2 hex digits",
+        ),
+        (
+            "[[models]]\nid = \"m\"\nengine = \"llamacpp\"\nsource = { path = \"/x.gguf\" }\n\n[[models]]\nid = \"m\"\nengine = \"llamacpp\"\nsource = { path = \"/y.gguf\" }\n",
+            ":6:1: models[1].id: `m` is already the id of models[0]",
+        ),
+        (
+            "[[keys]]\nid = \"a\"\nhash = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n\n[[models]]\nid = \"m\"\nengine = \"llamacpp\"\nsource = { path = \"/x.gguf\" }\n\n[models.settings]\nctx_size = \"big\"\n",
+            ":5:1: models[0] (m): error: settings.ctx_size: invalid type",
+        ),
+        (
+            "[[keys]]\nid = \"a\"\nhash = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\nmodels = [\"nope\"]\n",
+            ":4:10: keys[0].models: `nope` is not the served name of any model",
+        ),
+        (
+            "[runtime]\nkind = \"podman\"\n",
+            ":2:8: unknown variant `podman`",
+        ),
+    ];
+    for (i, (body, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, body).unwrap();
+        let out = cortex(&["serve", "--config", path.to_str().unwrap()]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "case {i}: {err}");
+        assert!(
+            err.contains(&format!("{}{expected}", path.display()))
+                || (err.contains(&*path.display().to_string()) && err.contains(expected)),
+            "case {i}: expected {expected:?} in:\n{err}"
+        );
+        assert!(err.contains("nothing was started"), "case {i}: {err}");
+    }
+    let out = cortex(&["serve", "--config", "/nonexistent/cortex.toml"]);
+    assert!(text(&out.stderr).contains("/nonexistent/cortex.toml: cannot read the configuration"));
+}
+
+#[test]
+fn plan_shows_the_command_the_diagnostics_and_the_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), free_port());
+    let out = cortex(&["plan", "gemma", "--config", path.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("# gemma replica 0 (process)"), "{stdout}");
+    assert!(stdout.contains("llama-server-b11434 -m "), "{stdout}");
+    assert!(stdout.contains("-c 2048"), "{stdout}");
+    assert!(stdout.contains("-np 2"), "{stdout}");
+    assert!(stdout.contains("diagnostics: none"), "{stdout}");
+    assert!(stdout.contains("# memory estimate"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("host ")), "{stdout}");
+
+    let out = cortex(&[
+        "plan",
+        "gemma",
+        "--json",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    let plans: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plans[0]["model"], "gemma");
+    assert!(
+        plans[0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--alias")
+    );
+
+    let out = cortex(&["plan", "llama", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no model `llama` in the configuration (models: gemma)"));
+
+    // A warning is shown, and the plan still made.
+    let warned = std::fs::read_to_string(&path).unwrap().replace(
+        "startup_timeout = \"2m\"",
+        "startup_timeout = \"2m\"\nargs = [\"--ctx\", \"1024\"]",
+    );
+    std::fs::write(&path, warned).unwrap();
+    let out = cortex(&["plan", "gemma", "--config", path.to_str().unwrap()]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("args[0]"), "{all}");
+}
+
+#[test]
+fn gguf_inspect_and_estimate() {
+    let model = gemma();
+    let out = cortex(&["gguf", "inspect", model.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("gemma3"), "{stdout}");
+
+    let out = cortex(&["gguf", "inspect", "--json", model.to_str().unwrap()]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["kv"]["general.architecture"]["value"], "gemma3");
+
+    let out = cortex(&[
+        "gguf",
+        "estimate",
+        "--gpu",
+        "NVIDIA L4:23034",
+        "-m",
+        model.to_str().unwrap(),
+        "-c",
+        "4096",
+        "-ngl",
+        "all",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("CUDA0"), "{stdout}");
+
+    let out = cortex(&["gguf", "inspect", "/nonexistent.gguf"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("/nonexistent.gguf"));
+}
+
+#[test]
+fn keys_new_prints_the_key_once_and_writes_only_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), free_port());
+    let p = path.to_str().unwrap();
+
+    let out = cortex(&[
+        "keys",
+        "new",
+        "--id",
+        "bob",
+        "--model",
+        "gemma-3-270m",
+        "--config",
+        p,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = text(&out.stdout).trim().to_owned();
+    assert!(key.starts_with("sk-cortex-"), "{key}");
+    let file = std::fs::read_to_string(&path).unwrap();
+    assert!(!file.contains(&key), "the key itself was written");
+    assert!(file.contains(&KeyHash::of(&key).to_string()));
+    assert!(file.contains("id = \"bob\""));
+
+    let out = cortex(&["keys", "new", "--admin", "--config", p]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let admin = text(&out.stdout).trim().to_owned();
+    let file = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(file.matches("admin_key").count(), 1, "{file}");
+    assert!(file.contains(&KeyHash::of(&admin).to_string()));
+    assert!(!file.contains(&KeyHash::of(ADMIN).to_string()));
+
+    // A key for a model the file does not declare is refused, with the place.
+    let out = cortex(&[
+        "keys", "new", "--id", "eve", "--model", "gpt-9", "--config", p,
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("`gpt-9` is not the served name of any model"));
+}
+
+/// `cortex serve` as a child, its stderr copied to the test's.
+struct Server {
+    child: Child,
+    base: String,
+    config: PathBuf,
+    began: Instant,
+}
+
+impl Server {
+    fn start(config: PathBuf, port: u16) -> Self {
+        let began = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cortex"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("serve| {line}");
+            }
+        });
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            config,
+            began,
+        }
+    }
+
+    fn models(&self, args: &[&str]) -> Output {
+        let mut all = vec!["models"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", self.config.to_str().unwrap()]);
+        Command::new(env!("CARGO_BIN_EXE_cortex"))
+            .args(&all)
+            .env("CORTEX_ADMIN_KEY", ADMIN)
+            .output()
+            .unwrap()
+    }
+
+    fn health(&self) -> Option<Value> {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{}/health", self.base)])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(150);
+        while Instant::now() < deadline {
+            if self.health().is_some_and(|h| h["ready"] == true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cortex serve never became ready");
+    }
+
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cortex serve did not exit on Ctrl-C"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.interrupt();
+        }
+    }
+}
+
+fn sdk_chat(base: &str, key: &str, model: &str) -> Value {
+    let python = require(cache().join("venv/bin/python"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/chat.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args([&format!("{base}/v1"), key, model])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The process ids of the instances `status` shows (`proc-N-PID`).
+fn instance_pids(status: &Value) -> Vec<u32> {
+    status["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["instance"].as_str())
+        .filter_map(|i| i.rsplit('-').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server::start(config(dir.path(), port), port);
+    server.wait_ready();
+    let ready = server.began.elapsed();
+
+    let chat = sdk_chat(&server.base, CLIENT, "gemma-3-270m");
+    let first_token = chat["first_token_s"].as_f64().unwrap();
+    eprintln!(
+        "time to first token: ready {:.2} s after `cortex serve` began; first token {:.2} s after that (total {:.2} s); OpenAI SDK {}",
+        ready.as_secs_f64(),
+        first_token,
+        ready.as_secs_f64() + first_token,
+        chat["sdk_version"]
+    );
+    assert!(!chat["content"].as_str().unwrap().is_empty(), "{chat}");
+    assert_eq!(chat["usage"][1], 8, "{chat}");
+
+    // models list / status / logs / usage
+    let out = server.models(&["list"]);
+    let list = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(list.contains("gemma") && list.contains("running"), "{list}");
+    assert!(list.contains("http://127.0.0.1:"), "{list}");
+
+    let out = server.models(&["status", "gemma-3-270m"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "running");
+    let pids = instance_pids(&status);
+    assert_eq!(pids.len(), 1, "{status}");
+
+    let out = server.models(&["logs", "gemma", "--lines", "20"]);
+    let logs = text(&out.stdout);
+    assert!(out.status.success());
+    assert!(logs.contains("== replica 0"), "{logs}");
+    assert!(logs.lines().count() > 5, "{logs}");
+
+    let out = server.models(&["usage"]);
+    let usage: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = &usage["data"][0];
+    assert_eq!(entry["key"], "tester");
+    assert_eq!(entry["requests"], 2);
+    assert_eq!(entry["completion_tokens"], 16);
+
+    // Health and metrics are open; admin needs the key.
+    let metrics = Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", server.base)])
+        .output()
+        .unwrap();
+    assert!(text(&metrics.stdout).contains("cortex_gateway_requests_total"));
+    let out = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args([
+            "models",
+            "list",
+            "--url",
+            &server.base,
+            "--admin-key",
+            "wrong",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+
+    // stop, then start again (waits until running)
+    let out = server.models(&["stop", "gemma"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = server.models(&["list"]);
+    assert!(text(&out.stdout).contains("stopped"));
+    for pid in &pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "llama-server {pid} still runs"
+        );
+    }
+    let out = server.models(&["start", "gemma"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("running after"));
+    let out = server.models(&["status", "gemma"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pids = instance_pids(&status);
+    let out = server.models(&["start", "gemma"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("already running"));
+
+    // Ctrl-C: every engine stopped, exit 0.
+    let exit = server.interrupt();
+    assert!(exit.success(), "{exit:?}");
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "llama-server {pid} outlived cortex"
+        );
+    }
+}
+
+/// The README's quickstart, verbatim, from a clean clone of this repository's committed state.
+#[test]
+fn readme_quickstart_from_a_clean_clone() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let block = |name: &str| -> String {
+        let start = readme
+            .find(&format!("<!-- {name} -->"))
+            .unwrap_or_else(|| panic!("README has no {name} block"));
+        let rest = &readme[start..];
+        let code = &rest[rest.find("```").unwrap()..];
+        let code = &code[code.find('\n').unwrap() + 1..];
+        code[..code.find("```").unwrap()].trim().to_owned()
+    };
+    let serve_command = block("quickstart-serve");
+    let call_command = block("quickstart-call");
+
+    let dir = tempfile::tempdir().unwrap();
+    let clone = dir.path().join("cortex");
+    let status = Command::new("git")
+        .args(["clone", "--quiet"])
+        .arg(repo())
+        .arg(&clone)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // A build directory of its own (this `cargo test` holds the workspace's lock while tests
+    // run), kept under the workspace's target directory so that a re-run builds incrementally.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo().join("target"), PathBuf::from)
+        .join("quickstart");
+    let mut child = Command::new("bash")
+        .args(["-c", &format!("exec {serve_command}")])
+        .current_dir(&clone)
+        .env("CARGO_TARGET_DIR", &target)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("quickstart| {line}");
+        }
+    });
+    let server = QuickstartGuard(child);
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    loop {
+        let out = Command::new("curl")
+            .args(["-sf", "http://127.0.0.1:8080/health"])
+            .output()
+            .unwrap();
+        let health: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+        if health.is_some_and(|h| h["ready"] == true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the quickstart never served");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = Command::new("bash")
+        .args(["-c", &call_command])
+        .current_dir(&clone)
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(answer["object"], "chat.completion", "{answer}");
+    assert!(answer["choices"][0]["message"]["content"].is_string());
+
+    let chat = sdk_chat(
+        "http://127.0.0.1:8080",
+        "sk-cortex-quickstart",
+        "gemma-3-270m",
+    );
+    assert!(!chat["content"].as_str().unwrap().is_empty(), "{chat}");
+    drop(server);
+}
+
+/// Interrupts the quickstart's process group (cargo, then cortex) and waits for it.
+struct QuickstartGuard(Child);
+
+impl Drop for QuickstartGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &format!("-{}", self.0.id())])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+    }
+}
+
+use std::os::unix::process::CommandExt as _;
