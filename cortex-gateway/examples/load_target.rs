@@ -5,7 +5,12 @@
 //! load_target upstream PORT [STREAM_INTERVAL_MS]   # chat completions from memory; streams of 16 chunks
 //! load_target gateway PORT UPSTREAM_PORT           # the whole stack (key sk-load) to that upstream
 //! load_target proxy PORT UPSTREAM_PORT             # routing and the proxy only: the floor
+//! load_target relay PORT UPSTREAM_PORT             # a byte relay, no HTTP: the cost of the hop
 //! ```
+//!
+//! `relay` copies each client connection's bytes to its own upstream connection and back
+//! (`tokio::io::copy_bidirectional`): what one more process on the path costs on this machine
+//! before any HTTP is parsed, the lower bound for every proxy.
 //!
 //! `LOAD_WORKERS=N` sets the tokio worker threads (default: one per core).
 
@@ -126,6 +131,28 @@ where
     }
 }
 
+/// Each connection's bytes to a new upstream connection and back, unparsed.
+async fn relay(port: u16, upstream: u16) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    println!("listening on {}", listener.local_addr().unwrap());
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+            else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        });
+    }
+}
+
 fn main() {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("LOAD_WORKERS")
@@ -142,7 +169,7 @@ async fn run() {
     let port = |i: usize| -> u16 {
         args.get(i).and_then(|p| p.parse().ok()).unwrap_or_else(|| {
             eprintln!(
-                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy PORT UPSTREAM_PORT"
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay PORT UPSTREAM_PORT"
             );
             std::process::exit(2)
         })
@@ -198,9 +225,10 @@ async fn run() {
             )
             .await;
         }
+        Some("relay") => relay(port(2), port(3)).await,
         _ => {
             eprintln!(
-                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy PORT UPSTREAM_PORT"
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay PORT UPSTREAM_PORT"
             );
             std::process::exit(2);
         }
