@@ -11,24 +11,12 @@ use std::time::{Duration, Instant};
 use cortex_gateway::auth::KeyHash;
 use serde_json::Value;
 
+#[path = "../support/mod.rs"]
+mod support;
+use support::{cache, interrupt, require, sdk_chat};
+
 const ADMIN: &str = "sk-test-admin";
 const CLIENT: &str = "sk-test-client";
-
-fn cache() -> PathBuf {
-    std::env::var_os("CORTEX_CACHE").map_or_else(
-        || Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/cortex"),
-        PathBuf::from,
-    )
-}
-
-fn require(p: PathBuf) -> PathBuf {
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup (the README's test command does)",
-        p.display()
-    );
-    p
-}
 
 fn gemma() -> PathBuf {
     require(cache().join("models/gemma-3-270m-q4_k_m.gguf"))
@@ -327,21 +315,7 @@ impl Server {
     }
 
     fn interrupt(&mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cortex serve did not exit on Ctrl-C"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        interrupt(&mut self.child, "cortex serve")
     }
 }
 
@@ -351,18 +325,6 @@ impl Drop for Server {
             let _ = self.interrupt();
         }
     }
-}
-
-fn sdk_chat(base: &str, key: &str, model: &str) -> Value {
-    let python = require(cache().join("venv/bin/python"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/chat.py");
-    let out = Command::new(python)
-        .arg(script)
-        .args([&format!("{base}/v1"), key, model])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The process ids of the instances `status` shows (`proc-N-PID`).

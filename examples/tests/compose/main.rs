@@ -16,21 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn cache() -> PathBuf {
-    std::env::var_os("CORTEX_CACHE").map_or_else(
-        || Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/cortex"),
-        PathBuf::from,
-    )
-}
-
-fn require(p: PathBuf) -> PathBuf {
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup (the README's test command does)",
-        p.display()
-    );
-    p
-}
+#[path = "../support/mod.rs"]
+mod support;
+use support::{cache, interrupt, require, sdk_chat};
 
 /// An example's binary, built by `cargo test` beside this test's own (`deps/..`).
 fn example(name: &str) -> PathBuf {
@@ -100,22 +88,7 @@ impl Example {
     }
 
     fn interrupt(&mut self) -> ExitStatus {
-        Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit on Ctrl-C",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        interrupt(&mut self.child, self.name)
     }
 }
 
@@ -125,23 +98,6 @@ impl Drop for Example {
             let _ = self.interrupt();
         }
     }
-}
-
-/// A chat completion through `base` with the OpenAI SDK (the cli test's client script).
-fn sdk_chat(base: &str, key: &str, model: &str) -> Value {
-    let python = require(cache().join("venv/bin/python"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/chat.py");
-    let out = Command::new(python)
-        .arg(script)
-        .args([&format!("{base}/v1"), key, model])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// `curl` a URL: status code and body.
