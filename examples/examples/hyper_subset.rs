@@ -6,7 +6,7 @@
 //! ```
 //!
 //! `UPSTREAM_URL` is any OpenAI-compatible server (a `llama-server`, say), registered as model
-//! `local`.
+//! `local`. Ctrl-C stops accepting and exits.
 
 use std::sync::Arc;
 
@@ -53,7 +53,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
         let connection = hyper::server::conn::http1::Builder::new().serve_connection(
             TokioIo::new(stream),
             TowerToHyperService::new(service.clone()),

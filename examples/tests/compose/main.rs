@@ -93,10 +93,24 @@ impl Example {
 }
 
 impl Drop for Example {
+    /// On a failed test: Ctrl-C (so the supervisor stops its engine), then a kill after 30 s;
+    /// never a panic while panicking.
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.interrupt();
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
         }
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -131,7 +145,7 @@ fn the_supervisor_the_hyper_subset_and_the_axum_app_serve_gemma() {
     assert!(upstream.starts_with("http://127.0.0.1:"), "{upstream}");
 
     // hyper with routing, metering and balancing: no keys; one usage line per request.
-    let hyper = Example::start("hyper_subset", &[&upstream, "0"], &[]);
+    let mut hyper = Example::start("hyper_subset", &[&upstream, "0"], &[]);
     let base = hyper.wait_for("listening on ", Duration::from_secs(10));
     let chat = sdk_chat(&base, "unused", "local");
     assert!(!chat["content"].as_str().unwrap().is_empty(), "{chat}");
@@ -164,7 +178,7 @@ fn the_supervisor_the_hyper_subset_and_the_axum_app_serve_gemma() {
             .unwrap_or_else(|| panic!("no token count in {line:?}"));
         assert!(line.contains("Some(200)") && tokens > 8, "{line}");
     }
-    drop(hyper);
+    assert!(hyper.interrupt().success());
 
     // axum: the application's routes beside every gateway layer.
     let mut app = Example::start(
