@@ -1,16 +1,18 @@
-//! The two processes scripts/load drives: a fast OpenAI-like upstream, and the full gateway in
-//! front of it.
+//! The processes scripts/load drives: a fast OpenAI-like upstream, the full gateway in front of
+//! it, and the baselines it is compared with.
 //!
 //! ```text
 //! load_target upstream PORT [STREAM_INTERVAL_MS]   # chat completions from memory; streams of 16 chunks
 //! load_target gateway PORT UPSTREAM_PORT           # the whole stack (key sk-load) to that upstream
 //! load_target proxy PORT UPSTREAM_PORT             # routing and the proxy only: the floor
 //! load_target relay PORT UPSTREAM_PORT             # a byte relay, no HTTP: the cost of the hop
+//! load_target affine PORT UPSTREAM_PORT            # experiment: a connection-affine HTTP proxy
 //! ```
 //!
 //! `relay` copies each client connection's bytes to its own upstream connection and back
 //! (`tokio::io::copy_bidirectional`): what one more process on the path costs on this machine
-//! before any HTTP is parsed, the lower bound for every proxy.
+//! before any HTTP is parsed, the lower bound for every proxy. `affine` measures a design the
+//! gateway's proxy does not use yet (docs/performance.md).
 //!
 //! `LOAD_WORKERS=N` sets the tokio worker threads (default: one per core).
 
@@ -153,6 +155,40 @@ async fn relay(port: u16, upstream: u16) {
     }
 }
 
+/// Experiment: each client connection gets its own upstream connection (hyper's low-level
+/// client, no pool), and both are driven by one task, so a request and its answer never cross a
+/// channel or a thread. No routing and no layers: what a proxy built that way costs.
+async fn affine(port: u16, upstream: u16) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    println!("listening on {}", listener.local_addr().unwrap());
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let Ok((sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(server)).await
+            else {
+                return;
+            };
+            let sender = Arc::new(tokio::sync::Mutex::new(sender));
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let sender = Arc::clone(&sender);
+                async move { sender.lock().await.send_request(req).await }
+            });
+            let serve = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(client), service);
+            let _ = futures_util::future::join(serve, conn).await;
+        });
+    }
+}
+
 fn main() {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("LOAD_WORKERS")
@@ -169,7 +205,7 @@ async fn run() {
     let port = |i: usize| -> u16 {
         args.get(i).and_then(|p| p.parse().ok()).unwrap_or_else(|| {
             eprintln!(
-                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay PORT UPSTREAM_PORT"
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay|affine PORT UPSTREAM_PORT"
             );
             std::process::exit(2)
         })
@@ -226,9 +262,10 @@ async fn run() {
             .await;
         }
         Some("relay") => relay(port(2), port(3)).await,
+        Some("affine") => affine(port(2), port(3)).await,
         _ => {
             eprintln!(
-                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay PORT UPSTREAM_PORT"
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay|affine PORT UPSTREAM_PORT"
             );
             std::process::exit(2);
         }
