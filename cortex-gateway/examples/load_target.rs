@@ -7,6 +7,7 @@
 //! load_target proxy PORT UPSTREAM_PORT             # routing and the proxy only: the floor
 //! load_target relay PORT UPSTREAM_PORT             # a byte relay, no HTTP: the cost of the hop
 //! load_target affine PORT UPSTREAM_PORT            # experiment: a connection-affine HTTP proxy
+//! load_target lean PORT UPSTREAM_PORT              # experiment: a lean pool of spawned connections
 //! ```
 //!
 //! `relay` copies each client connection's bytes to its own upstream connection and back
@@ -173,7 +174,8 @@ async fn affine(port: u16, upstream: u16) {
             };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
-            let Ok((sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(server)).await
+            let Ok((sender, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(server)).await
             else {
                 return;
             };
@@ -187,6 +189,45 @@ async fn affine(port: u16, upstream: u16) {
             let _ = futures_util::future::join(serve, conn).await;
         });
     }
+}
+
+/// Experiment: a shared pool of hyper low-level client connections, each driven by its own task
+/// (as hyper-util's pool does), but with no task spawned per request to return the connection:
+/// the answer is read whole, then the connection goes back. Tells which part of the pooled
+/// client's cost the `affine` design removes.
+async fn lean(port: u16, upstream: u16) {
+    type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+    let pool: Arc<std::sync::Mutex<Vec<Sender>>> = Arc::default();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let pool = Arc::clone(&pool);
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await?.to_bytes();
+            let idle = pool.lock().unwrap().pop();
+            let mut sender = match idle {
+                Some(sender) if !sender.is_closed() => sender,
+                _ => {
+                    let stream = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                        .await
+                        .unwrap();
+                    let _ = stream.set_nodelay(true);
+                    let (sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                    tokio::spawn(conn);
+                    sender
+                }
+            };
+            sender.ready().await?;
+            let response = sender
+                .send_request(Request::from_parts(parts, Full::new(body)))
+                .await?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            pool.lock().unwrap().push(sender);
+            Ok::<_, hyper::Error>(Response::from_parts(parts, Full::new(body)))
+        }
+    });
+    serve(port, service).await;
 }
 
 fn main() {
@@ -205,7 +246,7 @@ async fn run() {
     let port = |i: usize| -> u16 {
         args.get(i).and_then(|p| p.parse().ok()).unwrap_or_else(|| {
             eprintln!(
-                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay|affine PORT UPSTREAM_PORT"
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay|affine|lean PORT UPSTREAM_PORT"
             );
             std::process::exit(2)
         })
@@ -263,9 +304,10 @@ async fn run() {
         }
         Some("relay") => relay(port(2), port(3)).await,
         Some("affine") => affine(port(2), port(3)).await,
+        Some("lean") => lean(port(2), port(3)).await,
         _ => {
             eprintln!(
-                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay|affine PORT UPSTREAM_PORT"
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay|affine|lean PORT UPSTREAM_PORT"
             );
             std::process::exit(2);
         }
