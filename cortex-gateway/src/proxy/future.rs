@@ -14,6 +14,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::ResponseBody;
 use super::headers::strip_hop_by_hop;
+use super::pool::{Lease, SendError};
 use super::service::Proxy;
 use crate::balance::Picked;
 use crate::error::Refusal;
@@ -83,7 +84,7 @@ impl Ctx {
     }
 }
 
-type Sending = hyper_util::client::legacy::ResponseFuture;
+type Sending = Pin<Box<dyn Future<Output = Result<(Response<Incoming>, Lease), SendError>> + Send>>;
 
 pin_project! {
     /// The future of [`Proxy`](super::Proxy).
@@ -108,6 +109,7 @@ pin_project! {
             buf: Vec<u8>,
             #[pin]
             deadline: Sleep,
+            lease: Option<Lease>,
             parts: Option<http::response::Parts>,
             headers_at: Instant,
         },
@@ -157,10 +159,10 @@ impl Future for ResponseFuture {
             let ctx = &*this.ctx;
             match this.state.as_mut().project() {
                 StateProj::Sending { future, deadline } => {
-                    let response = match Pin::new(future).poll(cx) {
-                        Poll::Ready(Ok(response)) => response,
+                    let (response, lease) = match future.as_mut().poll(cx) {
+                        Poll::Ready(Ok(sent)) => sent,
                         Poll::Ready(Err(e)) => {
-                            let refusal = if e.is_connect() {
+                            let refusal = if matches!(e, SendError::Connect(_)) {
                                 Refusal::new(
                                     StatusCode::BAD_GATEWAY,
                                     format!("could not connect to {}: {e}", ctx.replica()),
@@ -200,6 +202,7 @@ impl Future for ResponseFuture {
                             body,
                             buf: Vec::new(),
                             deadline,
+                            lease: Some(lease),
                             parts: Some(parts),
                             headers_at,
                         });
@@ -213,7 +216,8 @@ impl Future for ResponseFuture {
                             .headers
                             .insert("x-accel-buffering", HeaderValue::from_static("no"));
                     }
-                    let body = ResponseBody::upstream(body, sse, ctx.idle_timeout, ctx.replica());
+                    let body =
+                        ResponseBody::upstream(body, lease, sse, ctx.idle_timeout, ctx.replica());
                     return Poll::Ready(Ok(
                         ctx.finish(Response::from_parts(parts, body), headers_at)
                     ));
@@ -222,6 +226,7 @@ impl Future for ResponseFuture {
                     mut body,
                     buf,
                     deadline,
+                    lease,
                     parts,
                     headers_at,
                 } => {
@@ -233,7 +238,14 @@ impl Future for ResponseFuture {
                                     buf.extend_from_slice(&data[..data.len().min(room)]);
                                 }
                             }
-                            Poll::Ready(_) => break true,
+                            Poll::Ready(None) => {
+                                // Read to its end: the connection can be reused.
+                                if let Some(lease) = lease.take() {
+                                    lease.release();
+                                }
+                                break true;
+                            }
+                            Poll::Ready(Some(Err(_))) => break true,
                             Poll::Pending => break false,
                         }
                     };
