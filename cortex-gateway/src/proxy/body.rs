@@ -10,7 +10,6 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::pool::Lease;
 use crate::error::Refusal;
 
 /// The error of a non-stream body that failed after its headers.
@@ -44,8 +43,6 @@ pin_project! {
         Upstream {
             #[pin]
             body: Incoming,
-            // The connection, given back to the pool when the body ends.
-            lease: Option<Lease>,
             #[pin]
             idle: Sleep,
             idle_timeout: Duration,
@@ -78,7 +75,6 @@ impl fmt::Debug for ResponseBody {
 impl ResponseBody {
     pub(super) fn upstream(
         body: Incoming,
-        lease: Lease,
         sse: bool,
         idle_timeout: Duration,
         replica: String,
@@ -86,7 +82,6 @@ impl ResponseBody {
         Self {
             inner: Inner::Upstream {
                 body,
-                lease: Some(lease),
                 idle: tokio::time::sleep(idle_timeout),
                 idle_timeout,
                 sse,
@@ -103,12 +98,6 @@ impl ResponseBody {
     }
 }
 
-fn release(lease: &mut Option<Lease>) {
-    if let Some(lease) = lease.take() {
-        lease.release();
-    }
-}
-
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -120,8 +109,7 @@ impl Body for ResponseBody {
         match self.project().inner.project() {
             InnerProj::Full { bytes } => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             InnerProj::Upstream {
-                mut body,
-                lease,
+                body,
                 mut idle,
                 idle_timeout,
                 sse,
@@ -131,19 +119,12 @@ impl Body for ResponseBody {
                 if *done {
                     return Poll::Ready(None);
                 }
-                let message = match body.as_mut().poll_frame(cx) {
+                let message = match body.poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         idle.as_mut().reset(Instant::now() + *idle_timeout);
-                        // A server may stop polling once the body says it has ended.
-                        if body.is_end_stream() {
-                            release(lease);
-                        }
                         return Poll::Ready(Some(Ok(frame)));
                     }
-                    Poll::Ready(None) => {
-                        release(lease);
-                        return Poll::Ready(None);
-                    }
+                    Poll::Ready(None) => return Poll::Ready(None),
                     Poll::Ready(Some(Err(e))) => {
                         if !*sse {
                             return Poll::Ready(Some(Err(e.into())));
@@ -165,8 +146,6 @@ impl Body for ResponseBody {
                 };
                 tracing::warn!(%replica, %message, "stream ended by an upstream failure");
                 *done = true;
-                // The connection is broken or silent: closed with the body, never reused.
-                lease.take();
                 let event = Refusal::new(StatusCode::BAD_GATEWAY, message)
                     .code("upstream_stream_failed")
                     .to_event();

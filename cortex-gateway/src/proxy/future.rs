@@ -14,7 +14,6 @@ use tokio::time::{Instant, Sleep};
 
 use super::ResponseBody;
 use super::headers::strip_hop_by_hop;
-use super::pool::{Lease, SendError};
 use super::service::Proxy;
 use crate::balance::Picked;
 use crate::error::Refusal;
@@ -84,7 +83,7 @@ impl Ctx {
     }
 }
 
-type Sending = Pin<Box<dyn Future<Output = Result<(Response<Incoming>, Lease), SendError>> + Send>>;
+type Sending = hyper_util::client::legacy::ResponseFuture;
 
 pin_project! {
     /// The future of [`Proxy`](super::Proxy).
@@ -109,7 +108,6 @@ pin_project! {
             buf: Vec<u8>,
             #[pin]
             deadline: Sleep,
-            lease: Option<Lease>,
             parts: Option<http::response::Parts>,
             headers_at: Instant,
         },
@@ -159,10 +157,10 @@ impl Future for ResponseFuture {
             let ctx = &*this.ctx;
             match this.state.as_mut().project() {
                 StateProj::Sending { future, deadline } => {
-                    let (response, lease) = match future.as_mut().poll(cx) {
-                        Poll::Ready(Ok(sent)) => sent,
+                    let response = match Pin::new(future).poll(cx) {
+                        Poll::Ready(Ok(response)) => response,
                         Poll::Ready(Err(e)) => {
-                            let refusal = if matches!(e, SendError::Connect(_)) {
+                            let refusal = if e.is_connect() {
                                 Refusal::new(
                                     StatusCode::BAD_GATEWAY,
                                     format!("could not connect to {}: {e}", ctx.replica()),
@@ -202,7 +200,6 @@ impl Future for ResponseFuture {
                             body,
                             buf: Vec::new(),
                             deadline,
-                            lease: Some(lease),
                             parts: Some(parts),
                             headers_at,
                         });
@@ -216,8 +213,7 @@ impl Future for ResponseFuture {
                             .headers
                             .insert("x-accel-buffering", HeaderValue::from_static("no"));
                     }
-                    let body =
-                        ResponseBody::upstream(body, lease, sse, ctx.idle_timeout, ctx.replica());
+                    let body = ResponseBody::upstream(body, sse, ctx.idle_timeout, ctx.replica());
                     return Poll::Ready(Ok(
                         ctx.finish(Response::from_parts(parts, body), headers_at)
                     ));
@@ -226,7 +222,6 @@ impl Future for ResponseFuture {
                     mut body,
                     buf,
                     deadline,
-                    lease,
                     parts,
                     headers_at,
                 } => {
@@ -238,14 +233,7 @@ impl Future for ResponseFuture {
                                     buf.extend_from_slice(&data[..data.len().min(room)]);
                                 }
                             }
-                            Poll::Ready(None) => {
-                                // Read to its end: the connection can be reused.
-                                if let Some(lease) = lease.take() {
-                                    lease.release();
-                                }
-                                break true;
-                            }
-                            Poll::Ready(Some(Err(_))) => break true,
+                            Poll::Ready(_) => break true,
                             Poll::Pending => break false,
                         }
                     };

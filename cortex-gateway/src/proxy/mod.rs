@@ -1,10 +1,9 @@
 //! The proxy to the engines: the innermost service of the stack.
 //!
 //! [`Proxy`] sends each request to its [`Picked`](crate::balance::Picked) replica (or to a fixed
-//! upstream, [`Proxy::to`]) over pooled HTTP/1 connections (hyper's own client; the pool is
-//! this crate's, see below) — `TCP_NODELAY`, a connect timeout, idle connections closed after
-//! 4 s, below the 5 s keep-alive of llama-server's cpp-httplib and vLLM's uvicorn so the pool
-//! never reuses a connection the engine is closing —
+//! upstream, [`Proxy::to`]) over hyper-util's pooled HTTP/1 client — `TCP_NODELAY`, a connect
+//! timeout, idle connections closed after 4 s, below the 5 s keep-alive of llama-server's
+//! cpp-httplib and vLLM's uvicorn so the pool never reuses a connection the engine is closing —
 //! and streams the answer back frame by frame: the body is never collected, coalesced or
 //! compressed.
 //!
@@ -29,12 +28,6 @@
 //!
 //! The error type is [`Infallible`](std::convert::Infallible): every failure is an answer.
 //!
-//! The connection pool is written by hand: hyper-util's pooled client spawned a task per request
-//! to give the connection back, and the proxy behind it served 1.3× fewer requests per second
-//! than behind this pool (docs/performance.md). A connection goes back to the pool when its
-//! response body ends; one dropped early is closed. A request a reused connection refused before
-//! writing it is sent once more on a new connection.
-//!
 //! # Example
 //!
 //! ```no_run
@@ -56,7 +49,6 @@
 mod body;
 mod future;
 mod headers;
-mod pool;
 mod service;
 
 pub use self::body::{IdleTimeout, ResponseBody};

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cortex_core::{Endpoint, EngineKind};
-use http::uri::{Authority, PathAndQuery};
+use http::uri::{Parts as UriParts, PathAndQuery};
 use http::{HeaderValue, Request, Uri, header};
 use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use super::headers::strip_hop_by_hop;
-use super::pool::Pool;
 use super::{ResponseFuture, future::Ctx};
 use crate::balance::Picked;
 use crate::error::Refusal;
@@ -23,7 +25,7 @@ type KeyFn = dyn Fn(&Endpoint) -> Option<HeaderValue> + Send + Sync;
 /// Forwards requests to their replica. See the [module docs](crate::proxy).
 #[derive(Clone)]
 pub struct Proxy {
-    pool: Pool,
+    client: Client<HttpConnector, Full<Bytes>>,
     fixed: Option<(Uri, EngineKind)>,
     upstream_key: Option<Arc<KeyFn>>,
     pub(super) first_byte_timeout: Duration,
@@ -55,17 +57,17 @@ impl Default for Proxy {
 impl Proxy {
     /// A proxy to the replica each request's [`Picked`] names.
     pub fn new() -> Self {
-        let connect_timeout = Duration::from_secs(5);
-        let pool_idle_timeout = Duration::from_secs(4);
-        Self {
-            pool: Pool::new(connect_timeout, pool_idle_timeout),
+        let mut proxy = Self {
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
             fixed: None,
             upstream_key: None,
             first_byte_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(120),
-            connect_timeout,
-            pool_idle_timeout,
-        }
+            connect_timeout: Duration::from_secs(5),
+            pool_idle_timeout: Duration::from_secs(4),
+        };
+        proxy.rebuild();
+        proxy
     }
 
     /// A proxy to one upstream (an OpenAI-compatible base URL such as `http://127.0.0.1:8080`),
@@ -116,31 +118,27 @@ impl Proxy {
         self
     }
 
-    /// A new pool with the current timeouts (clones made before keep the old one).
     fn rebuild(&mut self) {
-        self.pool = Pool::new(self.connect_timeout, self.pool_idle_timeout);
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(self.connect_timeout));
+        self.client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
     }
 }
 
-/// The replica's address, if the proxy can reach it (plain HTTP, with a host).
-fn upstream_authority(base: &Uri) -> Result<Authority, String> {
-    match base.scheme_str() {
-        None | Some("http") => {}
-        Some(other) => return Err(format!("the scheme `{other}` is not supported (only http)")),
-    }
-    base.authority()
+fn upstream_uri(base: &Uri, original: &Uri) -> Result<Uri, http::Error> {
+    let mut parts = UriParts::default();
+    parts.scheme = base.scheme().cloned();
+    parts.authority = base.authority().cloned();
+    let path = original
+        .path_and_query()
         .cloned()
-        .ok_or_else(|| String::from("it names no host"))
-}
-
-/// The request's path and query, in the origin form sent on the upstream connection.
-fn origin_form(original: &Uri) -> Uri {
-    Uri::from(
-        original
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    )
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.path_and_query = Some(path);
+    Ok(Uri::from_parts(parts)?)
 }
 
 impl Service<Request<Full<Bytes>>> for Proxy {
@@ -170,8 +168,8 @@ impl Service<Request<Full<Bytes>>> for Proxy {
                 );
             }
         };
-        let upstream = match upstream_authority(&base) {
-            Ok(upstream) => upstream,
+        let uri = match upstream_uri(&base, req.uri()) {
+            Ok(uri) => uri,
             Err(e) => {
                 return ResponseFuture::failed(
                     Refusal::new(
@@ -183,25 +181,22 @@ impl Service<Request<Full<Bytes>>> for Proxy {
                 );
             }
         };
-        *req.uri_mut() = origin_form(req.uri());
+        *req.uri_mut() = uri;
         *req.version_mut() = http::Version::HTTP_11;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         headers.remove(header::AUTHORIZATION);
         headers.remove("x-api-key");
+        headers.remove(header::HOST);
         headers.remove(header::ACCEPT_ENCODING);
         headers.remove(header::CONTENT_LENGTH);
-        match HeaderValue::from_str(upstream.as_str()) {
-            Ok(host) => headers.insert(header::HOST, host),
-            Err(_) => headers.remove(header::HOST),
-        };
         if let (Some(key), Some(p)) = (&self.upstream_key, &picked) {
             if let Some(value) = key(&p.0) {
                 headers.insert(header::AUTHORIZATION, value);
             }
         }
         let ctx = Ctx::new(picked, engine, request_id, self);
-        ResponseFuture::sending(Box::pin(self.pool.clone().send(upstream, req)), ctx)
+        ResponseFuture::sending(self.client.request(req), ctx)
     }
 }
 
