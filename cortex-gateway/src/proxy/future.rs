@@ -85,6 +85,22 @@ impl Ctx {
 
 type Sending = hyper_util::client::legacy::ResponseFuture;
 
+/// An error and its sources, `: `-separated: hyper-util's own message ("client error
+/// (Connect)") leaves out the cause a user needs ("Connection refused").
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
 pin_project! {
     /// The future of [`Proxy`](super::Proxy).
     pub struct ResponseFuture {
@@ -163,12 +179,20 @@ impl Future for ResponseFuture {
                             let refusal = if e.is_connect() {
                                 Refusal::new(
                                     StatusCode::BAD_GATEWAY,
-                                    format!("could not connect to {}: {e}", ctx.replica()),
+                                    format!(
+                                        "could not connect to {}: {}",
+                                        ctx.replica(),
+                                        chain(&e)
+                                    ),
                                 )
                             } else {
                                 Refusal::new(
                                     StatusCode::BAD_GATEWAY,
-                                    format!("{} failed before answering: {e}", ctx.replica()),
+                                    format!(
+                                        "{} failed before answering: {}",
+                                        ctx.replica(),
+                                        chain(&e)
+                                    ),
                                 )
                             };
                             tracing::warn!(replica = %ctx.replica(), error = %e, "upstream request failed");

@@ -129,7 +129,17 @@ impl Proxy {
     }
 }
 
-fn upstream_uri(base: &Uri, original: &Uri) -> Result<Uri, http::Error> {
+/// The upstream URI of a request: the replica's scheme and authority, the request's path and
+/// query. Only plain `http` replicas with a host can be reached (the client has no TLS).
+fn upstream_uri(base: &Uri, original: &Uri) -> Result<Uri, String> {
+    match base.scheme_str() {
+        Some("http") => {}
+        Some(other) => return Err(format!("the scheme `{other}` is not supported (only http)")),
+        None => return Err(String::from("it has no scheme (http://)")),
+    }
+    if base.authority().is_none() {
+        return Err(String::from("it names no host"));
+    }
     let mut parts = UriParts::default();
     parts.scheme = base.scheme().cloned();
     parts.authority = base.authority().cloned();
@@ -138,7 +148,7 @@ fn upstream_uri(base: &Uri, original: &Uri) -> Result<Uri, http::Error> {
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     parts.path_and_query = Some(path);
-    Ok(Uri::from_parts(parts)?)
+    Uri::from_parts(parts).map_err(|e| e.to_string())
 }
 
 impl Service<Request<Full<Bytes>>> for Proxy {

@@ -85,7 +85,9 @@ impl Upstream {
     }
 }
 
-async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<(String, String)>, String)> {
+pub async fn read_request(
+    stream: &mut TcpStream,
+) -> Option<(String, Vec<(String, String)>, String)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -244,4 +246,82 @@ pub fn chunk(content: &str) -> String {
 pub fn vllm_error(status: u16, kind: &str, message: &str) -> String {
     serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": status}})
         .to_string()
+}
+
+/// An upstream that keeps connections open between requests, as llama-server's cpp-httplib does
+/// (HTTP/1.1, `content-length`, no `connection: close`), and counts the connections it accepted.
+pub struct KeepAlive {
+    pub addr: std::net::SocketAddr,
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    pub requests: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// How a [`KeepAlive`] upstream answers.
+#[derive(Debug, Clone, Copy)]
+pub enum KeepAliveMode {
+    /// Every request on the connection, the connection kept.
+    Keep,
+    /// One request, then the socket is closed without saying so (a keep-alive timeout).
+    CloseAfterOne,
+    /// A stream of 50 events, 20 ms apart, then the connection is kept.
+    SlowStream,
+}
+
+impl KeepAlive {
+    pub async fn start(mode: KeepAliveMode) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (c, r) = (Arc::clone(&connections), Arc::clone(&requests));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                c.fetch_add(1, Relaxed);
+                let r = Arc::clone(&r);
+                tokio::spawn(async move {
+                    while read_request(&mut stream).await.is_some() {
+                        let n = r.fetch_add(1, Relaxed);
+                        let ok = if let KeepAliveMode::SlowStream = mode {
+                            let mut ok = write_stream_head_kept(&mut stream).await;
+                            for i in 0..50 {
+                                ok = ok && write_event(&mut stream, &chunk(&format!("t{i}"))).await;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            ok && write_event(&mut stream, "[DONE]").await
+                                && stream.write_all(b"0\r\n\r\n").await.is_ok()
+                        } else {
+                            let body = format!(r#"{{"object":"chat.completion","n":{n}}}"#);
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nserver: llama.cpp\r\ncontent-type: application/json\r\ncontent-length: {}\r\nkeep-alive: timeout=5, max=100\r\n\r\n{body}",
+                                body.len()
+                            );
+                            stream.write_all(head.as_bytes()).await.is_ok()
+                        };
+                        if !ok || matches!(mode, KeepAliveMode::CloseAfterOne) {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            requests,
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+async fn write_stream_head_kept(stream: &mut TcpStream) -> bool {
+    let head = "HTTP/1.1 200 OK\r\nserver: llama.cpp\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.is_ok()
 }
