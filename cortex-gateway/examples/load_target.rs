@@ -193,8 +193,7 @@ async fn affine(port: u16, upstream: u16) {
 
 /// Experiment: a shared pool of hyper low-level client connections, each driven by its own task
 /// (as hyper-util's pool does), but with no task spawned per request to return the connection:
-/// the answer is read whole, then the connection goes back. Tells which part of the pooled
-/// client's cost the `affine` design removes.
+/// the answer is read whole, then the connection goes back. No routing, no timers.
 async fn lean(port: u16, upstream: u16) {
     type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
     let pool: Arc<std::sync::Mutex<Vec<Sender>>> = Arc::default();
