@@ -144,8 +144,20 @@ fn the_supervisor_the_hyper_subset_and_the_axum_app_serve_gemma() {
     let upstream = supervisor.wait_for("serving at ", Duration::from_secs(150));
     assert!(upstream.starts_with("http://127.0.0.1:"), "{upstream}");
 
-    // hyper with routing, metering and balancing: no keys; one usage line per request.
-    let mut hyper = Example::start("hyper_subset", &[&upstream, "0"], &[]);
+    hyper_subset_serves(&upstream);
+    axum_gateway_serves(&upstream);
+
+    // Ctrl-C stops the supervisor's engine: nothing listens where it served.
+    assert!(supervisor.interrupt().success());
+    assert!(
+        TcpStream::connect(authority(&upstream)).is_err(),
+        "llama-server outlived the supervisor"
+    );
+}
+
+/// hyper with routing, metering and balancing: no keys; one usage line per request.
+fn hyper_subset_serves(upstream: &str) {
+    let mut hyper = Example::start("hyper_subset", &[upstream, "0"], &[]);
     let base = hyper.wait_for("listening on ", Duration::from_secs(10));
     let chat = sdk_chat(&base, "unused", "local");
     assert!(!chat["content"].as_str().unwrap().is_empty(), "{chat}");
@@ -164,12 +176,24 @@ fn the_supervisor_the_hyper_subset_and_the_axum_app_serve_gemma() {
         serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
         "model_not_found"
     );
+    // One usage line per routed request (the 404 was never routed), printed when its body ended.
+    let mut usage_lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while usage_lines.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match hyper.lines.recv_timeout(left) {
+            Ok(line) if line.contains(" local ") => usage_lines.push(line),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
     std::thread::sleep(Duration::from_millis(200));
-    let usage_lines: Vec<String> = hyper
-        .printed()
-        .into_iter()
-        .filter(|l| l.contains(" local "))
-        .collect();
+    usage_lines.extend(
+        hyper
+            .printed()
+            .into_iter()
+            .filter(|l| l.contains(" local ")),
+    );
     assert_eq!(usage_lines.len(), 2, "{usage_lines:?}");
     for line in &usage_lines {
         let tokens: u64 = line
@@ -179,11 +203,13 @@ fn the_supervisor_the_hyper_subset_and_the_axum_app_serve_gemma() {
         assert!(line.contains("Some(200)") && tokens > 8, "{line}");
     }
     assert!(hyper.interrupt().success());
+}
 
-    // axum: the application's routes beside every gateway layer.
+/// axum: the application's routes beside every gateway layer.
+fn axum_gateway_serves(upstream: &str) {
     let mut app = Example::start(
         "axum_gateway",
-        &[&upstream, "0"],
+        &[upstream, "0"],
         &[("CORTEX_API_KEY", "sk-axum-test")],
     );
     let base = app.wait_for("listening on ", Duration::from_secs(10));
@@ -207,26 +233,27 @@ fn the_supervisor_the_hyper_subset_and_the_axum_app_serve_gemma() {
     );
     let chat = sdk_chat(&base, "sk-axum-test", "local");
     assert_eq!(chat["usage"][1], 8, "{chat}");
-    let (status, body) = curl(&format!("{base}/app/usage"), &[]);
-    assert_eq!(status, 200);
-    let usage: Value = serde_json::from_str(&body).unwrap();
-    let row = usage
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["model"] == "local")
-        .unwrap_or_else(|| panic!("{usage}"));
+    // A record is delivered when the body ends, which can be a moment after the client has it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let row = loop {
+        let (status, body) = curl(&format!("{base}/app/usage"), &[]);
+        assert_eq!(status, 200);
+        let usage: Value = serde_json::from_str(&body).unwrap();
+        let row = usage
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == "local")
+            .cloned();
+        if let Some(row) = row.filter(|r| r["requests"] == 2) {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "{usage}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(row["key"], "axum-user");
-    assert_eq!(row["requests"], 2, "{usage}");
-    assert_eq!(row["completion_tokens"], 16, "{usage}");
+    assert_eq!(row["completion_tokens"], 16, "{row}");
     let (status, _) = curl(&format!("{base}/elsewhere"), &[]);
     assert_eq!(status, 404);
     assert!(app.interrupt().success());
-
-    // Ctrl-C stops the supervisor's engine: nothing listens where it served.
-    assert!(supervisor.interrupt().success());
-    assert!(
-        TcpStream::connect(authority(&upstream)).is_err(),
-        "llama-server outlived the supervisor"
-    );
 }
