@@ -116,6 +116,24 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    each_connection(port, move |stream| {
+        let service = service.clone();
+        async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+    })
+    .await;
+}
+
+/// Listens on `port` (printing the address), and runs `handle` on its own task for each
+/// connection, `TCP_NODELAY` set.
+async fn each_connection<F, Fut>(port: u16, handle: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
@@ -125,70 +143,45 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(handle(stream));
     }
 }
 
 /// Each connection's bytes to a new upstream connection and back, unparsed.
 async fn relay(port: u16, upstream: u16) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    println!("listening on {}", listener.local_addr().unwrap());
-    loop {
-        let Ok((mut client, _)) = listener.accept().await else {
-            continue;
+    each_connection(port, move |mut client| async move {
+        let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+            return;
         };
-        tokio::spawn(async move {
-            let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-            else {
-                return;
-            };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-        });
-    }
+        let _ = server.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    })
+    .await;
 }
 
 /// Experiment: each client connection gets its own upstream connection (hyper's low-level
 /// client, no pool), and both are driven by one task, so a request and its answer never cross a
 /// channel or a thread. No routing and no layers: what a proxy built that way costs.
 async fn affine(port: u16, upstream: u16) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    println!("listening on {}", listener.local_addr().unwrap());
-    loop {
-        let Ok((client, _)) = listener.accept().await else {
-            continue;
+    each_connection(port, move |client| async move {
+        let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+            return;
         };
-        tokio::spawn(async move {
-            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
-                return;
-            };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let Ok((sender, conn)) =
-                hyper::client::conn::http1::handshake(TokioIo::new(server)).await
-            else {
-                return;
-            };
-            let sender = Arc::new(tokio::sync::Mutex::new(sender));
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let sender = Arc::clone(&sender);
-                async move { sender.lock().await.send_request(req).await }
-            });
-            let serve = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(client), service);
-            let _ = futures_util::future::join(serve, conn).await;
+        let _ = server.set_nodelay(true);
+        let Ok((sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(server)).await
+        else {
+            return;
+        };
+        let sender = Arc::new(tokio::sync::Mutex::new(sender));
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let sender = Arc::clone(&sender);
+            async move { sender.lock().await.send_request(req).await }
         });
-    }
+        let serve = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(client), service);
+        let _ = futures_util::future::join(serve, conn).await;
+    })
+    .await;
 }
 
 /// Experiment: a shared pool of hyper low-level client connections, each driven by its own task
