@@ -511,25 +511,68 @@ fn readme_quickstart_from_a_clean_clone() {
         "gemma-3-270m",
     );
     assert!(!chat["content"].as_str().unwrap().is_empty(), "{chat}");
-    drop(server);
+
+    // Ctrl-C, as the README says: cortex exits and its engine with it.
+    let out = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args([
+            "models",
+            "status",
+            "gemma-3-270m",
+            "--url",
+            "http://127.0.0.1:8080",
+            "--admin-key",
+            "sk-cortex-quickstart-admin",
+        ])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    let pids = instance_pids(&status);
+    assert_eq!(pids.len(), 1, "{status}");
+    let mut server = server;
+    let exit = server.interrupt();
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "llama-server {pid} outlived the quickstart"
+        );
+    }
 }
 
-/// Interrupts the quickstart's process group (cargo, then cortex) and waits for it.
+/// The quickstart's process group (bash, then cortex, which `cargo run` became).
 struct QuickstartGuard(Child);
 
-impl Drop for QuickstartGuard {
-    fn drop(&mut self) {
+impl QuickstartGuard {
+    /// Sends `signal` to the whole process group. procps' `kill` needs `--` before a negative
+    /// id (without it, `kill -INT -1234` signals group 3 and says nothing).
+    fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
-            .args(["-INT", &format!("-{}", self.0.id())])
+            .args(["-s", signal, "--", &format!("-{}", self.0.id())])
             .status();
+    }
+
+    /// Ctrl-C to the group; its exit status, or `None` if it has not exited in 60 s.
+    fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
+        self.signal("INT");
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if self.0.try_wait().ok().flatten().is_some() {
-                return;
+            if let Some(status) = self.0.try_wait().ok().flatten() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.0.kill();
+        None
+    }
+}
+
+impl Drop for QuickstartGuard {
+    /// On a failed test: Ctrl-C, then a kill of the whole group.
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() && self.interrupt().is_none() {
+            self.signal("KILL");
+            let _ = self.0.wait();
+        }
     }
 }
 
