@@ -222,6 +222,21 @@ async fn lean(port: u16, upstream: u16) {
     serve(port, service).await;
 }
 
+/// A registry with model `gemma` served by one replica at `upstream`, and that replica's URL.
+fn one_replica(upstream: u16) -> (Arc<InMemoryRegistry>, http::Uri) {
+    let base: http::Uri = format!("http://127.0.0.1:{upstream}").parse().unwrap();
+    let registry = Arc::new(InMemoryRegistry::new());
+    registry.register(Endpoint::new(
+        ModelId::new("gemma").unwrap(),
+        "gemma",
+        0,
+        InstanceId::new("upstream-0"),
+        EngineKind::LLAMA_CPP,
+        base.clone(),
+    ));
+    (registry, base)
+}
+
 fn main() {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("LOAD_WORKERS")
@@ -251,15 +266,7 @@ async fn run() {
             serve(port(2), service).await;
         }
         Some("gateway") => {
-            let registry = Arc::new(InMemoryRegistry::new());
-            registry.register(Endpoint::new(
-                ModelId::new("gemma").unwrap(),
-                "gemma",
-                0,
-                InstanceId::new("upstream-0"),
-                EngineKind::LLAMA_CPP,
-                format!("http://127.0.0.1:{}", port(3)).parse().unwrap(),
-            ));
+            let (registry, _) = one_replica(port(3));
             let mut keys = InMemoryKeyStore::new();
             keys.insert_key("sk-load", ApiKey::new("load"));
             let gateway = GatewayBuilder::new(registry)
@@ -275,16 +282,7 @@ async fn run() {
         }
         Some("proxy") => {
             // Routing reads the body (the proxy takes a whole one); nothing else.
-            let base: http::Uri = format!("http://127.0.0.1:{}", port(3)).parse().unwrap();
-            let registry = Arc::new(InMemoryRegistry::new());
-            registry.register(Endpoint::new(
-                ModelId::new("gemma").unwrap(),
-                "gemma",
-                0,
-                InstanceId::new("upstream-0"),
-                EngineKind::LLAMA_CPP,
-                base.clone(),
-            ));
+            let (registry, base) = one_replica(port(3));
             let proxy = tower::ServiceBuilder::new()
                 .layer(cortex_gateway::route::RouteLayer::new(registry))
                 .service(cortex_gateway::proxy::Proxy::new().fixed(base, EngineKind::LLAMA_CPP));
