@@ -3,7 +3,7 @@
 //! A table is generated from the engine's own help (llama-server's `--help` text, vLLM's argparse
 //! options) and checked in as a TSV file that names the version it came from
 //! (`llamacpp/flags-b11434.tsv`, `vllm/flags-0.32.0.tsv`); a test regenerates both from
-//! `shared/facts/` and compares. Parsing help text is written by hand: no crate reads llama.cpp's
+//! `testdata/` and compares. Parsing help text is written by hand: no crate reads llama.cpp's
 //! help format.
 
 use std::collections::HashMap;
@@ -247,7 +247,7 @@ impl FlagTable {
     }
 
     /// Reads vLLM's argparse options and the numeric bounds it checks after parsing
-    /// (`vllm-serve-args.json` and `vllm-field-constraints.json` of `shared/facts`).
+    /// (`vllm-serve-args.json` and `vllm-field-constraints.json` of `testdata/`).
     ///
     /// # Errors
     ///

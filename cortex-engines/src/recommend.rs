@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use cortex_core::{EngineKind, ModelSource};
 
 /// The architectures vLLM 0.32.0 serves (`config.json`'s `architectures`), generated from its model
-/// registry (`shared/facts/vllm-0.32.0/vllm-architectures.txt`).
+/// registry (`testdata/vllm-0.32.0/vllm-architectures.txt`).
 pub static VLLM_ARCHITECTURES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     include_str!("vllm/architectures-0.32.0.txt")
         .lines()

@@ -343,7 +343,7 @@ mod tests {
             ("06_chat_stream.txt", (31, 24, UsageSource::Timings)),
         ] {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/facts/llama-server-captures")
+                .join("../testdata/llama-server-captures")
                 .join(file);
             let raw = std::fs::read(path).unwrap();
             // The captures hold the HTTP head, then the body; head lines have no `data` field,

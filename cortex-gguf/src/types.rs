@@ -1,6 +1,6 @@
 //! The ggml tensor type table and the GGUF metadata value types.
 //!
-//! The table is `../shared/facts/ggml-types.tsv` (compiled from `ggml-common.h` of the pinned
+//! The table is `testdata/ggml-types.tsv` (compiled from `ggml-common.h` of the pinned
 //! llama.cpp build) written out as Rust; a test reads the TSV and checks every row.
 
 use std::fmt;

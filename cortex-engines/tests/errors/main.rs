@@ -1,4 +1,4 @@
-//! Error translation against every error the real engines answered in `shared/facts`.
+//! Error translation against every error the real engines answered in `testdata/`.
 
 use std::path::Path;
 
@@ -6,7 +6,7 @@ use cortex_core::EngineKind;
 use cortex_engines::translate;
 
 fn facts() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/facts")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata")
 }
 
 /// Status and body of a raw `curl -i` capture.

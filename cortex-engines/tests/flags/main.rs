@@ -6,10 +6,10 @@ use std::path::Path;
 use cortex_engines::flags::FlagTable;
 
 fn facts() -> std::path::PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/facts");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata");
     assert!(
         p.exists(),
-        "{} is missing (shared/ must sit beside the repository)",
+        "{} is missing (testdata/ is part of the repository)",
         p.display()
     );
     p

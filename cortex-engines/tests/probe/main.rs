@@ -1,5 +1,5 @@
 //! The HTTP probe against a loopback server replaying llama-server's real answers
-//! (`shared/facts/llama-server-captures/01_health.txt` and the loading body of `llama-server.md`).
+//! (`testdata/llama-server-captures/01_health.txt` and the loading body of `llama-server.md`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 fn facts() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/facts")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata")
 }
 
 /// The raw ready answer, as captured.

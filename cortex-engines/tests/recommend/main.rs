@@ -19,7 +19,7 @@ fn dir_with(name: &str, files: &[(&str, &str)]) -> PathBuf {
 fn the_architecture_list_is_the_pinned_registry() {
     let facts = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/facts/vllm-0.32.0/vllm-architectures.txt"),
+            .join("../testdata/vllm-0.32.0/vllm-architectures.txt"),
     )
     .unwrap();
     let supported: Vec<&str> = facts

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 fn capture(name: &str) -> Vec<u8> {
     std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/facts/llama-server-captures")
+            .join("../testdata/llama-server-captures")
             .join(name),
     )
     .unwrap()

@@ -1,7 +1,7 @@
 //! A scriptable upstream on a raw socket that answers like vLLM 0.32: its routes, its status
 //! codes, its error bodies (`{"error":{"message","type","param","code"}}` with the reason phrase or
 //! the exception name as `type`, `FastAPI`'s `{"detail": ..}` for unknown routes, both captured in
-//! ../shared/facts/vllm-0.32.0/vllm-http-probe.json) and its SSE framing (`data: {json}\n\n` per
+//! testdata/vllm-0.32.0/vllm-http-probe.json) and its SSE framing (`data: {json}\n\n` per
 //! event, `data: [DONE]\n\n` last, `text/event-stream; charset=utf-8`, chunked). Written on a raw
 //! socket so that it can do what a real server does only by accident: reset a stream, stall before
 //! the first byte, and notice when the gateway hangs up.

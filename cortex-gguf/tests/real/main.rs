@@ -1,6 +1,6 @@
 //! Real files: the Gemma 3 270M model and the vocab-only GGUFs of the pinned llama.cpp source, checked
 //! against what the real llama-server printed when it loaded the same Gemma file
-//! (`shared/facts/llama-server-captures/startup_log_default_lv4.txt`). No expected value is typed in.
+//! (`testdata/llama-server-captures/startup_log_default_lv4.txt`). No expected value is typed in.
 
 // Test code: sizes are small and known, and a long test reads better as one story.
 #![allow(
@@ -193,7 +193,7 @@ fn every_vocab_file_of_the_pinned_llama_cpp_parses() {
     }
 }
 
-/// The type table is `shared/facts/ggml-types.tsv` (from the pinned ggml) row for row: every id,
+/// The type table is `testdata/ggml-types.tsv` (from the pinned ggml) row for row: every id,
 /// name, block size and bytes per block, and nothing else.
 #[test]
 fn the_type_table_is_the_pinned_ggml_table() {

@@ -50,9 +50,9 @@ pub fn python() -> PathBuf {
     require(cache().join("venv/bin/python"))
 }
 
-/// `../shared/facts`, beside the repository.
+/// The repository's `testdata/` (copies of the captures in `shared/facts`; see testdata/README.md).
 pub fn facts() -> PathBuf {
-    require(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/facts"))
+    require(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata"))
 }
 
 /// The pinned llama-server build.
