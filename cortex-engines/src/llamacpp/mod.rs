@@ -1,6 +1,7 @@
 //! llama.cpp's `llama-server` (pinned build 11434): settings, flag table, validation, plans.
 
 mod settings;
+mod template;
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
@@ -14,6 +15,7 @@ use cortex_core::{
 pub use settings::{
     Draft, GpuLayers, LlamaCppSettings, Lora, NamedLayers, OnOffAuto, RequestDefaults,
 };
+pub use template::{BUILTIN_CHAT_TEMPLATES, builtin_template_for, is_builtin_template};
 
 use crate::common::{check_choice, check_managed, decode_settings, finish_container};
 use crate::flags::{FlagTable, Retired};
@@ -101,7 +103,7 @@ impl LlamaCppEngine {
     /// Checks `spec` without planning: the settings, the model path and the custom arguments.
     pub fn validate(&self, spec: &ModelSpec) -> Diagnostics {
         match spec.settings.decode::<LlamaCppSettings>() {
-            Ok(settings) => Self::check(spec, &settings).1,
+            Ok(settings) => Self::check(spec, &settings).diagnostics,
             Err(e) => std::iter::once(Diagnostic::error(
                 format!("settings.{}", e.path()),
                 e.message(),
@@ -113,7 +115,7 @@ impl LlamaCppEngine {
     /// Validation shared by `validate` and `plan`: the model file (if it resolves) and findings.
     // Each rule is a few lines; one list of rules reads better than many small functions.
     #[allow(clippy::too_many_lines)]
-    fn check(spec: &ModelSpec, s: &LlamaCppSettings) -> (Option<ModelFile>, Diagnostics) {
+    fn check(spec: &ModelSpec, s: &LlamaCppSettings) -> Checked {
         let mut d = Diagnostics::new();
         let model = match &spec.source {
             ModelSource::Path(path) => {
@@ -246,10 +248,27 @@ impl LlamaCppEngine {
                 "reranking needs pooling `rank`",
             ));
         }
+        let local = match &model {
+            Some(ModelFile::Local(path)) => Some(path.as_path()),
+            _ => None,
+        };
+        let no_jinja = template::check(spec, s, local, &mut d);
         check_managed(spec, MANAGED, &mut d);
         d.extend(FLAGS.check_args("llama-server", &spec.args, RETIRED));
-        (model, d)
+        Checked {
+            model,
+            diagnostics: d,
+            no_jinja,
+        }
     }
+}
+
+/// What [`LlamaCppEngine::check`] found.
+struct Checked {
+    model: Option<ModelFile>,
+    diagnostics: Diagnostics,
+    /// A built-in chat template name needs the legacy template engine.
+    no_jinja: bool,
 }
 
 enum ModelFile {
@@ -270,7 +289,11 @@ impl Engine for LlamaCppEngine {
     #[allow(clippy::too_many_lines)]
     fn plan(&self, spec: &ModelSpec, cx: &PlanContext) -> Result<Planned, PlanError> {
         let s: LlamaCppSettings = decode_settings(spec)?;
-        let (model, diagnostics) = Self::check(spec, &s);
+        let Checked {
+            model,
+            diagnostics,
+            no_jinja,
+        } = Self::check(spec, &s);
         if diagnostics.has_errors() {
             return Err(PlanError::Invalid {
                 model: spec.id.clone(),
@@ -441,7 +464,8 @@ impl Engine for LlamaCppEngine {
         match s.jinja {
             Some(true) => switch(true, "--jinja"),
             Some(false) => switch(true, "--no-jinja"),
-            None => {}
+            // A built-in template name works only without Jinja (see `template`).
+            None => switch(no_jinja, "--no-jinja"),
         }
         switch(spec.task == Task::Embed, "--embeddings");
         switch(spec.task == Task::Rerank, "--reranking");

@@ -82,9 +82,13 @@ pub struct LlamaCppSettings {
     pub warmup: bool,
     /// `--check-tensors`.
     pub check_tensors: bool,
-    /// `--jinja` / `--no-jinja`.
+    /// `--jinja` / `--no-jinja`; unset, llama-server's default (Jinja on) unless `chat_template`
+    /// is a built-in name, which the plan pairs with `--no-jinja`.
     pub jinja: Option<bool>,
-    /// `--chat-template`: a built-in template name or a template.
+    /// `--chat-template`: one of llama-server's built-in template names
+    /// ([`BUILTIN_CHAT_TEMPLATES`](super::BUILTIN_CHAT_TEMPLATES), applied without Jinja) or a Jinja
+    /// template. Needed when the GGUF carries no `tokenizer.chat_template`: llama-server then falls
+    /// back to ChatML, and the plan warns when the architecture speaks something else.
     pub chat_template: Option<String>,
     /// `--chat-template-file`.
     pub chat_template_file: Option<PathBuf>,
