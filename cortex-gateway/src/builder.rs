@@ -115,6 +115,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Explains a model with no endpoints (stopped, starting, failed) instead of 404
+    /// `model_not_found`; see [`RouteLayer::unrouted`].
+    pub fn unrouted(mut self, explain: impl crate::route::Unrouted) -> Self {
+        self.route = self.route.unrouted(explain);
+        self
+    }
+
     /// The balancing policy (default least in flight).
     pub fn balance(mut self, policy: Policy) -> Self {
         self.policy = policy;

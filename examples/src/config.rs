@@ -165,7 +165,7 @@ pub enum BalancePolicy {
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// A name for the key, in logs and usage records (never the key).
-    pub id: String,
+    pub id: Spanned<String>,
     /// `sha256:` and the 64 hex digits of the key's digest (`cortex keys new` writes it).
     pub hash: Spanned<String>,
     /// The models (served names) the key may use; every model when absent.
@@ -222,7 +222,7 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Line and column (from 1) of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -281,7 +281,7 @@ impl Config {
                 .position(|m| m.get_ref().id == spec.id)
             {
                 errors.push(error(
-                    Some(model.span()),
+                    Some(field_span(text, model.span(), "id")),
                     format!(
                         "models[{i}].id: `{}` is already the id of models[{first}]",
                         spec.id
@@ -293,16 +293,16 @@ impl Config {
                 .position(|m| m.get_ref().served_name() == spec.served_name())
             {
                 errors.push(error(
-                    Some(model.span()),
+                    Some(field_span(text, model.span(), "served_name")),
                     format!(
                         "models[{i}].served_name: `{}` is already served by models[{first}]",
                         spec.served_name()
                     ),
                 ));
             }
-            for message in plan_errors(spec, target) {
+            for (field, message) in plan_errors(spec, target) {
                 errors.push(error(
-                    Some(model.span()),
+                    Some(field_span(text, model.span(), &field)),
                     format!("models[{i}] ({}): {message}", spec.id),
                 ));
             }
@@ -327,10 +327,16 @@ impl Config {
                     }
                 }
             }
-            if config.keys[..i].iter().any(|k| k.id == key.id) {
+            if config.keys[..i]
+                .iter()
+                .any(|k| k.id.get_ref() == key.id.get_ref())
+            {
                 errors.push(error(
-                    Some(key.hash.span()),
-                    format!("keys[{i}].id: `{}` is used by another key", key.id),
+                    Some(key.id.span()),
+                    format!(
+                        "keys[{i}].id: `{}` is used by another key",
+                        key.id.get_ref()
+                    ),
                 ));
             }
         }
@@ -359,7 +365,7 @@ impl Config {
             let Ok(hash) = KeyHash::parse(key.hash.get_ref()) else {
                 continue; // refused by `parse`
             };
-            let mut api = ApiKey::new(key.id.as_str());
+            let mut api = ApiKey::new(key.id.get_ref().as_str());
             if let Some(models) = &key.models {
                 api = api.allow_models(models.get_ref().iter().cloned());
             }
@@ -380,6 +386,50 @@ impl Config {
     }
 }
 
+/// Where every command looks for its configuration, in order, when `--config` is not given: the
+/// file `$CORTEX_CONFIG` names, then `./cortex.toml`, then `$XDG_CONFIG_HOME/cortex/cortex.toml`
+/// (`~/.config/cortex/cortex.toml`).
+pub fn search_path() -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(p) = std::env::var_os("CORTEX_CONFIG").filter(|p| !p.is_empty()) {
+        paths.push(PathBuf::from(p));
+    }
+    paths.push(PathBuf::from("cortex.toml"));
+    let config_home = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config")));
+    if let Some(home) = config_home {
+        paths.push(home.join("cortex/cortex.toml"));
+    }
+    paths
+}
+
+/// The configuration file to use: `explicit` (`--config`) when given, else the first file of
+/// [`search_path`] that exists.
+///
+/// # Errors
+///
+/// No file was given and none of the search path exists; the message lists where it looked.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigErrors> {
+    if let Some(path) = explicit {
+        return Ok(path.to_owned());
+    }
+    let paths = search_path();
+    if let Some(found) = paths.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let looked: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    Err(ConfigErrors(vec![ConfigError {
+        path: PathBuf::from("cortex.toml"),
+        at: None,
+        message: format!(
+            "no configuration found (looked in: {}); pass --config FILE or set CORTEX_CONFIG (scripts/quickstart makes ./cortex.toml from examples/cortex.toml)",
+            looked.join(", ")
+        ),
+    }]))
+}
+
 /// The engine of `spec`, for planning.
 pub fn engine_for(spec: &ModelSpec) -> Option<Box<dyn Engine>> {
     if spec.engine == EngineKind::LLAMA_CPP {
@@ -391,12 +441,16 @@ pub fn engine_for(spec: &ModelSpec) -> Option<Box<dyn Engine>> {
     }
 }
 
-/// The errors planning `spec` finds (warnings are left to `cortex plan` and the serve log).
-fn plan_errors(spec: &ModelSpec, target: TargetKind) -> Vec<String> {
+/// The errors planning `spec` finds, each with the field it is about (warnings are left to
+/// `cortex plan` and the serve log).
+fn plan_errors(spec: &ModelSpec, target: TargetKind) -> Vec<(String, String)> {
     let Some(engine) = engine_for(spec) else {
-        return vec![format!(
-            "engine: `{}` is not an engine this binary has (llamacpp, vllm)",
-            spec.engine
+        return vec![(
+            "engine".to_owned(),
+            format!(
+                "engine: `{}` is not an engine this binary has (llamacpp, vllm)",
+                spec.engine
+            ),
         )];
     };
     match engine.plan(spec, &PlanContext::new(target, 0, engine.default_port())) {
@@ -404,10 +458,45 @@ fn plan_errors(spec: &ModelSpec, target: TargetKind) -> Vec<String> {
         Err(PlanError::Invalid { diagnostics, .. }) => diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Error)
-            .map(ToString::to_string)
+            .map(|d| (d.field.clone(), d.to_string()))
             .collect(),
-        Err(e) => vec![cortex_core::error_chain(&e)],
+        Err(e) => vec![(String::new(), cortex_core::error_chain(&e))],
     }
+}
+
+/// Where `field` (`id`, `settings.cache_type_v`, `args[3]`) is written in the `[[models]]` entry
+/// whose span is `table`: the key of the line `name = …` for its last path segment, searched from
+/// the entry's header through its `[models.…]` sub-tables; the entry itself when the field is not
+/// written there (a default, say).
+fn field_span(text: &str, table: Range<usize>, field: &str) -> Range<usize> {
+    let name = field
+        .rsplit('.')
+        .next()
+        .unwrap_or(field)
+        .split('[')
+        .next()
+        .unwrap_or_default();
+    let Some(body) = text.get(table.start..) else {
+        return table;
+    };
+    let mut offset = table.start;
+    for (n, line) in body.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_start();
+        // The next table that is not this entry's own ends the search.
+        if n > 0 && trimmed.starts_with('[') && !trimmed.starts_with("[models.") {
+            break;
+        }
+        if !name.is_empty()
+            && trimmed
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            let at = offset + (line.len() - trimmed.len());
+            return at..at + name.len();
+        }
+        offset += line.len();
+    }
+    table
 }
 
 /// Expands `~/` and `${NAME}` / `${NAME:-default}` in the spec's path fields.
@@ -486,6 +575,22 @@ mod tests {
         );
         assert!(expand("${HOME").unwrap_err().contains("without its"));
         assert_eq!(expand("/plain").unwrap(), "/plain");
+    }
+
+    #[test]
+    fn errors_point_at_the_offending_field() {
+        let text = "[[models]]\nid = \"a\"\nengine = \"llamacpp\"\nsource = { path = \"/nope/a.gguf\" }\n\n[models.settings]\nctx_size = 4096\ncache_type_v = \"q8_0\"\nflash_attn = \"off\"\n\n[[models]]\nid = \"a\"\nserved_name = \"b\"\nengine = \"llamacpp\"\nsource = { path = \"/nope/b.gguf\" }\n\n[[keys]]\nid = \"k\"\nhash = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n[[keys]]\nid = \"k\"\nhash = \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"\n";
+        let errors = Config::parse(Path::new("c.toml"), text).unwrap_err().0;
+        let at = |needle: &str| {
+            errors
+                .iter()
+                .find(|e| e.message.contains(needle))
+                .unwrap_or_else(|| panic!("no error about {needle}: {errors:?}"))
+                .at
+        };
+        assert_eq!(at("quantized V cache"), Some((8, 1)));
+        assert_eq!(at("is already the id"), Some((12, 1)));
+        assert_eq!(at("is used by another key"), Some((21, 6)));
     }
 
     #[test]

@@ -22,10 +22,10 @@ use std::process::ExitCode;
 
 /// `cortex gguf inspect [--json] [--full] FILE`.
 pub fn inspect(args: impl Iterator<Item = String>) -> ExitCode {
-    inspect_example::cli(args)
+    inspect_example::cli("cortex gguf inspect", args)
 }
 
 /// `cortex gguf estimate [--json] [--gpu NAME:TOTAL_MIB[:FREE_MIB]]... [--nvml] -m FILE [llama-server flags]`.
 pub fn estimate(args: impl Iterator<Item = String>) -> ExitCode {
-    estimate_example::cli(args)
+    estimate_example::cli("cortex gguf estimate", args)
 }

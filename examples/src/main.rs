@@ -9,12 +9,13 @@
 //! cortex keys   new --id NAME [--model NAME]... [--admin] [--config cortex.toml]
 //! ```
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use cortex_examples::config::Config;
+use cortex_examples::config::{self, Config};
 use cortex_examples::{admin, gguf, keys, plan, serve};
 use cortex_gateway::auth::KeyHash;
 use http::{Method, StatusCode};
@@ -33,9 +34,10 @@ struct Cli {
 enum Command {
     /// Serve the models a configuration file declares, until Ctrl-C.
     Serve {
-        /// The configuration file.
-        #[arg(long, short, default_value = "cortex.toml")]
-        config: PathBuf,
+        /// The configuration file; default: `$CORTEX_CONFIG`, else `./cortex.toml`, else
+        /// `~/.config/cortex/cortex.toml`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Ask a running `cortex serve` about its models (needs the admin key, `CORTEX_ADMIN_KEY`).
     Models {
@@ -44,9 +46,10 @@ enum Command {
         /// The server's address; default: `server.listen` of the configuration file.
         #[arg(long, global = true)]
         url: Option<String>,
-        /// The configuration file (for the address).
-        #[arg(long, short, global = true, default_value = "cortex.toml")]
-        config: PathBuf,
+        /// The configuration file, for the address (`server.listen`) when `--url` is not given;
+        /// default: `$CORTEX_CONFIG`, else `./cortex.toml`, else `~/.config/cortex/cortex.toml`.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
         /// The admin key.
         #[arg(long, global = true, env = "CORTEX_ADMIN_KEY", hide_env_values = true)]
         admin_key: Option<String>,
@@ -55,9 +58,10 @@ enum Command {
     Plan {
         /// The model's id or served name.
         model: String,
-        /// The configuration file.
-        #[arg(long, short, default_value = "cortex.toml")]
-        config: PathBuf,
+        /// The configuration file; default: `$CORTEX_CONFIG`, else `./cortex.toml`, else
+        /// `~/.config/cortex/cortex.toml`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// The plans as JSON.
         #[arg(long)]
         json: bool,
@@ -108,15 +112,19 @@ enum ModelsCommand {
     Usage,
 }
 
+// `--help` goes to the programs themselves (the gguf-inspect and gguf-estimate examples), whose
+// help lists their own options.
 #[derive(Debug, Subcommand)]
 enum GgufCommand {
     /// Metadata and tensors of a GGUF file.
+    #[command(disable_help_flag = true)]
     Inspect {
         /// `[--json] [--full] FILE`
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
     /// What llama-server will allocate per GPU and on the host for a command line.
+    #[command(disable_help_flag = true)]
     Estimate {
         /// `[--json] [--gpu NAME:TOTAL_MIB[:FREE_MIB]]... [--nvml] -m FILE [llama-server flags]`
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -137,27 +145,37 @@ enum KeysCommand {
         /// Make it the admin key (`server.admin_key`), replacing any earlier one.
         #[arg(long, conflicts_with_all = ["id", "models"])]
         admin: bool,
-        /// The configuration file to write to.
-        #[arg(long, short, default_value = "cortex.toml")]
-        config: PathBuf,
+        /// The configuration file to write to; default: `$CORTEX_CONFIG`, else `./cortex.toml`,
+        /// else `~/.config/cortex/cortex.toml`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        exit_quietly_on_closed_pipe();
+    }
     match cli.command {
-        Command::Serve { config } => serve_command(&config),
+        Command::Serve { config } => match config::locate(config.as_deref()) {
+            Ok(path) => serve_command(&path),
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Models {
             command,
             url,
             config,
             admin_key,
-        } => models_command(command, url, &config, admin_key),
+        } => models_command(command, url, config.as_deref(), admin_key),
         Command::Plan {
             model,
             config,
             json,
-        } => match Config::load(&config) {
+        } => match config::locate(config.as_deref()).and_then(|path| Config::load(&path)) {
             Ok(c) => plan::run(&c, &model, json),
             Err(errors) => {
                 eprintln!("{errors}");
@@ -174,9 +192,27 @@ fn main() -> ExitCode {
                 models,
                 admin,
                 config,
-            } => keys_new(id.as_deref(), &models, admin, &config),
+            } => match config::locate(config.as_deref()) {
+                Ok(path) => keys_new(id.as_deref(), &models, admin, &path),
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("cortex keys: nothing was written");
+                    ExitCode::FAILURE
+                }
+            },
         },
     }
+}
+
+/// Lets a closed stdout (`cortex models logs | head -1`) end the program as it ends `cat`: the
+/// default action of SIGPIPE, which Rust's runtime ignores (every `println!` would then panic).
+/// Only for the commands that print and exit; `cortex serve` keeps the runtime's choice.
+fn exit_quietly_on_closed_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called on the main thread before any other thread exists; SIG_DFL installs no
+    // handler, so no code runs in signal context.
+    #[allow(unsafe_code)]
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 fn serve_command(path: &Path) -> ExitCode {
@@ -207,12 +243,12 @@ fn serve_command(path: &Path) -> ExitCode {
 fn models_command(
     command: ModelsCommand,
     url: Option<String>,
-    config: &Path,
+    config: Option<&Path>,
     admin_key: Option<String>,
 ) -> ExitCode {
     let url = match url {
         Some(url) => url,
-        None => match Config::load(config) {
+        None => match config::locate(config).and_then(|path| Config::load(&path)) {
             Ok(c) => format!("http://{}", c.server.listen),
             Err(e) => {
                 eprintln!("{e}\ncortex models: pass --url or a readable --config");
@@ -373,47 +409,84 @@ fn print_models(body: &Value) {
     }
 }
 
-fn keys_new(id: Option<&str>, models: &[String], admin: bool, config: &Path) -> ExitCode {
-    let key = match keys::generate() {
-        Ok(key) => key,
-        Err(e) => {
-            eprintln!("cortex keys: {e}");
-            return ExitCode::FAILURE;
+/// `cortex keys new`: checks the whole configuration first and writes nothing when it (or the
+/// result) would be invalid; shows the key before the file holds its digest, then replaces the
+/// file in one step, so no digest is ever stored for a key nobody saw.
+fn keys_new(id: Option<&str>, models: &[String], admin: bool, path: &Path) -> ExitCode {
+    let fail = |message: &str| {
+        eprintln!("cortex keys: {message}");
+        eprintln!("cortex keys: nothing was written to {}", path.display());
+        ExitCode::FAILURE
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return fail(&format!("cannot read {}: {e}", path.display())),
+    };
+    let config = match Config::parse(path, &text) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return fail("the configuration has errors; fix them first");
         }
     };
-    let hash = KeyHash::of(&key);
-    let written = if admin {
-        std::fs::read_to_string(config)
-            .map_err(|e| format!("{}: {e}", config.display()))
-            .and_then(|text| {
-                std::fs::write(config, keys::with_admin_key(&text, &hash))
-                    .map_err(|e| format!("{}: {e}", config.display()))
-            })
-    } else {
-        keys::append(
-            config,
-            &keys::client_entry(id.unwrap_or("key"), &hash, models),
-        )
+    let id = id.unwrap_or("key");
+    if !admin {
+        if let Some(k) = config.keys.iter().find(|k| k.id.get_ref() == id) {
+            let (line, _) = config::line_col(&text, k.id.span().start);
+            return fail(&format!(
+                "{}:{line}: a key with id `{id}` already exists; choose another --id",
+                path.display()
+            ));
+        }
+        let served: Vec<&str> = config
+            .specs()
+            .map(cortex_core::ModelSpec::served_name)
+            .collect();
+        if let Some(unknown) = models.iter().find(|m| !served.contains(&m.as_str())) {
+            return fail(&format!(
+                "`{unknown}` is not the served name of any model in {} (models: {})",
+                path.display(),
+                served.join(", ")
+            ));
+        }
+    }
+    let key = match keys::generate() {
+        Ok(key) => key,
+        Err(e) => return fail(&e),
     };
-    if let Err(e) = written {
-        eprintln!("cortex keys: {e}");
-        return ExitCode::FAILURE;
-    }
-    // The file must still load: a key for an undeclared model, say, is refused now, not at serve.
-    if let Err(errors) = Config::load(config) {
+    let hash = KeyHash::of(&key);
+    let edited = if admin {
+        keys::with_admin_key(&text, &hash)
+    } else {
+        keys::with_client_key(&text, id, &hash, models)
+    };
+    let new_text = match edited {
+        Ok(t) => t,
+        Err(e) => return fail(&format!("{}: {e}", path.display())),
+    };
+    // What is written must load as the original did.
+    if let Err(errors) = Config::parse(path, &new_text) {
         eprintln!("{errors}");
-        eprintln!("cortex keys: the key was written, but the configuration has errors");
-        return ExitCode::FAILURE;
+        return fail("the edited configuration would not load (a bug: please report it)");
     }
-    println!("{key}");
+    // The key first: if it cannot be shown, its digest is not stored.
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{key}").and_then(|()| out.flush()) {
+        return fail(&format!("cannot print the key: {e}"));
+    }
+    if let Err(e) = keys::replace_file(path, &new_text) {
+        return fail(&format!(
+            "{e}; the key printed above was not stored and does not work"
+        ));
+    }
     eprintln!(
         "cortex keys: {} written to {} as {hash}; the key is shown only this once",
         if admin {
             "admin key".to_owned()
         } else {
-            format!("key `{}`", id.unwrap_or("key"))
+            format!("key `{id}`")
         },
-        config.display()
+        path.display()
     );
     ExitCode::SUCCESS
 }

@@ -13,13 +13,12 @@ pub fn estimate_args(spec: &ModelSpec) -> Option<Vec<String>> {
         return None;
     }
     let engine = engine_for(spec)?;
-    // A process plan has the model's host path, whatever runtime serves it.
-    let planned = engine
-        .plan(
-            spec,
-            &PlanContext::new(TargetKind::Process, 0, engine.default_port()),
-        )
+    // A process plan has the model's host path, whatever runtime serves it. The port does not
+    // matter to memory: the one it will really get is unknown until start.
+    let mut planned = engine
+        .plan(spec, &PlanContext::new(TargetKind::Process, 0, 0))
         .ok()?;
+    show_port_chosen_at_start(&mut planned.plan.args);
     Some(planned.plan.args)
 }
 
@@ -42,12 +41,19 @@ pub fn run(config: &Config, name: &str, json: bool) -> ExitCode {
     };
     let target = config.runtime.kind.target();
     let mut plans = Vec::new();
+    // A container's engine listens on the engine's own port inside it (published on an ephemeral
+    // host port); a process replica gets a free port when it starts, unknown until then.
+    let process = target == TargetKind::Process;
+    let port = if process { 0 } else { engine.default_port() };
     for replica in 0..spec.replicas.get() {
-        // The supervisor picks a free port per process replica when it starts; the plan shows
-        // the engine's default port in its place.
-        let cx = PlanContext::new(target, replica, engine.default_port());
+        let cx = PlanContext::new(target, replica, port);
         match engine.plan(spec, &cx) {
-            Ok(planned) => plans.push(planned),
+            Ok(mut planned) => {
+                if process {
+                    show_port_chosen_at_start(&mut planned.plan.args);
+                }
+                plans.push(planned);
+            }
             Err(PlanError::Invalid { diagnostics, .. }) => {
                 for d in &diagnostics {
                     eprintln!("{d}");
@@ -82,6 +88,11 @@ pub fn run(config: &Config, name: &str, json: bool) -> ExitCode {
             }
         );
         println!("{}", cortex_engines::preview(&planned.plan));
+        if process {
+            println!(
+                "{PORT_PLACEHOLDER}: a free port on 127.0.0.1, chosen when the replica starts (`cortex models status` shows it)"
+            );
+        }
         for w in &planned.warnings {
             println!("{w}");
         }
@@ -94,6 +105,18 @@ pub fn run(config: &Config, name: &str, json: bool) -> ExitCode {
         crate::gguf::estimate(args.into_iter());
     }
     ExitCode::SUCCESS
+}
+
+/// What `cortex plan` shows for the port of a process replica.
+const PORT_PLACEHOLDER: &str = "PORT";
+
+/// Replaces the value of `--port` with [`PORT_PLACEHOLDER`].
+fn show_port_chosen_at_start(args: &mut [String]) {
+    if let Some(at) = args.iter().position(|a| a == "--port") {
+        if let Some(value) = args.get_mut(at + 1) {
+            PORT_PLACEHOLDER.clone_into(value);
+        }
+    }
 }
 
 fn planned_diagnostics_empty(plans: &[cortex_core::Planned]) -> bool {

@@ -33,11 +33,12 @@ use cortex_core::{
 use cortex_engines::{DockerRuntime, HttpProbe, LlamaCppEngine, ProcessRuntime, VllmEngine};
 use cortex_gateway::balance::Policy;
 use cortex_gateway::breaker::CircuitBreakerLayer;
+use cortex_gateway::error::Refusal;
 use cortex_gateway::meter::InMemoryUsage;
 use cortex_gateway::proxy::Proxy;
 use cortex_gateway::{Gateway, GatewayBody, GatewayBuilder};
 use futures_util::StreamExt as _;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -200,7 +201,53 @@ pub fn gateway(config: &Config, supervisor: &Supervisor, usage: Arc<InMemoryUsag
     if config.server.auth {
         builder = builder.keys(config.key_store());
     }
-    builder.build()
+    builder.unrouted(unrouted(config, supervisor)).build()
+}
+
+/// The refusal for a configured model with no ready endpoint: what is true of it (stopped,
+/// starting, failed) rather than "does not exist". Failure reasons stay in the server's log and
+/// the admin API: they name paths and log lines that are not the client's business.
+fn unrouted(
+    config: &Config,
+    supervisor: &Supervisor,
+) -> impl Fn(&str) -> Option<Refusal> + Send + Sync + 'static {
+    let ids: HashMap<String, ModelId> = config
+        .specs()
+        .map(|s| (s.served_name().to_owned(), s.id.clone()))
+        .collect();
+    let supervisor = supervisor.clone();
+    move |model: &str| {
+        let id = ids.get(model)?;
+        let unavailable = |message: String, code: &'static str| {
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message).code(code)
+        };
+        let state = supervisor.status(id).map(|s| s.state);
+        Some(match state {
+            None | Some(ModelState::Stopped | ModelState::Stopping) => unavailable(
+                format!(
+                    "The model `{model}` is stopped; an operator can start it with `cortex models start {id}`."
+                ),
+                "model_stopped",
+            ),
+            Some(ModelState::Starting) => unavailable(
+                format!("The model `{model}` is starting; try again shortly."),
+                "model_starting",
+            )
+            .retry_after(Duration::from_secs(5)),
+            Some(ModelState::Failed { .. }) => unavailable(
+                format!(
+                    "The model `{model}` failed and is not serving; the server's log and `cortex models status {id}` say why."
+                ),
+                "model_failed",
+            ),
+            // Running or unhealthy, with no replica in the registry at this instant.
+            Some(_) => unavailable(
+                format!("The model `{model}` has no ready replica now; try again shortly."),
+                "model_unavailable",
+            )
+            .retry_after(Duration::from_secs(1)),
+        })
+    }
 }
 
 /// Prints the supervisor's events, and copies each starting engine's log lines, to stderr.

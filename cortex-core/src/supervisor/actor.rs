@@ -628,10 +628,19 @@ impl Actor {
             .stop(&endpoint.instance, plan.stop_grace)
             .await
         {
-            Ok(()) => self.emit(EventKind::InstanceStopped {
-                replica: endpoint.replica,
-                instance: endpoint.instance.clone(),
-            }),
+            Ok(()) => {
+                // The last probe answer no longer describes anything: the instance is gone.
+                self.update_replica(endpoint.replica, |s| {
+                    s.registered = false;
+                    s.health = Some(HealthStatus::Down {
+                        reason: "stopped".to_owned(),
+                    });
+                });
+                self.emit(EventKind::InstanceStopped {
+                    replica: endpoint.replica,
+                    instance: endpoint.instance.clone(),
+                });
+            }
             Err(e) => {
                 let e = format!(
                     "replica {} ({}): {}",

@@ -200,6 +200,15 @@ async fn start_registers_then_stop_deregisters_first() {
     assert_eq!(h.status(&m).state, ModelState::Stopped);
     assert!(h.sup.registry().resolve("gemma-3").is_none());
     assert!(h.world.live().is_empty(), "nothing left running");
+    // The replica's status says so too: not registered, not ready.
+    let replica = &h.status(&m).replicas[0];
+    assert!(!replica.registered);
+    assert_eq!(
+        replica.health,
+        Some(HealthStatus::Down {
+            reason: "stopped".into()
+        })
+    );
     // Deregistered before the stop began, and stopped with the plan's grace period.
     assert_eq!(h.stops(), [(instance, s(5.0), false)]);
     let after: Vec<&str> = h

@@ -219,8 +219,7 @@ pub(super) fn check(
                 .iter()
                 .map(|b| (strsim::jaro_winkler(name, b), *b))
                 .max_by(|a, b| a.0.total_cmp(&b.0))
-                .map(|(_, b)| b)
-                .unwrap_or("chatml");
+                .map_or("chatml", |(_, b)| b);
             d.push(
                 Diagnostic::error(
                     "settings.chat_template",

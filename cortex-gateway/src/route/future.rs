@@ -127,7 +127,8 @@ fn decide(parts: &mut Parts, body: Bytes, config: &RouteLayer) -> Result<Bytes, 
         }
     }
     let Some(endpoints) = config.registry.resolve(model).filter(|e| !e.is_empty()) else {
-        return Err(Refusal::model_not_found(model));
+        let explained = config.unrouted.as_ref().and_then(|u| u.refusal(model));
+        return Err(explained.unwrap_or_else(|| Refusal::model_not_found(model)));
     };
     let inject = config.inject_usage && scanned.stream && !scanned.include_usage;
     let body = if inject {

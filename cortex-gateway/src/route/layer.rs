@@ -3,14 +3,26 @@ use std::sync::Arc;
 use cortex_core::Registry;
 use tower_layer::Layer;
 
-use super::{DEFAULT_BODY_LIMIT, Route};
+use super::{DEFAULT_BODY_LIMIT, Route, Unrouted};
 
 /// Applies [`Route`]. See the [module docs](crate::route).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RouteLayer {
     pub(super) registry: Arc<dyn Registry>,
     pub(super) body_limit: usize,
     pub(super) inject_usage: bool,
+    pub(super) unrouted: Option<Arc<dyn Unrouted>>,
+}
+
+impl std::fmt::Debug for RouteLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteLayer")
+            .field("registry", &self.registry)
+            .field("body_limit", &self.body_limit)
+            .field("inject_usage", &self.inject_usage)
+            .field("unrouted", &self.unrouted.is_some())
+            .finish()
+    }
 }
 
 // === impl RouteLayer ===
@@ -22,7 +34,16 @@ impl RouteLayer {
             registry,
             body_limit: DEFAULT_BODY_LIMIT,
             inject_usage: true,
+            unrouted: None,
         }
+    }
+
+    /// Asks `explain` why a model has no endpoints before answering 404 `model_not_found`, so
+    /// that a model which exists but does not run now (stopped, starting, failed) is refused with
+    /// what is true of it. See [`Unrouted`].
+    pub fn unrouted(mut self, explain: impl Unrouted) -> Self {
+        self.unrouted = Some(Arc::new(explain));
+        self
     }
 
     /// The largest request body read, in bytes (default 32 MiB); larger ones get 413.

@@ -5,7 +5,8 @@
 //! body is refused with 413 as soon as its `Content-Length` or its bytes say so), finds `model`,
 //! `stream` and `stream_options.include_usage` with [`crate::scan`], checks that the caller's
 //! [`ApiKey`](crate::auth::ApiKey) (when auth runs outside) may use the model (403), resolves the
-//! served name to its healthy endpoints (404 `model_not_found` when there are none) and calls the
+//! served name to its healthy endpoints (404 `model_not_found` when there are none, unless an
+//! [`Unrouted`] hook knows better: a model that is stopped, say) and calls the
 //! inner service with the original bytes in a [`Full`](http_body_util::Full) body and a [`Routed`]
 //! extension. When a stream did not ask for usage and injection is on, the bytes get
 //! `"stream_options":{"include_usage":true}` spliced in and [`Routed::usage_injected`] is set,
@@ -65,9 +66,42 @@ use std::sync::Arc;
 
 use cortex_core::Endpoints;
 
+use crate::error::Refusal;
+
 pub use self::future::ResponseFuture;
 pub use self::layer::RouteLayer;
 pub use self::service::Route;
+
+/// Why a model the registry has no endpoints for is refused: asked by [`Route`] before it answers
+/// 404 `model_not_found`. `None` keeps the 404 (the model is not known); a [`Refusal`] replaces it,
+/// such as a 503 saying the model is stopped. Closures `Fn(&str) -> Option<Refusal>` implement it.
+///
+/// ```
+/// use cortex_gateway::error::Refusal;
+/// use cortex_gateway::route::RouteLayer;
+/// use http::StatusCode;
+/// # let registry = std::sync::Arc::new(cortex_core::InMemoryRegistry::new());
+///
+/// let layer = RouteLayer::new(registry).unrouted(|model: &str| {
+///     (model == "gemma-3").then(|| {
+///         Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "The model `gemma-3` is stopped.")
+///             .code("model_stopped")
+///     })
+/// });
+/// ```
+pub trait Unrouted: Send + Sync + 'static {
+    /// The refusal for a request naming `model`, which has no endpoints now.
+    fn refusal(&self, model: &str) -> Option<Refusal>;
+}
+
+impl<F> Unrouted for F
+where
+    F: Fn(&str) -> Option<Refusal> + Send + Sync + 'static,
+{
+    fn refusal(&self, model: &str) -> Option<Refusal> {
+        self(model)
+    }
+}
 
 /// The default limit on a request body: 32 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 32 << 20;

@@ -11,6 +11,7 @@ use cortex_core::{Endpoint, EngineKind, InMemoryRegistry, InstanceId, ModelId, R
 use cortex_gateway::auth::{ApiKey, InMemoryKeyStore, KeyHash, RequireApiKeyLayer};
 use cortex_gateway::balance::{BalanceLayer, Picked, Policy};
 use cortex_gateway::breaker::{Breakers, CircuitBreakerLayer, CircuitState};
+use cortex_gateway::error::Refusal;
 use cortex_gateway::meter::{InMemoryUsage, MeterUsageLayer, UsageRecord};
 use cortex_gateway::queue::QueueLayer;
 use cortex_gateway::route::{RouteLayer, Routed};
@@ -320,6 +321,47 @@ async fn route_refusals() {
         .service(routed_echo());
     let (status, _, _) = body_json(service2.oneshot(req).await.unwrap()).await;
     assert_eq!(status, 413);
+}
+
+#[tokio::test]
+async fn route_asks_why_a_model_has_no_endpoints() {
+    let service = ServiceBuilder::new()
+        .layer(RouteLayer::new(registry()).unrouted(|model: &str| {
+            (model == "resting").then(|| {
+                Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The model `resting` is stopped.",
+                )
+                .code("model_stopped")
+            })
+        }))
+        .service(routed_echo());
+    // Known but not running: the hook's refusal, nothing forwarded.
+    let (status, _, json) = body_json(
+        service
+            .clone()
+            .oneshot(post(r#"{"model":"resting"}"#))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_openai_error(&json, "model_stopped");
+    assert_eq!(json["error"]["message"], "The model `resting` is stopped.");
+    // Unknown to the hook: still 404; and a running model is not asked about.
+    let (status, _, json) = body_json(
+        service
+            .clone()
+            .oneshot(post(r#"{"model":"gpt-9"}"#))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_openai_error(&json, "model_not_found");
+    let (status, _, _) =
+        body_json(service.oneshot(post(r#"{"model":"small"}"#)).await.unwrap()).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

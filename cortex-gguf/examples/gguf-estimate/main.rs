@@ -22,7 +22,7 @@ use cortex_gguf::estimate::{
 use cortex_gguf::{GgufModel, Gpu, GpuInventory as _, StaticInventory};
 use serde_json::json;
 
-const USAGE: &str = "usage: gguf-estimate [--json] [--gpu NAME:TOTAL_MIB[:FREE_MIB]]... [--gpus FILE.toml] [--nvml] [llama-server] -m MODEL.gguf [llama-server flags]";
+const USAGE: &str = "usage: {name} [--json] [--gpu NAME:TOTAL_MIB[:FREE_MIB]]... [--gpus FILE.toml] [--nvml] [llama-server] -m MODEL.gguf [llama-server flags]";
 
 /// `--gpus FILE.toml`: `[[gpu]]` tables.
 #[derive(serde::Deserialize)]
@@ -31,21 +31,22 @@ struct GpusFile {
 }
 
 fn main() -> ExitCode {
-    cli(std::env::args().skip(1))
+    cli("gguf-estimate", std::env::args().skip(1))
 }
 
-/// The program, from its arguments (`cortex gguf estimate` runs it too).
-pub(crate) fn cli(args: impl Iterator<Item = String>) -> ExitCode {
-    match run(args) {
+/// The program, from its arguments; `name` prefixes its usage and errors (`cortex gguf estimate`
+/// runs it too, under that name).
+pub(crate) fn cli(name: &str, args: impl Iterator<Item = String>) -> ExitCode {
+    match run(name, args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("gguf-estimate: {e}");
+            eprintln!("{name}: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
+fn run(name: &str, args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
     let mut json_out = false;
     let mut gpus: Vec<Gpu> = Vec::new();
     let mut rest = Vec::new();
@@ -54,7 +55,10 @@ fn run(args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
         match a.as_str() {
             "--json" => json_out = true,
             "-h" | "--help" => {
-                println!("{USAGE}");
+                println!(
+                    "What llama-server b11434 will allocate per GPU and on the host for a command line.\n\n{}",
+                    USAGE.replace("{name}", name)
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             "--gpu" => {
@@ -73,10 +77,12 @@ fn run(args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
         }
     }
     let parsed = parse_llama_args(&rest).map_err(|e| e.to_string())?;
-    let path = parsed
-        .model
-        .clone()
-        .ok_or_else(|| format!("no model: pass -m MODEL.gguf\n{USAGE}"))?;
+    let path = parsed.model.clone().ok_or_else(|| {
+        format!(
+            "no model: pass -m MODEL.gguf\n{}",
+            USAGE.replace("{name}", name)
+        )
+    })?;
     let mut params = parsed.params.clone();
     let model = load(&path)?;
     attach(&mut params, &parsed)?;

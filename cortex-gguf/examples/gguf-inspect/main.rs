@@ -20,11 +20,12 @@ use std::process::ExitCode;
 use cortex_gguf::{GgufModel, Value};
 
 fn main() -> ExitCode {
-    cli(std::env::args().skip(1))
+    cli("gguf-inspect", std::env::args().skip(1))
 }
 
-/// The program, from its arguments (`cortex gguf inspect` runs it too).
-pub(crate) fn cli(args: impl Iterator<Item = String>) -> ExitCode {
+/// The program, from its arguments; `name` prefixes its usage and errors (`cortex gguf inspect`
+/// runs it too, under that name).
+pub(crate) fn cli(name: &str, args: impl Iterator<Item = String>) -> ExitCode {
     let mut json = false;
     let mut full = false;
     let mut path = None;
@@ -33,26 +34,31 @@ pub(crate) fn cli(args: impl Iterator<Item = String>) -> ExitCode {
             "--json" => json = true,
             "--full" => full = true,
             "-h" | "--help" => {
-                println!("usage: gguf-inspect [--json] [--full] FILE");
+                println!(
+                    "Metadata and tensors of a GGUF file (every shard of a split set).\n\n\
+                     usage: {name} [--json] [--full] FILE\n\n  \
+                     --json  the document of docs/gguf.md (a list of them for a split set)\n  \
+                     --full  long arrays in full, not their length and first items"
+                );
                 return ExitCode::SUCCESS;
             }
             _ if path.is_none() && !arg.starts_with("--") => path = Some(arg),
             _ => {
                 eprintln!(
-                    "gguf-inspect: unexpected argument {arg:?}\nusage: gguf-inspect [--json] [--full] FILE"
+                    "{name}: unexpected argument {arg:?}\nusage: {name} [--json] [--full] FILE"
                 );
                 return ExitCode::from(2);
             }
         }
     }
     let Some(path) = path else {
-        eprintln!("usage: gguf-inspect [--json] [--full] FILE");
+        eprintln!("{name}: no FILE given\nusage: {name} [--json] [--full] FILE");
         return ExitCode::from(2);
     };
     let model = match GgufModel::open(&path) {
         Ok(model) => model,
         Err(e) => {
-            eprintln!("gguf-inspect: {}", chain(&e));
+            eprintln!("{name}: {}", chain(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -63,24 +69,24 @@ pub(crate) fn cli(args: impl Iterator<Item = String>) -> ExitCode {
             .map(|s| json::document(&s.gguf(), full))
             .collect();
         match docs {
-            Ok(mut docs) if docs.len() == 1 => return emit(&format!("{}\n", docs.remove(0))),
-            Ok(docs) => return emit(&format!("{}\n", serde_json::Value::from(docs))),
+            Ok(mut docs) if docs.len() == 1 => return emit(name, &format!("{}\n", docs.remove(0))),
+            Ok(docs) => return emit(name, &format!("{}\n", serde_json::Value::from(docs))),
             Err(e) => {
-                eprintln!("gguf-inspect: {path}: {e}");
+                eprintln!("{name}: {path}: {e}");
                 return ExitCode::FAILURE;
             }
         }
     }
-    emit(&summary(&model, full))
+    emit(name, &summary(&model, full))
 }
 
 /// Writes `text` to stdout; a closed pipe (`| head`) ends the program quietly.
-fn emit(text: &str) -> ExitCode {
+fn emit(name: &str, text: &str) -> ExitCode {
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gguf-inspect: {e}");
+            eprintln!("{name}: {e}");
             ExitCode::FAILURE
         }
     }

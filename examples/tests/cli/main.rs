@@ -75,6 +75,7 @@ program = "{server}"
 ctx_size = 2048
 parallel = 2
 threads = 2
+chat_template = "gemma"
 "#,
             admin = KeyHash::of(ADMIN),
             client = KeyHash::of(CLIENT),
@@ -101,11 +102,11 @@ fn a_config_error_names_file_line_and_field_and_starts_nothing() {
         ),
         (
             "[[models]]\nid = \"m\"\nengine = \"llamacpp\"\nsource = { path = \"/x.gguf\" }\n\n[[models]]\nid = \"m\"\nengine = \"llamacpp\"\nsource = { path = \"/y.gguf\" }\n",
-            ":6:1: models[1].id: `m` is already the id of models[0]",
+            ":7:1: models[1].id: `m` is already the id of models[0]",
         ),
         (
             "[[keys]]\nid = \"a\"\nhash = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n\n[[models]]\nid = \"m\"\nengine = \"llamacpp\"\nsource = { path = \"/x.gguf\" }\n\n[models.settings]\nctx_size = \"big\"\n",
-            ":5:1: models[0] (m): error: settings.ctx_size: invalid type",
+            ":11:1: models[0] (m): error: settings.ctx_size: invalid type",
         ),
         (
             "[[keys]]\nid = \"a\"\nhash = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\nmodels = [\"nope\"]\n",
@@ -178,6 +179,21 @@ fn plan_shows_the_command_the_diagnostics_and_the_estimate() {
     let out = cortex(&["plan", "gemma", "--config", path.to_str().unwrap()]);
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(all.contains("args[0]"), "{all}");
+
+    // Without a chat template: the real Gemma GGUF has none, and the plan says what to set.
+    let bare = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("chat_template = \"gemma\"\n", "");
+    std::fs::write(&path, bare).unwrap();
+    let out = cortex(&["plan", "gemma", "--config", path.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("warning: settings.chat_template: the model file has no chat template"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("set chat_template = \"gemma\""), "{stdout}");
+    assert!(!stdout.contains("diagnostics: none"), "{stdout}");
 }
 
 #[test]
@@ -245,12 +261,152 @@ fn keys_new_prints_the_key_once_and_writes_only_its_digest() {
     assert!(file.contains(&KeyHash::of(&admin).to_string()));
     assert!(!file.contains(&KeyHash::of(ADMIN).to_string()));
 
-    // A key for a model the file does not declare is refused, with the place.
+    // Refusals write nothing: a duplicate id, a model the file does not declare, a broken file
+    // (for --admin too).
+    let before = std::fs::read_to_string(&path).unwrap();
+    let out = cortex(&["keys", "new", "--id", "bob", "--config", p]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("a key with id `bob` already exists"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(out.stdout.is_empty(), "no key shown for a refused request");
     let out = cortex(&[
         "keys", "new", "--id", "eve", "--model", "gpt-9", "--config", p,
     ]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("`gpt-9` is not the served name of any model"));
+    assert!(out.stdout.is_empty());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    std::fs::write(&path, format!("{before}\n[[keys]]\nid = \"broken\"\n")).unwrap();
+    let broken = std::fs::read_to_string(&path).unwrap();
+    for args in [&["--admin"][..], &["--id", "carol"][..]] {
+        let mut all = vec!["keys", "new"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", p]);
+        let out = cortex(&all);
+        assert!(!out.status.success(), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("missing field `hash`"), "{err}");
+        assert!(err.contains("nothing was written"), "{err}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), broken);
+    }
+}
+
+/// The shipped configuration, edited by `cortex keys new` as a user would after the quickstart:
+/// found as `./cortex.toml`, comments and layout kept, the demo admin key's comment gone with it.
+#[test]
+fn keys_new_keeps_the_files_comments_and_finds_it_like_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(repo().join("examples/cortex.toml")).unwrap();
+    std::fs::write(dir.path().join("cortex.toml"), &shipped).unwrap();
+    let run = |args: &[&str], cwd: &Path, env: Option<&Path>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cortex"));
+        c.args(args).current_dir(cwd).env_remove("CORTEX_CONFIG");
+        if let Some(p) = env {
+            c.env("CORTEX_CONFIG", p);
+        }
+        c.output().unwrap()
+    };
+    // From the directory holding cortex.toml, no --config.
+    let out = run(&["keys", "new", "--admin"], dir.path(), None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let admin = text(&out.stdout).trim().to_owned();
+    let file = std::fs::read_to_string(dir.path().join("cortex.toml")).unwrap();
+    assert!(file.contains(&KeyHash::of(&admin).to_string()));
+    assert!(!file.contains("sk-cortex-quickstart-admin"), "{file}");
+    // Every other line of the shipped file is still there, in order.
+    let kept: Vec<&str> = shipped
+        .lines()
+        .filter(|l| !l.contains("sk-cortex-quickstart-admin") && !l.starts_with("admin_key"))
+        .collect();
+    let now: Vec<&str> = file
+        .lines()
+        .filter(|l| !l.starts_with("admin_key"))
+        .collect();
+    assert_eq!(now, kept);
+
+    // Elsewhere, through $CORTEX_CONFIG.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = run(
+        &["keys", "new", "--id", "alice"],
+        elsewhere.path(),
+        Some(&dir.path().join("cortex.toml")),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file = std::fs::read_to_string(dir.path().join("cortex.toml")).unwrap();
+    assert!(file.starts_with(&now.join("\n")[..40]), "{file}");
+    assert!(
+        file.contains("# Client key: sk-cortex-quickstart"),
+        "{file}"
+    );
+    assert!(file.contains("id = \"alice\""), "{file}");
+    // Nowhere: the places looked are named.
+    let out = run(&["keys", "new", "--id", "x"], elsewhere.path(), None);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no configuration found (looked in: cortex.toml"),
+        "{err}"
+    );
+    let out = run(&["plan", "gemma"], dir.path(), None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Small things a user meets: output into a closed pipe, `cortex gguf`'s own help and error
+/// prefix, the port `cortex plan` shows for a process replica.
+#[test]
+fn pipes_help_and_ports() {
+    // `| head -1`: exits quietly, no panic.
+    let gguf = gemma();
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "'{}' gguf inspect --full '{}' | head -1",
+                env!("CARGO_BIN_EXE_cortex"),
+                gguf.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).starts_with("file:"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = cortex(&["gguf", "inspect", "--help"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("usage: cortex gguf inspect [--json] [--full] FILE"));
+    let out = cortex(&["gguf", "estimate", "--help"]);
+    assert!(text(&out.stdout).contains("usage: cortex gguf estimate [--json]"));
+    let out = cortex(&["gguf", "inspect", "/nonexistent.gguf"]);
+    assert!(
+        text(&out.stderr).starts_with("cortex gguf inspect: "),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cortex(&["gguf", "estimate", "-m", "/nonexistent.gguf"]);
+    assert!(
+        text(&out.stderr).starts_with("cortex gguf estimate: "),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), 8080);
+    let out = cortex(&["plan", "gemma", "--config", path.to_str().unwrap()]);
+    let plan = text(&out.stdout);
+    assert!(plan.contains("--port PORT "), "{plan}");
+    assert!(plan.contains("PORT: a free port on 127.0.0.1, chosen when the replica starts"));
+    assert!(!plan.contains("--port 8080"), "{plan}");
 }
 
 /// `cortex serve` as a child, its stderr copied to the test's.
@@ -338,6 +494,75 @@ fn instance_pids(status: &Value) -> Vec<u32> {
         .collect()
 }
 
+/// `cortex models logs … | head -1`: one line, then a quiet exit.
+fn assert_logs_into_a_closed_pipe_are_quiet(server: &Server) {
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "'{}' models logs gemma --lines 200 --config '{}' | head -1",
+                env!("CARGO_BIN_EXE_cortex"),
+                server.config.display()
+            ),
+        ])
+        .env("CORTEX_ADMIN_KEY", ADMIN)
+        .output()
+        .unwrap();
+    let first = text(&out.stdout);
+    assert!(
+        first.starts_with("== replica 0 (") && first.lines().count() == 1,
+        "{first}"
+    );
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// After `cortex models stop`: the replica is not shown as ready, and a client is told the model
+/// is stopped (503 `model_stopped`), not that it does not exist.
+fn assert_the_model_is_said_to_be_stopped(server: &Server) {
+    let out = server.models(&["status", "gemma"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "stopped", "{status}");
+    for replica in status["replicas"].as_array().unwrap() {
+        assert_eq!(replica["registered"], false, "{status}");
+        assert_ne!(replica["health"], "ready", "{status}");
+        assert!(
+            replica["health"].to_string().contains("stopped"),
+            "{status}"
+        );
+    }
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            &format!("{}/v1/chat/completions", server.base),
+            "-H",
+            &format!("Authorization: Bearer {CLIENT}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"model":"gemma-3-270m","messages":[{"role":"user","content":"hi"}]}"#,
+        ])
+        .output()
+        .unwrap();
+    let answer = text(&out.stdout);
+    let (body, code) = answer.rsplit_once('\n').unwrap();
+    assert_eq!(code, "503", "{answer}");
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["error"]["code"], "model_stopped", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`gemma-3-270m` is stopped"),
+        "{body}"
+    );
+}
+
 #[test]
 fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
     let dir = tempfile::tempdir().unwrap();
@@ -376,6 +601,7 @@ fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
     assert!(out.status.success());
     assert!(logs.contains("== replica 0"), "{logs}");
     assert!(logs.lines().count() > 5, "{logs}");
+    assert_logs_into_a_closed_pipe_are_quiet(&server);
 
     let out = server.models(&["usage"]);
     let usage: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -409,6 +635,7 @@ fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = server.models(&["list"]);
     assert!(text(&out.stdout).contains("stopped"));
+    assert_the_model_is_said_to_be_stopped(&server);
     for pid in &pids {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),
@@ -451,6 +678,7 @@ fn readme_quickstart_from_a_clean_clone() {
     };
     let serve_command = block("quickstart-serve");
     let call_command = block("quickstart-call");
+    let sdk_snippet = block("quickstart-sdk");
 
     let dir = tempfile::tempdir().unwrap();
     let clone = dir.path().join("cortex");
@@ -495,16 +723,7 @@ fn readme_quickstart_from_a_clean_clone() {
         assert!(Instant::now() < deadline, "the quickstart never served");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let out = Command::new("bash")
-        .args(["-c", &call_command])
-        .current_dir(&clone)
-        .output()
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
-    assert_eq!(answer["object"], "chat.completion", "{answer}");
-    assert!(answer["choices"][0]["message"]["content"].is_string());
-
+    readme_requests_get_answers_that_end(&clone, &call_command, &sdk_snippet);
     let chat = sdk_chat(
         "http://127.0.0.1:8080",
         "sk-cortex-quickstart",
@@ -512,21 +731,30 @@ fn readme_quickstart_from_a_clean_clone() {
     );
     assert!(!chat["content"].as_str().unwrap().is_empty(), "{chat}");
 
-    // Ctrl-C, as the README says: cortex exits and its engine with it.
+    // The README's CLI, from the clone's root: it finds ./cortex.toml (made by the quickstart).
+    assert!(clone.join("cortex.toml").is_file());
     let out = Command::new(env!("CARGO_BIN_EXE_cortex"))
-        .args([
-            "models",
-            "status",
-            "gemma-3-270m",
-            "--url",
-            "http://127.0.0.1:8080",
-            "--admin-key",
-            "sk-cortex-quickstart-admin",
-        ])
+        .args(["models", "status", "gemma-3-270m"])
+        .current_dir(&clone)
+        .env_remove("CORTEX_CONFIG")
+        .env("CORTEX_ADMIN_KEY", "sk-cortex-quickstart-admin")
         .output()
         .unwrap();
     let status: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    let out = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args(["plan", "gemma"])
+        .current_dir(&clone)
+        .env_remove("CORTEX_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("diagnostics: none"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Ctrl-C, as the README says: cortex exits and its engine with it.
     let pids = instance_pids(&status);
     assert_eq!(pids.len(), 1, "{status}");
     let mut server = server;
@@ -540,7 +768,61 @@ fn readme_quickstart_from_a_clean_clone() {
     }
 }
 
-/// The quickstart's process group (bash, then cortex, which `cargo run` became).
+/// The README's curl and Python snippet, as written, against the running quickstart: answers in
+/// Gemma's format (no template control tokens) that end with `stop` or `length`.
+fn readme_requests_get_answers_that_end(clone: &Path, call_command: &str, sdk_snippet: &str) {
+    // The README's curl, as written: a Gemma-formatted answer that ends.
+    let out = Command::new("bash")
+        .args(["-c", call_command])
+        .current_dir(clone)
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+    eprintln!("the README's curl got: {answer}");
+    assert_eq!(answer["object"], "chat.completion", "{answer}");
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_no_template_tokens(content);
+    let finish = answer["choices"][0]["finish_reason"].as_str().unwrap();
+    assert!(matches!(finish, "stop" | "length"), "{answer}");
+    assert!(
+        answer["usage"]["completion_tokens"].as_u64().unwrap() <= 32,
+        "{answer}"
+    );
+
+    // The README's Python snippet, as written, with the SDK setup installed.
+    let sdk = Command::new(require(cache().join("venv/bin/python")))
+        .args(["-c", sdk_snippet])
+        .current_dir(clone)
+        .output()
+        .unwrap();
+    let printed = text(&sdk.stdout);
+    eprintln!("the README's Python snippet printed: {printed:?}");
+    assert!(sdk.status.success(), "{printed}{}", text(&sdk.stderr));
+    assert_no_template_tokens(&printed);
+    assert!(
+        printed.trim_end().ends_with("(finish_reason: length)")
+            || printed.trim_end().ends_with("(finish_reason: stop)"),
+        "{printed}"
+    );
+}
+
+/// Chat-template control tokens of the common formats (ChatML, Gemma, Llama 3, Mistral).
+fn assert_no_template_tokens(text: &str) {
+    for token in [
+        "<|im_start|>",
+        "<|im_end|>",
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<|start_header_id|>",
+        "<|eot_id|>",
+        "[INST]",
+    ] {
+        assert!(!text.contains(token), "{token} in the answer: {text:?}");
+    }
+}
+
+/// The quickstart's process group (bash, then cortex, which the script `exec`s).
 struct QuickstartGuard(Child);
 
 impl QuickstartGuard {

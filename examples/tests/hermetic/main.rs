@@ -28,9 +28,9 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
             ) {
                 sources(&path, out);
             }
-        } else if name.ends_with(".rs")
-            || name.ends_with(".py")
-            || name.ends_with(".sh")
+        } else if path
+            .extension()
+            .is_some_and(|e| ["rs", "py", "sh"].iter().any(|x| e.eq_ignore_ascii_case(x)))
             || path.parent().is_some_and(|p| p.ends_with("scripts"))
             || path.ends_with(".ci/run")
         {
