@@ -50,7 +50,7 @@ pub fn python() -> PathBuf {
     require(cache().join("venv/bin/python"))
 }
 
-/// The repository's `testdata/` (copies of the captures in `shared/facts`; see testdata/README.md).
+/// The repository's `testdata/`: the engines' captures and tables (origin in testdata/README.md).
 pub fn facts() -> PathBuf {
     require(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata"))
 }

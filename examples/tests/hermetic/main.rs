@@ -87,7 +87,9 @@ fn tests_read_nothing_outside_the_repository() {
     // Built from pieces so this file does not match itself.
     let forbidden = [["shared", "/facts"].concat(), ["../", "shared"].concat()];
     let mut problems = Vec::new();
-    for file in &files {
+    // This file names paths that leave, to show the check sees them.
+    let this = root.join(file!());
+    for file in files.iter().filter(|f| **f != this) {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
