@@ -19,9 +19,14 @@ pub(crate) fn decode_settings<T: DeserializeOwned>(spec: &ModelSpec) -> Result<T
 }
 
 /// Refuses custom arguments that set what Cortex sets itself: `(spellings, why)`.
+/// The flag a custom argument names: `--flag` of `--flag=value`, the argument itself otherwise.
+pub(crate) fn arg_name(arg: &str) -> &str {
+    arg.split('=').next().unwrap_or(arg)
+}
+
 pub(crate) fn check_managed(spec: &ModelSpec, managed: &[(&[&str], &str)], d: &mut Diagnostics) {
     for (i, arg) in spec.args.iter().enumerate() {
-        let name = arg.split('=').next().unwrap_or(arg);
+        let name = arg_name(arg);
         if let Some((_, why)) = managed.iter().find(|(names, _)| names.contains(&name)) {
             d.push(Diagnostic::error(
                 format!("args[{i}]"),

@@ -629,9 +629,9 @@ impl Actor {
             .await
         {
             Ok(()) => {
-                // The last probe answer no longer describes anything: the instance is gone.
+                // The last probe answer no longer describes anything: the instance is gone
+                // (it was deregistered before the stop began).
                 self.update_replica(endpoint.replica, |s| {
-                    s.registered = false;
                     s.health = Some(HealthStatus::Down {
                         reason: "stopped".to_owned(),
                     });

@@ -26,6 +26,7 @@ use std::path::Path;
 use cortex_core::{Diagnostic, Diagnostics, ModelSpec, Task};
 
 use super::LlamaCppSettings;
+use crate::common::arg_name;
 
 /// The names llama-server b11434 knows as built-in chat templates (`--chat-template` in its
 /// `--help`; a test compares this list with the captured help).
@@ -147,7 +148,6 @@ pub fn is_builtin_template(s: &str) -> bool {
 }
 
 /// What a GGUF header says about chat formatting.
-#[derive(Debug, Clone, PartialEq, Eq)]
 struct FileTemplate {
     has_template: bool,
     architecture: Option<String>,
@@ -169,13 +169,13 @@ fn read(file: &Path) -> Option<FileTemplate> {
 
 /// Whether the custom arguments or environment already choose a template.
 fn chosen_elsewhere(spec: &ModelSpec) -> bool {
-    spec.args.iter().any(|a| {
-        let name = a.split('=').next().unwrap_or(a);
-        matches!(name, "--chat-template" | "--chat-template-file")
-    }) || spec
-        .env
-        .keys()
-        .any(|k| k == "LLAMA_ARG_CHAT_TEMPLATE" || k == "LLAMA_ARG_CHAT_TEMPLATE_FILE")
+    spec.args
+        .iter()
+        .any(|a| matches!(arg_name(a), "--chat-template" | "--chat-template-file"))
+        || spec
+            .env
+            .keys()
+            .any(|k| k == "LLAMA_ARG_CHAT_TEMPLATE" || k == "LLAMA_ARG_CHAT_TEMPLATE_FILE")
 }
 
 /// Checks the template settings of `spec` against its model file (when local and readable), and
