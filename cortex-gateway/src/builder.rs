@@ -115,6 +115,20 @@ impl GatewayBuilder {
         self
     }
 
+    /// The paths clients may reach beyond the engines' OpenAI surface; see
+    /// [`Surface`](crate::route::Surface).
+    pub fn surface(mut self, surface: crate::route::Surface) -> Self {
+        self.route = self.route.surface(surface);
+        self
+    }
+
+    /// The bytes of request bodies held at once (default 256 MiB); see
+    /// [`BodyBudget`](crate::route::BodyBudget).
+    pub fn body_budget(mut self, budget: crate::route::BodyBudget) -> Self {
+        self.route = self.route.body_budget(budget);
+        self
+    }
+
     /// Explains a model with no endpoints (stopped, starting, failed) instead of 404
     /// `model_not_found`; see [`RouteLayer::unrouted`].
     pub fn unrouted(mut self, explain: impl crate::route::Unrouted) -> Self {

@@ -112,6 +112,11 @@ impl RuntimeKind {
 pub struct GatewayConfig {
     /// The largest request body, in bytes. Default 32 MiB.
     pub body_limit: usize,
+    /// Bytes of request bodies held at once, over every request being routed or queued; beyond
+    /// it requests are refused with 503 and `Retry-After`. Default 256 MiB.
+    pub body_budget: usize,
+    /// `[[gateway.allow]]`: paths beyond the OpenAI surface that requests for a model may reach.
+    pub allow: Vec<AllowConfig>,
     /// `least-in-flight` (default) or `round-robin`.
     pub balance: BalancePolicy,
     /// Requests in flight per replica when the model's settings do not say (`parallel`). Default 4.
@@ -138,6 +143,8 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             body_limit: 32 << 20,
+            body_budget: cortex_gateway::route::DEFAULT_BODY_BUDGET,
+            allow: Vec::new(),
             balance: BalancePolicy::LeastInFlight,
             slots: 4,
             max_waiting: 256,
@@ -148,6 +155,44 @@ impl Default for GatewayConfig {
             idle_timeout: Duration::from_secs(120),
         }
     }
+}
+
+/// One `[[gateway.allow]]` entry: more of an engine's paths, for one model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowConfig {
+    /// The model's served name.
+    pub model: Spanned<String>,
+    /// `"METHOD /path"` each, such as `"POST /tokenize"`; exact paths, without a query.
+    pub paths: Spanned<Vec<String>>,
+}
+
+/// Methods an allowed path may name.
+const ALLOW_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Reads `"METHOD /path"`.
+fn allowed_path(entry: &str) -> Result<(http::Method, &str), String> {
+    let Some((method, path)) = entry.split_once(' ') else {
+        return Err(format!(
+            "`{entry}` is not `METHOD /path` (such as `POST /tokenize`)"
+        ));
+    };
+    if !ALLOW_METHODS.contains(&method) {
+        return Err(format!(
+            "`{entry}`: the method must be one of {}",
+            ALLOW_METHODS.join(", ")
+        ));
+    }
+    if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "`{entry}`: the path must start with `/` and hold no query, fragment or space"
+        ));
+    }
+    if path == "/v1/models" || path.starts_with("/v1/models/") {
+        return Err(format!("`{entry}`: the gateway answers `{path}` itself"));
+    }
+    let method = http::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    Ok((method, path))
 }
 
 /// `gateway.balance`.
@@ -340,6 +385,9 @@ impl Config {
                 ));
             }
         }
+        for (span, message) in config.allow_errors() {
+            errors.push(error(Some(span), message));
+        }
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -375,6 +423,41 @@ impl Config {
             store.insert(hash, api);
         }
         store
+    }
+
+    /// What is wrong in `[[gateway.allow]]`, with where.
+    fn allow_errors(&self) -> Vec<(Range<usize>, String)> {
+        let mut errors = Vec::new();
+        for (i, allow) in self.gateway.allow.iter().enumerate() {
+            let model = allow.model.get_ref();
+            if !self.specs().any(|m| m.served_name() == model) {
+                errors.push((
+                    allow.model.span(),
+                    format!(
+                        "gateway.allow[{i}].model: `{model}` is not the served name of any model in this file"
+                    ),
+                ));
+            }
+            for entry in allow.paths.get_ref() {
+                if let Err(e) = allowed_path(entry) {
+                    errors.push((allow.paths.span(), format!("gateway.allow[{i}].paths: {e}")));
+                }
+            }
+        }
+        errors
+    }
+
+    /// The paths clients may reach: the engines' OpenAI surface and `[[gateway.allow]]`.
+    pub fn surface(&self) -> cortex_gateway::route::Surface {
+        let mut surface = cortex_gateway::route::Surface::new();
+        for allow in &self.gateway.allow {
+            for entry in allow.paths.get_ref() {
+                if let Ok((method, path)) = allowed_path(entry) {
+                    surface = surface.allow(allow.model.get_ref(), method, path);
+                }
+            }
+        }
+        surface
     }
 
     /// The admin key's digest.
@@ -591,6 +674,45 @@ mod tests {
         assert_eq!(at("quantized V cache"), Some((8, 1)));
         assert_eq!(at("is already the id"), Some((12, 1)));
         assert_eq!(at("is used by another key"), Some((21, 6)));
+    }
+
+    #[test]
+    fn allowed_paths_are_checked_and_reach_the_surface() {
+        let model =
+            "[[models]]\nid = \"a\"\nengine = \"llamacpp\"\nsource = { path = \"/nope/a.gguf\" }\n";
+        let text = format!(
+            "[[gateway.allow]]\nmodel = \"a\"\npaths = [\"POST /tokenize\", \"GET /props\"]\n\n{model}"
+        );
+        // The model file does not exist: only that error, none about the allow list.
+        let errors = Config::parse(Path::new("c.toml"), &text)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        assert!(
+            errors.iter().all(|e| !e.message.contains("gateway.allow")),
+            "{errors:?}"
+        );
+        let bad = format!(
+            "[[gateway.allow]]\nmodel = \"zz\"\npaths = [\"tokenize\", \"TRACE /x\", \"GET /x?y=1\", \"GET /v1/models/a\"]\n\n{model}"
+        );
+        let errors = Config::parse(Path::new("c.toml"), &bad).unwrap_err().0;
+        for needle in [
+            "gateway.allow[0].model: `zz` is not the served name",
+            "`tokenize` is not `METHOD /path`",
+            "`TRACE /x`: the method must be one of",
+            "`GET /x?y=1`: the path must start with `/` and hold no query",
+            "the gateway answers `/v1/models/a` itself",
+        ] {
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.message.contains(needle) && e.at.is_some()),
+                "{needle}: {errors:?}"
+            );
+        }
+        let (method, path) = allowed_path("POST /tokenize").unwrap();
+        let surface = cortex_gateway::route::Surface::new().allow("a", method, path);
+        assert!(surface.is_known(&http::Method::POST, "/tokenize"));
     }
 
     #[test]

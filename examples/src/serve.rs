@@ -182,6 +182,8 @@ pub fn gateway(config: &Config, supervisor: &Supervisor, usage: Arc<InMemoryUsag
     let mut builder = GatewayBuilder::new(Arc::clone(supervisor.registry()))
         .usage_sink(usage)
         .body_limit(g.body_limit)
+        .body_budget(cortex_gateway::route::BodyBudget::new(g.body_budget))
+        .surface(config.surface())
         .balance(match g.balance {
             BalancePolicy::LeastInFlight => Policy::LeastInFlight,
             BalancePolicy::RoundRobin => Policy::RoundRobin,

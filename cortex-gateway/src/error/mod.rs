@@ -140,6 +140,27 @@ impl Refusal {
         .code("request_too_large")
     }
 
+    /// 404: no model may be reached at `method path` (`OpenAI`'s answer to an unknown URL).
+    pub fn unknown_url(method: &http::Method, path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!("Invalid URL ({method} {path})"),
+        )
+        .kind("invalid_request_error")
+    }
+
+    /// 503: the bytes of the request bodies held now would exceed `budget`.
+    pub fn body_budget(budget: &crate::route::BodyBudget) -> Self {
+        Self::unavailable(
+            format!(
+                "The server is holding as many request bytes as it may ({} bytes); try again shortly.",
+                budget.limit()
+            ),
+            "server_overloaded",
+            Duration::from_secs(1),
+        )
+    }
+
     /// 400: the request body could not be read as JSON.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)

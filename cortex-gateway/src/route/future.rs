@@ -11,6 +11,7 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::budget::Reservation;
 use super::{RouteLayer, Routed};
 use crate::auth::ApiKey;
 use crate::error::{Refusal, RefusalOr};
@@ -34,10 +35,13 @@ pin_project! {
             parts: Option<Parts>,
             inner: Option<S>,
             config: RouteLayer,
+            reserved: Option<Reservation>,
         },
         Calling {
             #[pin]
             future: F,
+            // The body's bytes count against the budget until the replica's answer begins.
+            reserved: Option<Reservation>,
         },
         Answered {
             response: Option<Response<Bytes>>,
@@ -48,14 +52,25 @@ pin_project! {
 // === impl ResponseFuture ===
 
 impl<B, S, F> ResponseFuture<B, S, F> {
-    pub(super) fn reading(parts: Parts, body: B, inner: S, config: RouteLayer) -> Self {
+    pub(super) fn reading(
+        parts: Parts,
+        body: B,
+        inner: S,
+        config: RouteLayer,
+        reserved: Reservation,
+        declared: usize,
+    ) -> Self {
         Self {
             state: State::Reading {
                 body,
-                buf: Collect::default(),
+                buf: Collect {
+                    expected: declared,
+                    ..Collect::default()
+                },
                 parts: Some(parts),
                 inner: Some(inner),
                 config,
+                reserved: Some(reserved),
             },
         }
     }
@@ -74,11 +89,13 @@ impl<B, S, F> ResponseFuture<B, S, F> {
 }
 
 /// The request body as it arrives: a body of one frame (hyper's for a small body, `Full`'s) is kept
-/// as it is, without a copy; more frames are gathered into one buffer.
+/// as it is, without a copy; more frames are gathered into one buffer, sized once to the declared
+/// length (so the memory held is what the budget reserved, not a doubling buffer's slack).
 #[derive(Debug, Default)]
 struct Collect {
     first: Bytes,
     rest: Option<BytesMut>,
+    expected: usize,
 }
 
 impl Collect {
@@ -94,7 +111,8 @@ impl Collect {
             Some(rest) => rest.extend_from_slice(&data),
             None if self.first.is_empty() => self.first = data,
             None => {
-                let mut rest = BytesMut::with_capacity(self.first.len() + data.len());
+                let need = self.first.len() + data.len();
+                let mut rest = BytesMut::with_capacity(need.max(self.expected));
                 rest.extend_from_slice(&self.first);
                 rest.extend_from_slice(&data);
                 self.rest = Some(rest);
@@ -115,33 +133,56 @@ fn flatten<T>(response: Response<RefusalOr<T>>) -> Response<Bytes> {
     response.map(|body| body.own_bytes().unwrap_or_default())
 }
 
+/// The `model` query parameter, for a request without a body (a `GET` an operator allowed).
+fn model_in_query(parts: &Parts) -> Option<String> {
+    parts.uri.query()?.split('&').find_map(|pair| {
+        let value = pair.strip_prefix("model=")?;
+        Some(super::service::percent_decode(&value.replace('+', " ")))
+    })
+}
+
 /// What the read body decides: forward (with the body to send) or refuse.
 fn decide(parts: &mut Parts, body: Bytes, config: &RouteLayer) -> Result<Bytes, Refusal> {
-    let scanned = scan(&body).map_err(|e| Refusal::bad_request(e.to_string()))?;
-    let Some(model) = scanned.model.as_deref() else {
+    let (model, scanned) = if body.is_empty() && parts.method != http::Method::POST {
+        (model_in_query(parts), None)
+    } else {
+        let scanned = scan(&body).map_err(|e| Refusal::bad_request(e.to_string()))?;
+        (scanned.model.as_deref().map(str::to_owned), Some(scanned))
+    };
+    let Some(model) = model else {
         return Err(Refusal::bad_request("you must provide a model parameter").param("model"));
     };
     if let Some(key) = parts.extensions.get::<Arc<ApiKey>>() {
-        if !key.allows(model) {
-            return Err(Refusal::model_not_allowed(model));
+        if !key.allows(&model) {
+            return Err(Refusal::model_not_allowed(&model));
         }
     }
-    let Some(endpoints) = config.registry.resolve(model).filter(|e| !e.is_empty()) else {
-        let explained = config.unrouted.as_ref().and_then(|u| u.refusal(model));
-        return Err(explained.unwrap_or_else(|| Refusal::model_not_found(model)));
+    let Some(endpoints) = config.registry.resolve(&model).filter(|e| !e.is_empty()) else {
+        let explained = config.unrouted.as_ref().and_then(|u| u.refusal(&model));
+        return Err(explained.unwrap_or_else(|| Refusal::model_not_found(&model)));
     };
-    let inject = config.inject_usage && scanned.stream && !scanned.include_usage;
-    let body = if inject {
-        scanned.with_usage_requested(&body)
-    } else {
-        body
+    let path = parts.uri.path();
+    let Some(operation) =
+        config
+            .surface
+            .operation(&endpoints[0].engine, &model, &parts.method, path)
+    else {
+        return Err(Refusal::unknown_url(&parts.method, path));
+    };
+    let stream = scanned.as_ref().is_some_and(|s| s.stream);
+    let client_wants_usage = scanned.as_ref().is_some_and(|s| s.include_usage);
+    let inject = config.inject_usage && operation.streams_chunks() && stream && !client_wants_usage;
+    let body = match (&scanned, inject) {
+        (Some(scanned), true) => scanned.with_usage_requested(&body),
+        _ => body,
     };
     parts.extensions.insert(Routed {
         model: Arc::from(model),
         endpoints,
-        stream: scanned.stream,
-        client_wants_usage: scanned.include_usage,
+        stream,
+        client_wants_usage,
         usage_injected: inject,
+        operation,
     });
     // The length changes when usage is spliced in; the body sets it again.
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -167,13 +208,17 @@ where
                     parts,
                     inner,
                     config,
+                    reserved,
                 } => {
                     let refusal = match ready!(body.as_mut().poll_frame(cx)) {
                         Some(Ok(frame)) => {
                             if let Ok(mut data) = frame.into_data() {
                                 use bytes::Buf;
-                                if buf.len() + data.remaining() > config.body_limit {
+                                let len = buf.len() + data.remaining();
+                                if len > config.body_limit {
                                     Some(Refusal::too_large(config.body_limit))
+                                } else if !reserved.as_mut().is_some_and(|r| r.grow_to(len)) {
+                                    Some(Refusal::body_budget(&config.budget))
                                 } else {
                                     let n = data.remaining();
                                     buf.push(data.copy_to_bytes(n));
@@ -197,7 +242,8 @@ where
                         Ok(bytes) => {
                             let mut inner = inner.take().expect("polled after completion");
                             let future = inner.call(Request::from_parts(parts, Full::new(bytes)));
-                            this.state.set(State::Calling { future });
+                            let reserved = reserved.take();
+                            this.state.set(State::Calling { future, reserved });
                         }
                         Err(refusal) => {
                             this.state.set(State::Answered {
@@ -206,10 +252,10 @@ where
                         }
                     }
                 }
-                StateProj::Calling { future } => {
-                    return future
-                        .poll(cx)
-                        .map(|r| r.map(|response| response.map(RefusalOr::inner)));
+                StateProj::Calling { future, reserved } => {
+                    let result = ready!(future.poll(cx));
+                    reserved.take();
+                    return Poll::Ready(result.map(|response| response.map(RefusalOr::inner)));
                 }
                 StateProj::Answered { response } => {
                     let response = response.take().expect("polled after completion");

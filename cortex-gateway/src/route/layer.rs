@@ -3,7 +3,7 @@ use std::sync::Arc;
 use cortex_core::Registry;
 use tower_layer::Layer;
 
-use super::{DEFAULT_BODY_LIMIT, Route, Unrouted};
+use super::{BodyBudget, DEFAULT_BODY_LIMIT, Route, Surface, Unrouted};
 
 /// Applies [`Route`]. See the [module docs](crate::route).
 #[derive(Clone)]
@@ -12,6 +12,8 @@ pub struct RouteLayer {
     pub(super) body_limit: usize,
     pub(super) inject_usage: bool,
     pub(super) unrouted: Option<Arc<dyn Unrouted>>,
+    pub(super) surface: Arc<Surface>,
+    pub(super) budget: BodyBudget,
 }
 
 impl std::fmt::Debug for RouteLayer {
@@ -21,6 +23,8 @@ impl std::fmt::Debug for RouteLayer {
             .field("body_limit", &self.body_limit)
             .field("inject_usage", &self.inject_usage)
             .field("unrouted", &self.unrouted.is_some())
+            .field("surface", &self.surface)
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -35,7 +39,22 @@ impl RouteLayer {
             body_limit: DEFAULT_BODY_LIMIT,
             inject_usage: true,
             unrouted: None,
+            surface: Arc::new(Surface::new()),
+            budget: BodyBudget::default(),
         }
+    }
+
+    /// The paths clients may reach (default: the engines' OpenAI surface only). See [`Surface`].
+    pub fn surface(mut self, surface: Surface) -> Self {
+        self.surface = Arc::new(surface);
+        self
+    }
+
+    /// The bytes of request bodies held at once, over all requests (default 256 MiB); share one
+    /// [`BodyBudget`] between routes to bound them together. See [`BodyBudget`].
+    pub fn body_budget(mut self, budget: BodyBudget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Asks `explain` why a model has no endpoints before answering 404 `model_not_found`, so

@@ -12,8 +12,18 @@
 //! `"stream_options":{"include_usage":true}` spliced in and [`Routed::usage_injected`] is set,
 //! so metering can strip the extra chunk again.
 //!
+//! Only the OpenAI-compatible surface reaches an engine ([`Surface`]): `POST` to
+//! `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses` and the engine's
+//! rerank / score paths, plus what the operator allows per model. Any other method or path gets an
+//! OpenAI-shaped 404 and is never sent upstream — checked before the body is read, and again once the
+//! model (and so its engine) is known. `include_usage` is spliced only into chat and completion
+//! streams ([`Operation::streams_chunks`]). Bodies waiting here and in the queues are bounded as a
+//! whole by a [`BodyBudget`] (503 `server_overloaded` with `Retry-After` beyond it).
+//!
 //! `GET /v1/models` is answered from the registry's snapshot, listing only the models the key may
-//! use, in the engines' shape (`{"object":"list","data":[{"id",..}]}`).
+//! use, in the engines' shape (`{"object":"list","data":[{"id",..}]}`); `GET /v1/models/{id}` answers
+//! one of them, or 404 `model_not_found` for a model that is not served or not allowed to the key.
+//! Neither is forwarded.
 //!
 //! # Example
 //!
@@ -58,9 +68,11 @@
 //! # });
 //! ```
 
+mod budget;
 mod future;
 mod layer;
 mod service;
+mod surface;
 
 use std::sync::Arc;
 
@@ -68,9 +80,11 @@ use cortex_core::Endpoints;
 
 use crate::error::Refusal;
 
+pub use self::budget::{BodyBudget, DEFAULT_BODY_BUDGET};
 pub use self::future::ResponseFuture;
 pub use self::layer::RouteLayer;
 pub use self::service::Route;
+pub use self::surface::{Operation, Surface};
 
 /// Why a model the registry has no endpoints for is refused: asked by [`Route`] before it answers
 /// 404 `model_not_found`. `None` keeps the 404 (the model is not known); a [`Refusal`] replaces it,
@@ -120,4 +134,6 @@ pub struct Routed {
     pub client_wants_usage: bool,
     /// Whether the gateway spliced `include_usage` in (so the usage chunk is not the client's).
     pub usage_injected: bool,
+    /// What the request's method and path are.
+    pub operation: Operation,
 }

@@ -3,7 +3,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use cortex_core::Registry;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, header};
 use http_body::Body;
 use http_body_util::Full;
 use tower_service::Service;
@@ -38,6 +38,26 @@ impl<S> Route<S> {
     define_inner_service_accessors!();
 }
 
+/// One model object, as the engines and `OpenAI` list it.
+fn model_object(snapshot: &cortex_core::RegistrySnapshot, name: &str) -> serde_json::Value {
+    let owned_by = snapshot
+        .get(name)
+        .and_then(|e| e.first())
+        .map(|e| e.engine.to_string());
+    serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": owned_by})
+}
+
+/// A JSON answer written by the gateway, marked [`Refused`] (no replica was asked).
+fn answer<B>(body: &serde_json::Value) -> Response<RefusalOr<B>> {
+    let mut response = Response::new(RefusalOr::refusal(Bytes::from(body.to_string())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response.extensions_mut().insert(Refused);
+    response
+}
+
 /// `GET /v1/models`: the registry's served names the key may use.
 pub(super) fn list_models<B>(
     registry: &dyn Registry,
@@ -53,23 +73,51 @@ pub(super) fn list_models<B>(
     names.sort_unstable();
     let data: Vec<_> = names
         .iter()
-        .map(|name| {
-            let owned_by = snapshot
-                .get(name)
-                .and_then(|e| e.first())
-                .map(|e| e.engine.to_string());
-            serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": owned_by})
-        })
+        .map(|name| model_object(&snapshot, name))
         .collect();
-    let body = serde_json::json!({"object": "list", "data": data}).to_string();
-    let mut response = Response::new(RefusalOr::refusal(Bytes::from(body)));
-    *response.status_mut() = StatusCode::OK;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response.extensions_mut().insert(Refused);
-    response
+    answer(&serde_json::json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{id}`: one served model the key may use, else 404 `model_not_found` (a model
+/// the key may not use is not told apart from one that does not exist, as `OpenAI` answers).
+pub(super) fn get_model<B>(
+    registry: &dyn Registry,
+    key: Option<&ApiKey>,
+    raw: &str,
+) -> Response<RefusalOr<B>> {
+    let name = percent_decode(raw);
+    let snapshot = registry.snapshot();
+    let served = snapshot.get(&name).is_some_and(|e| !e.is_empty());
+    if !served || key.is_some_and(|k| !k.allows(&name)) {
+        return Refusal::model_not_found(&name).into_response();
+    }
+    answer(&model_object(&snapshot, &name))
+}
+
+/// `%XX` escapes decoded (served names may hold `/`, which clients escape in a path); a malformed
+/// escape is kept as it is.
+pub(super) fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Route<S>
@@ -88,9 +136,17 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if req.method() == Method::GET && req.uri().path() == "/v1/models" {
+        let (method, path) = (req.method(), req.uri().path());
+        if method == Method::GET && path == "/v1/models" {
             let key = req.extensions().get::<Arc<ApiKey>>().map(|k| &**k);
             return ResponseFuture::answered(list_models::<()>(&*self.config.registry, key));
+        }
+        if let (true, Some(id)) = (method == Method::GET, path.strip_prefix("/v1/models/")) {
+            let key = req.extensions().get::<Arc<ApiKey>>().map(|k| &**k);
+            return ResponseFuture::answered(get_model::<()>(&*self.config.registry, key, id));
+        }
+        if !self.config.surface.is_known(method, path) {
+            return ResponseFuture::refused(Refusal::unknown_url(method, path));
         }
         let declared = req
             .headers()
@@ -100,10 +156,15 @@ where
         if declared.is_some_and(|n| n > self.config.body_limit as u64) {
             return ResponseFuture::refused(Refusal::too_large(self.config.body_limit));
         }
+        // Within the body limit, so it fits a usize.
+        let declared = declared.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let Some(reserved) = self.config.budget.reserve(declared) else {
+            return ResponseFuture::refused(Refusal::body_budget(&self.config.budget));
+        };
         // The clone is not ready; the ready one goes into the future (tower's rule).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = req.into_parts();
-        ResponseFuture::reading(parts, body, inner, self.config.clone())
+        ResponseFuture::reading(parts, body, inner, self.config.clone(), reserved, declared)
     }
 }

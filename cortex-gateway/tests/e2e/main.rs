@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use cortex_core::{Endpoint, EngineKind, InMemoryRegistry, InstanceId, ModelId, Registry as _};
 use cortex_gateway::GatewayBuilder;
 use cortex_gateway::auth::{ApiKey, InMemoryKeyStore};
@@ -189,4 +190,206 @@ async fn the_openai_sdk_through_the_gateway_to_llama_server() {
     assert_eq!(errors["unknown_model"]["code"], "model_not_found");
     assert_eq!(errors["too_long"]["exception"], "BadRequestError");
     assert_eq!(errors["too_long"]["code"], "context_length_exceeded");
+}
+
+/// A TCP relay to `upstream` that keeps every byte sent upstream, to show what reached the engine.
+async fn tee_relay(upstream: u16) -> (u16, Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                    .await
+                    .unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async move {
+                    let mut buf = vec![0; 64 << 10];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        log.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let down = async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+async fn only_the_openai_surface_and_allowed_paths_reach_llama_server() {
+    use cortex_gateway::route::Surface;
+    use http::Method;
+    use http_body_util::{BodyExt, Full};
+
+    let (_server, port) = start_llama_server();
+    wait_healthy(port).await;
+    let (relay, upstream_bytes) = tee_relay(port).await;
+
+    // One llama-server under two served names: `gemma` may also tokenize, `gemma-ops` may read
+    // `/props` (a GET: the model comes from the query).
+    let registry = Arc::new(InMemoryRegistry::new());
+    for (i, name) in ["gemma", "gemma-ops"].into_iter().enumerate() {
+        registry.register(Endpoint::new(
+            ModelId::new(name).unwrap(),
+            name,
+            0,
+            InstanceId::new(format!("llama-{i}")),
+            EngineKind::LLAMA_CPP,
+            format!("http://127.0.0.1:{relay}").parse().unwrap(),
+        ));
+    }
+    let mut keys = InMemoryKeyStore::new();
+    keys.insert_key("sk-e2e", ApiKey::new("e2e"));
+    let gateway = GatewayBuilder::new(registry)
+        .keys(keys)
+        .surface(
+            Surface::new()
+                .allow("gemma", Method::POST, "/tokenize")
+                .allow("gemma-ops", Method::GET, "/props"),
+        )
+        .build();
+    let addr = support::serve(gateway).await;
+    let client = support::client();
+    let send = |method: &str, path: &str, model: &str| {
+        let body = if method == "GET" || method == "DELETE" {
+            Bytes::new()
+        } else {
+            Bytes::from(
+                serde_json::json!({
+                    "model": model, "content": "hello", "prompt": "hello", "input": "hello",
+                    "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+                })
+                .to_string(),
+            )
+        };
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header("authorization", "Bearer sk-e2e")
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let response = client.request(request).await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            )
+        }
+    };
+
+    // llama-server's own endpoints, vLLM's, the llama.cpp spellings of the OpenAI paths, and
+    // paths that would normalize to an allowed one: none is forwarded.
+    let refused = [
+        ("GET", "/slots"),
+        ("POST", "/slots/0?action=erase"),
+        ("GET", "/props"),
+        ("POST", "/props"),
+        ("GET", "/metrics"),
+        ("GET", "/health"),
+        ("GET", "/v1/health"),
+        ("GET", "/models"),
+        ("GET", "/lora-adapters"),
+        ("POST", "/lora-adapters"),
+        ("POST", "/completion"),
+        ("POST", "/completions"),
+        ("POST", "/chat/completions"),
+        ("POST", "/infill"),
+        ("POST", "/embedding"),
+        ("POST", "/detokenize"),
+        ("POST", "/apply-template"),
+        ("POST", "/v1/messages"),
+        ("POST", "/api/chat"),
+        ("POST", "/collective_rpc"),
+        ("POST", "/reset_prefix_cache"),
+        ("POST", "/sleep"),
+        ("POST", "/wake_up"),
+        ("POST", "/load_lora_adapter"),
+        ("POST", "/v1/load_lora_adapter"),
+        ("POST", "/v1/chat/completions/../../slots"),
+        ("POST", "//v1/chat/completions"),
+        ("POST", "/v1/chat/completions/"),
+        ("GET", "/v1/chat/completions"),
+        ("DELETE", "/v1/models/gemma"),
+        ("POST", "/v1/models"),
+    ];
+    for (method, path) in refused {
+        let (status, body) = send(method, path, "gemma").await;
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        assert_eq!(
+            body["error"]["type"], "invalid_request_error",
+            "{method} {path}"
+        );
+    }
+    // An allowed extra path is allowed for its model only.
+    assert_eq!(send("POST", "/tokenize", "gemma-ops").await.0, 404);
+    assert_eq!(send("GET", "/props?model=gemma", "").await.0, 404);
+    let unsent = upstream_bytes.lock().unwrap().len();
+    assert_eq!(unsent, 0, "a refused request reached llama-server");
+
+    // The OpenAI surface and the allowed extras reach it.
+    let (status, body) = send("POST", "/v1/chat/completions", "gemma").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    let (status, body) = send("POST", "/v1/completions", "gemma").await;
+    assert_eq!(status, 200, "{body}");
+    // Embeddings are forwarded; this llama-server was not started with `--embeddings`.
+    let (status, body) = send("POST", "/v1/embeddings", "gemma").await;
+    assert_eq!(status, 501, "{body}");
+    let (status, body) = send("POST", "/tokenize", "gemma").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["tokens"].as_array().is_some_and(|t| !t.is_empty()));
+    let (status, body) = send("GET", "/props?model=gemma-ops", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["total_slots"].is_number());
+
+    // Model objects are the gateway's, never forwarded.
+    let before = upstream_bytes.lock().unwrap().len();
+    let (status, body) = send("GET", "/v1/models/gemma", "").await;
+    assert_eq!(
+        (status, &body["id"], &body["object"]),
+        (200, &Value::from("gemma"), &Value::from("model"))
+    );
+    let (status, body) = send("GET", "/v1/models/nope", "").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &Value::from("model_not_found"))
+    );
+    assert_eq!(upstream_bytes.lock().unwrap().len(), before);
+
+    let upstream_text = String::from_utf8_lossy(&upstream_bytes.lock().unwrap()).into_owned();
+    let lines: Vec<&str> = upstream_text
+        .lines()
+        .filter(|l| l.ends_with("HTTP/1.1"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "POST /v1/chat/completions HTTP/1.1",
+            "POST /v1/completions HTTP/1.1",
+            "POST /v1/embeddings HTTP/1.1",
+            "POST /tokenize HTTP/1.1",
+            "GET /props?model=gemma-ops HTTP/1.1",
+        ]
+    );
 }

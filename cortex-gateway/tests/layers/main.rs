@@ -237,6 +237,48 @@ async fn route_resolves_and_forwards_the_original_bytes() {
 }
 
 #[tokio::test]
+async fn include_usage_is_spliced_only_into_chat_and_completion_streams() {
+    let service = ServiceBuilder::new()
+        .layer(RouteLayer::new(registry()))
+        .service(routed_echo());
+    let body = r#"{"model":"small","stream":true,"input":"hi"}"#;
+    for (path, spliced) in [
+        ("/v1/chat/completions", true),
+        ("/v1/completions", true),
+        ("/v1/responses", false),
+        ("/v1/embeddings", false),
+        ("/v1/rerank", false),
+    ] {
+        let request = Request::post(path)
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        let (status, _, json) = body_json(service.clone().oneshot(request).await.unwrap()).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(json["injected"], spliced, "{path}");
+        assert_eq!(json["body"] == body, !spliced, "{path}: {}", json["body"]);
+    }
+}
+
+#[tokio::test]
+async fn route_refuses_paths_outside_the_surface_before_reading_the_body() {
+    let service = ServiceBuilder::new()
+        .layer(RouteLayer::new(registry()))
+        .service(routed_echo());
+    // A body that never ends: a refusal that waited for it would hang.
+    let body = StreamBody::new(futures_util::stream::pending::<
+        Result<http_body::Frame<Bytes>, Infallible>,
+    >());
+    let request = Request::post("/slots/0?action=erase").body(body).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), service.oneshot(request))
+        .await
+        .expect("refused without reading the body")
+        .unwrap();
+    let (status, _, json) = body_json(response).await;
+    assert_eq!(status, 404);
+    assert_eq!(json["error"]["message"], "Invalid URL (POST /slots/0)");
+}
+
+#[tokio::test]
 async fn route_forwards_a_body_in_many_frames_whole() {
     let body = r#"{"messages":[{"role":"user","content":"hi"}],"model":"small","max_tokens":4}"#;
     // Frames of 1, 0, 7, 3, ... bytes: the first one alone, an empty one, then the rest.
