@@ -96,6 +96,7 @@ pub mod builder;
 pub mod error;
 mod guard;
 pub mod meter;
+pub mod outcome;
 pub mod proxy;
 pub mod queue;
 pub mod request_id;

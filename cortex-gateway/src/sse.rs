@@ -149,6 +149,11 @@ impl Usage {
 struct Chunk<'a> {
     #[serde(default)]
     usage: Option<UsageJson>,
+    /// The Responses API's events: `response.completed` carries the usage in `response`.
+    #[serde(default)]
+    response: Option<ResponseJson>,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<&'a str>,
     #[serde(default)]
     timings: Option<Timings>,
     #[serde(default)]
@@ -176,11 +181,19 @@ fn has_key(data: &[u8], key: &[u8]) -> bool {
 }
 
 #[derive(Deserialize)]
+struct ResponseJson {
+    #[serde(default)]
+    usage: Option<UsageJson>,
+}
+
+/// Chat and completions name the counts `prompt_tokens` / `completion_tokens`; the Responses API
+/// `input_tokens` / `output_tokens`.
+#[derive(Deserialize)]
 #[allow(clippy::struct_field_names, reason = "OpenAI's field names")]
 struct UsageJson {
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens")]
     prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     completion_tokens: u64,
     #[serde(default)]
     total_tokens: Option<u64>,
@@ -247,17 +260,22 @@ impl UsageTracker {
         if !has_key(data, b"\"usage\"")
             && !has_key(data, b"\"timings\"")
             && !has_key(data, b"\"error\"")
+            && !has_key(data, b"response.failed")
         {
             return EventKind::Other;
         }
         let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
             return EventKind::Other;
         };
-        if chunk.error.is_some() {
+        if chunk.error.is_some() || matches!(chunk.kind, Some("error" | "response.failed")) {
             self.error = true;
             return EventKind::Error;
         }
-        if let Some(u) = &chunk.usage {
+        let usage = chunk
+            .usage
+            .as_ref()
+            .or_else(|| chunk.response.as_ref().and_then(|r| r.usage.as_ref()));
+        if let Some(u) = usage {
             self.usage = Usage {
                 prompt_tokens: u.prompt_tokens,
                 completion_tokens: u.completion_tokens,

@@ -190,7 +190,7 @@ pub fn gateway(config: &Config, supervisor: &Supervisor, usage: Arc<InMemoryUsag
         })
         .breaker(
             CircuitBreakerLayer::new()
-                .failures(g.breaker_failures.get())
+                .failures(g.breaker_failures)
                 .cooldown(g.breaker_cooldown),
         )
         .slots_per_replica(move |e| slots.get(&e.model).copied().unwrap_or(default_slots))

@@ -68,7 +68,7 @@ pub enum Policy {
 
 /// A xorshift64* draw from a per-thread state seeded by the standard library's random hasher
 /// keys: enough to spread picks, no cryptographic claim, no dependency.
-fn random(bound: usize) -> usize {
+pub(crate) fn random(bound: usize) -> usize {
     thread_local! {
         static STATE: Cell<u64> = Cell::new({
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();

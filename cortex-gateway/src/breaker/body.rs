@@ -7,26 +7,24 @@ use pin_project_lite::pin_project;
 
 use super::future::Report;
 use crate::error::RefusalOr;
-use crate::sse::{SseParser, is_error_event};
 
 pin_project! {
     /// The response body of [`CircuitBreaker`](super::CircuitBreaker): reports the outcome when it
-    /// ends, fails or is dropped.
+    /// is dropped (from the response's [`Tap`](crate::outcome::Tap), else from how the body
+    /// ended), or at its first byte for a half-open probe's stream.
     #[derive(Debug)]
     pub struct ResponseBody<B> {
         #[pin]
         inner: RefusalOr<B>,
         report: Option<Report>,
-        sse: Option<Box<SseParser>>,
     }
 }
 
 // === impl ResponseBody ===
 
 impl<B> ResponseBody<B> {
-    pub(super) fn new(inner: RefusalOr<B>, report: Option<Report>, sse: bool) -> Self {
-        let sse = (sse && report.is_some()).then(Box::default);
-        Self { inner, report, sse }
+    pub(super) fn new(inner: RefusalOr<B>, report: Option<Report>) -> Self {
+        Self { inner, report }
     }
 }
 
@@ -42,34 +40,19 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => {
-                if let (Some(parser), Some(data)) = (this.sse.as_mut(), frame.data_ref()) {
-                    let mut error = false;
-                    parser.feed(data, |event| error |= is_error_event(event));
-                    if error {
-                        if let Some(report) = this.report.as_mut() {
-                            report.fail();
-                        }
-                    }
-                }
-                if this.inner.is_end_stream() {
-                    if let Some(mut report) = this.report.take() {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(report) = this.report.as_mut() {
+            match &frame {
+                Some(Ok(f)) => {
+                    if report.is_probe() && f.data_ref().is_some_and(|d| !d.is_empty()) {
+                        // A probe's stream is judged by its first byte: the replica answers.
                         report.succeed();
+                        this.report.take();
                     }
                 }
-            }
-            Some(Err(_)) => {
-                if let Some(mut report) = this.report.take() {
-                    report.fail();
-                }
-            }
-            None => {
-                if let Some(mut report) = this.report.take() {
-                    report.succeed();
-                }
+                Some(Err(_)) => report.fail(),
+                None => report.ended(),
             }
         }
         Poll::Ready(frame)

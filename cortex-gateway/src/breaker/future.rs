@@ -10,14 +10,19 @@ use tokio::time::Instant;
 use super::ResponseBody;
 use super::state::{Circuit, Class, Policy};
 use crate::error::{Refusal, RefusalOr, RefuseOr, Refused};
+use crate::outcome::{Outcome, Tap};
 
-/// Reports one request's outcome to its circuit, exactly once: when set, or on drop.
+/// Reports one request's outcome to its circuit, exactly once, on drop: the verdict set, else the
+/// [`Tap`]'s outcome, else nothing learned.
 #[derive(Debug)]
 pub(crate) struct Report {
     circuit: Arc<Circuit>,
     probe: bool,
     policy: Policy,
     class: Option<Class>,
+    tap: Option<Tap>,
+    /// The body ended cleanly (read when there is no tap).
+    ended: bool,
 }
 
 // === impl Report ===
@@ -29,7 +34,18 @@ impl Report {
             probe,
             policy,
             class: None,
+            tap: None,
+            ended: false,
         }
+    }
+
+    pub(super) fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// The body ended cleanly.
+    pub(super) fn ended(&mut self) {
+        self.ended = true;
     }
 
     /// Marks the request failed (the first verdict stands).
@@ -45,7 +61,20 @@ impl Report {
 
 impl Drop for Report {
     fn drop(&mut self) {
-        let class = self.class.unwrap_or(Class::Neutral);
+        let from_tap = || {
+            let outcome = self.tap.as_ref()?.observed().outcome?;
+            Some(match outcome {
+                // A 4xx answer: the replica works.
+                Outcome::Success | Outcome::ClientError => Class::Success,
+                Outcome::UpstreamFailure => Class::Failure,
+                _ => Class::Neutral,
+            })
+        };
+        let class = self
+            .class
+            .or_else(from_tap)
+            .or(self.ended.then_some(Class::Success))
+            .unwrap_or(Class::Neutral);
         self.circuit
             .report(self.probe, class, &self.policy, Instant::now());
     }
@@ -96,13 +125,19 @@ where
                     if let Some(mut r) = report.take() {
                         r.class = Some(Class::Neutral);
                     }
-                } else if response.status().is_server_error() {
-                    if let Some(r) = report.as_mut() {
+                } else if let Some(r) = report.as_mut() {
+                    r.tap = response.extensions().get::<Tap>().cloned();
+                    if response.status().is_server_error() {
                         r.fail();
                     }
+                    // A probe is judged by its head (a stream by its first byte, in the body), so
+                    // one long answer does not keep the circuit half-open for minutes.
+                    if r.probe && !crate::sse::is_event_stream(response.headers()) {
+                        r.succeed();
+                        report.take();
+                    }
                 }
-                let sse = crate::sse::is_event_stream(response.headers());
-                Ok(response.map(|body: RefusalOr<B>| ResponseBody::new(body, report, sse)))
+                Ok(response.map(|body: RefusalOr<B>| ResponseBody::new(body, report)))
             }
             Err(e) => {
                 if let Some(r) = report.as_mut() {

@@ -27,14 +27,38 @@ impl CircuitBreakerLayer {
         self
     }
 
+    /// Settings checked: `failures` consecutive failures open a circuit for `cooldown` (± 20%
+    /// jitter), doubling after failed probes up to `max_cooldown`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidBreaker`] naming the setting: no failures, a zero cooldown, or a maximum below
+    /// the cooldown.
+    pub fn try_new(
+        failures: u32,
+        cooldown: Duration,
+        max_cooldown: Duration,
+    ) -> Result<Self, InvalidBreaker> {
+        let failures = NonZeroU32::new(failures).ok_or(InvalidBreaker::NoFailures)?;
+        if cooldown.is_zero() {
+            return Err(InvalidBreaker::ZeroCooldown);
+        }
+        if max_cooldown < cooldown {
+            return Err(InvalidBreaker::MaxBelowCooldown {
+                cooldown,
+                max_cooldown,
+            });
+        }
+        let mut layer = Self::new();
+        layer.policy.failures = failures;
+        layer.policy.cooldown = cooldown;
+        layer.policy.max_cooldown = max_cooldown;
+        Ok(layer)
+    }
+
     /// Consecutive failures that open a circuit (default 5).
-    ///
-    /// # Panics
-    ///
-    /// If `n` is 0.
-    pub fn failures(mut self, n: u32) -> Self {
-        self.policy.failures =
-            NonZeroU32::new(n).expect("a circuit opens after at least 1 failure");
+    pub fn failures(mut self, n: NonZeroU32) -> Self {
+        self.policy.failures = n;
         self
     }
 
@@ -56,6 +80,41 @@ impl CircuitBreakerLayer {
         &self.breakers
     }
 }
+
+/// Breaker settings that cannot work, from [`CircuitBreakerLayer::try_new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidBreaker {
+    /// `failures` is 0: a circuit would open before any request.
+    NoFailures,
+    /// `cooldown` is 0: an open circuit would never refuse anything.
+    ZeroCooldown,
+    /// `max_cooldown` is below `cooldown`.
+    MaxBelowCooldown {
+        /// The cooldown.
+        cooldown: Duration,
+        /// The maximum given.
+        max_cooldown: Duration,
+    },
+}
+
+impl std::fmt::Display for InvalidBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoFailures => f.write_str("breaker failures must be at least 1"),
+            Self::ZeroCooldown => f.write_str("breaker cooldown must be more than 0 s"),
+            Self::MaxBelowCooldown {
+                cooldown,
+                max_cooldown,
+            } => write!(
+                f,
+                "breaker max_cooldown ({max_cooldown:?}) is below its cooldown ({cooldown:?})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InvalidBreaker {}
 
 impl<S> Layer<S> for CircuitBreakerLayer {
     type Service = CircuitBreaker<S>;

@@ -56,6 +56,13 @@ impl Default for Policy {
     }
 }
 
+/// `cooldown` ± 20%, so that circuits opened by one incident do not all probe at once.
+fn jitter(cooldown: Duration) -> Duration {
+    #[allow(clippy::cast_precision_loss, reason = "a draw below 1000")]
+    let draw = crate::balance::random(1000) as f64 / 1000.0;
+    cooldown.mul_f64(0.8 + 0.4 * draw)
+}
+
 /// One replica's circuit.
 #[derive(Debug)]
 pub(crate) struct Circuit {
@@ -113,7 +120,7 @@ impl Circuit {
                 if *failures >= policy.failures.get() {
                     tracing::warn!(replica = %self.name, failures = *failures, cooldown = ?policy.cooldown, "circuit opened");
                     *state = State::Open {
-                        until: now + policy.cooldown,
+                        until: now + jitter(policy.cooldown),
                         cooldown: policy.cooldown,
                     };
                     self.gauge(1.0);
@@ -128,7 +135,7 @@ impl Circuit {
                 let next = cooldown.saturating_mul(2).min(policy.max_cooldown);
                 tracing::warn!(replica = %self.name, cooldown = ?next, "circuit re-opened: the probe failed");
                 *state = State::Open {
-                    until: now + next,
+                    until: now + jitter(next),
                     cooldown: next,
                 };
                 self.gauge(1.0);

@@ -7,16 +7,16 @@ use http::{HeaderValue, Response, header};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::body::{Mode, ResponseBody};
+use super::body::ResponseBody;
 use super::{UpstreamTiming, UsageRecord, UsageSink};
 use crate::balance::Picked;
+use crate::outcome::{Outcome, Tap, TapBody};
 use crate::queue::QueueWait;
 use crate::request_id::X_REQUEST_ID;
-use crate::sse::{Usage, UsageSource};
+use crate::sse::UsageSource;
 
 /// Builds and delivers one request's record, exactly once: when dropped (at the body's end, on its
 /// failure, or when the client goes away).
-#[allow(clippy::struct_excessive_bools, reason = "the record's flags")]
 pub(crate) struct Recorder {
     sink: Arc<dyn UsageSink>,
     start: Instant,
@@ -26,11 +26,8 @@ pub(crate) struct Recorder {
     pub(super) strip_usage: bool,
     picked: Option<Picked>,
     status: Option<u16>,
-    pub(super) usage: Usage,
-    pub(super) first_byte: Option<Instant>,
-    pub(super) streamed: bool,
-    pub(super) ended: bool,
-    pub(super) failed: bool,
+    tap: Option<Tap>,
+    failed: bool,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -66,10 +63,7 @@ impl Recorder {
             strip_usage,
             picked: None,
             status: None,
-            usage: Usage::MISSING,
-            first_byte: None,
-            streamed: false,
-            ended: false,
+            tap: None,
             failed: false,
         }
     }
@@ -88,8 +82,18 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         let now = Instant::now();
         let latency = now - self.start;
-        let ttft = self.first_byte.map(|t| t - self.start);
-        let client_disconnected = !self.ended && !self.failed;
+        let seen = self.tap.as_ref().map(Tap::observed).unwrap_or_default();
+        let usage = seen.usage;
+        let ttft = seen.first_byte.map(|t| t - self.start);
+        // No outcome: no response was produced (the client left first, or the inner service
+        // failed, then `failed` is set).
+        let outcome = seen.outcome.unwrap_or(if self.failed {
+            Outcome::UpstreamFailure
+        } else {
+            Outcome::ClientHangUp
+        });
+        let failed = outcome == Outcome::UpstreamFailure;
+        let client_disconnected = outcome == Outcome::ClientHangUp;
         let model = self.model_label();
         let status = crate::meter::status_label(self.status);
         metrics::counter!("cortex_gateway_requests_total", "model" => model.clone(), "status" => status)
@@ -100,11 +104,11 @@ impl Drop for Recorder {
             metrics::histogram!("cortex_gateway_time_to_first_token_seconds", "model" => model.clone())
                 .record(ttft.as_secs_f64());
         }
-        if self.usage.source != UsageSource::Missing {
+        if usage.source != UsageSource::Missing {
             metrics::counter!("cortex_gateway_tokens_total", "model" => model.clone(), "kind" => "prompt")
-                .increment(self.usage.prompt_tokens);
+                .increment(usage.prompt_tokens);
             metrics::counter!("cortex_gateway_tokens_total", "model" => model.clone(), "kind" => "completion")
-                .increment(self.usage.completion_tokens);
+                .increment(usage.completion_tokens);
         }
         if client_disconnected {
             metrics::counter!("cortex_gateway_client_disconnects_total", "model" => model.clone())
@@ -122,12 +126,12 @@ impl Drop for Recorder {
             instance: endpoint.as_ref().map(|e| e.instance.clone()),
             engine: endpoint.map(|e| e.engine),
             status: self.status,
-            usage: self.usage,
+            usage,
             latency,
             time_to_first_token: ttft,
-            streamed: self.streamed,
+            streamed: seen.streamed,
             client_disconnected,
-            failed: self.failed,
+            failed,
         });
     }
 }
@@ -181,26 +185,28 @@ where
                         .headers_mut()
                         .insert(X_REQUEST_ID, recorder.request_id.clone());
                 }
-                let content_type = response.headers().get(header::CONTENT_TYPE);
-                let mode = if !response.status().is_success() {
-                    Mode::Plain
-                } else if crate::sse::is_event_stream(response.headers()) {
-                    recorder.streamed = true;
-                    Mode::sse()
-                } else if content_type
-                    .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
-                {
-                    Mode::Json(Vec::new())
-                } else {
-                    Mode::Plain
+                let (parts, body) = response.into_parts();
+                let body = match parts.extensions.get::<Tap>() {
+                    // The proxy read the body: nothing to parse here.
+                    Some(tap) => TapBody::external(body, tap.clone()),
+                    None => TapBody::new(body, parts.status, &parts.headers, "the inner service")
+                        .cut_usage(recorder.strip_usage),
                 };
-                if recorder.strip_usage && recorder.streamed {
+                if recorder.strip_usage && body.tap().observed().streamed {
                     // Frames are re-cut; any length the upstream announced no longer holds.
-                    response.headers_mut().remove(header::CONTENT_LENGTH);
+                    let mut parts = parts;
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                    recorder.tap = Some(body.tap().clone());
+                    return Poll::Ready(Ok(Response::from_parts(
+                        parts,
+                        ResponseBody::new(body, recorder),
+                    )));
                 }
-                Poll::Ready(Ok(
-                    response.map(|body| ResponseBody::new(body, recorder, mode))
-                ))
+                recorder.tap = Some(body.tap().clone());
+                Poll::Ready(Ok(Response::from_parts(
+                    parts,
+                    ResponseBody::new(body, recorder),
+                )))
             }
             Err(e) => {
                 recorder.failed = true;

@@ -2,21 +2,23 @@
 //! when the response body ends, fails or is dropped.
 //!
 //! [`MeterUsage`] notes the request's id (`x-request-id`, created when absent), the caller's key id
-//! ([`ApiKey`](crate::auth::ApiKey)) and model ([`Routed`](crate::route::Routed)), and watches the
-//! response body without holding it back:
+//! ([`ApiKey`](crate::auth::ApiKey)) and model ([`Routed`](crate::route::Routed)), and records
+//! from the response's [`Tap`](crate::outcome::Tap) — the one reading of the body the stack makes
+//! ([`outcome`](crate::outcome)), shared with the breaker: the proxy's, or, over any other inner
+//! service, a [`TapBody`](crate::outcome::TapBody) of its own. So:
 //!
-//! - a stream (`text/event-stream`) goes through the incremental [`SseParser`](crate::sse::SseParser)
-//!   and [`UsageTracker`](crate::sse::UsageTracker): the `usage` object when the engine sends one,
-//!   else llama.cpp's `timings`, else the usage is recorded as missing. When routing spliced
-//!   `include_usage` in ([`Routed::usage_injected`](crate::route::Routed::usage_injected)), the
-//!   usage-only chunk the engine adds is cut out before the client sees it; otherwise every frame
-//!   is forwarded as it came, unchanged.
-//! - a JSON answer is copied aside (up to 1 MiB) as it passes and its `usage` read at the end.
+//! - a stream (`text/event-stream`): the `usage` object when the engine sends one (chat and
+//!   completion chunks, `/v1/responses`' `response.completed`), else llama.cpp's `timings`, else
+//!   the usage is recorded as missing. When routing spliced `include_usage` in
+//!   ([`Routed::usage_injected`](crate::route::Routed::usage_injected)), the usage-only chunk the
+//!   engine adds is cut out before the client sees it;
+//! - a JSON answer of any size: its `usage` object, found as the bytes pass.
 //!
 //! The record says where the tokens came from ([`UsageSource`](crate::sse::UsageSource)), the
 //! latency, the time to the first byte of the body, whether the answer streamed, whether the client
 //! went away before the end (then the tokens seen so far are recorded) and whether it failed (an
-//! error from the inner service, a failing body, an `error` event). [`InMemoryUsage`] aggregates
+//! error from the inner service, a 5xx answer, a failing body, an `error` event): the
+//! [`Outcome`](crate::outcome::Outcome) the breaker counts too. [`InMemoryUsage`] aggregates
 //! records by key and model.
 //!
 //! Metrics, through the `metrics` facade (mount any recorder, e.g. a Prometheus exporter):

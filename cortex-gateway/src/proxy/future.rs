@@ -13,11 +13,13 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::ResponseBody;
+use super::body::Source;
 use super::headers::strip_hop_by_hop;
 use super::service::Proxy;
 use crate::balance::Picked;
 use crate::error::Refusal;
 use crate::meter::UpstreamTiming;
+use crate::outcome::TapBody;
 use crate::request_id::X_REQUEST_ID;
 use crate::sse::is_event_stream;
 
@@ -32,6 +34,7 @@ pub(super) struct Ctx {
     sent: Instant,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
+    cut_usage: bool,
 }
 
 impl Ctx {
@@ -40,8 +43,10 @@ impl Ctx {
         engine: EngineKind,
         request_id: HeaderValue,
         proxy: &Proxy,
+        cut_usage: bool,
     ) -> Self {
         Self {
+            cut_usage,
             picked,
             engine,
             request_id,
@@ -63,8 +68,14 @@ impl Ctx {
         )
     }
 
-    /// Adds the request id, the replica and the timing to a response.
-    fn finish<B>(&self, mut response: Response<B>, headers_at: Instant) -> Response<B> {
+    /// Taps the body, and adds the tap, the request id, the replica and the timing to a response.
+    fn finish(&self, response: Response<Source>, headers_at: Instant) -> Response<ResponseBody> {
+        let (parts, source) = response.into_parts();
+        let body = TapBody::new(source, parts.status, &parts.headers, self.replica())
+            .cut_usage(self.cut_usage);
+        let tap = body.tap().clone();
+        let mut response = Response::from_parts(parts, ResponseBody::new(body));
+        response.extensions_mut().insert(tap);
         response
             .headers_mut()
             .insert(X_REQUEST_ID, self.request_id.clone());
@@ -79,7 +90,7 @@ impl Ctx {
     }
 
     fn refusal(&self, refusal: &Refusal) -> Response<ResponseBody> {
-        self.finish(refusal.to_response(ResponseBody::full), Instant::now())
+        self.finish(refusal.to_response(Source::full), Instant::now())
     }
 }
 
@@ -237,7 +248,7 @@ impl Future for ResponseFuture {
                             .headers
                             .insert("x-accel-buffering", HeaderValue::from_static("no"));
                     }
-                    let body = ResponseBody::upstream(body, sse, ctx.idle_timeout, ctx.replica());
+                    let body = Source::upstream(body, ctx.idle_timeout);
                     return Poll::Ready(Ok(
                         ctx.finish(Response::from_parts(parts, body), headers_at)
                     ));
@@ -275,7 +286,7 @@ impl Future for ResponseFuture {
                     {
                         refusal = refusal.retry_after(Duration::from_secs(secs));
                     }
-                    let response = refusal.to_response(ResponseBody::full);
+                    let response = refusal.to_response(Source::full);
                     return Poll::Ready(Ok(ctx.finish(response, *headers_at)));
                 }
                 StateProj::Failed { refusal } => {

@@ -163,6 +163,10 @@ impl Service<Request<Full<Bytes>>> for Proxy {
 
     fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
         let picked = req.extensions_mut().remove::<Picked>();
+        let cut_usage = req
+            .extensions()
+            .get::<crate::route::Routed>()
+            .is_some_and(|r| r.usage_injected);
         let request_id = request_id::ensure(req.headers_mut());
         let (base, engine) = match (&picked, &self.fixed) {
             (Some(p), _) => (p.0.base_url.clone(), p.0.engine.clone()),
@@ -174,7 +178,7 @@ impl Service<Request<Full<Bytes>>> for Proxy {
                         "no replica was picked for this request",
                     )
                     .code("no_upstream"),
-                    Ctx::new(None, engine_default(), request_id, self),
+                    Ctx::new(None, engine_default(), request_id, self, cut_usage),
                 );
             }
         };
@@ -187,7 +191,7 @@ impl Service<Request<Full<Bytes>>> for Proxy {
                         format!("the replica's address {base} cannot be used: {e}"),
                     )
                     .code("no_upstream"),
-                    Ctx::new(picked, engine, request_id, self),
+                    Ctx::new(picked, engine, request_id, self, cut_usage),
                 );
             }
         };
@@ -205,7 +209,7 @@ impl Service<Request<Full<Bytes>>> for Proxy {
                 headers.insert(header::AUTHORIZATION, value);
             }
         }
-        let ctx = Ctx::new(picked, engine, request_id, self);
+        let ctx = Ctx::new(picked, engine, request_id, self, cut_usage);
         ResponseFuture::sending(self.client.request(req), ctx)
     }
 }

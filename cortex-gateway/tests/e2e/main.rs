@@ -393,3 +393,61 @@ async fn only_the_openai_surface_and_allowed_paths_reach_llama_server() {
         ]
     );
 }
+
+/// An upstream stream that breaks in the middle of an event reaches the OpenAI SDK as complete
+/// events and then an `APIError`: the partial event is never forwarded, so nothing mis-parses, and
+/// the meter and the breaker both count one upstream failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_broken_mid_event_is_an_api_error_for_the_openai_sdk() {
+    use support::upstream::{Action, Upstream, chunk};
+    let python = part(cache().join("venv/bin/python"));
+    let upstream = Upstream::start(|_, _, _| Action::BreakMidEvent {
+        events: vec![chunk("Hel"), chunk("lo")],
+        partial: String::from(r#"{"id":"chatcmpl-1","object":"chat.comp"#),
+    })
+    .await;
+    let registry = Arc::new(InMemoryRegistry::new());
+    registry.register(Endpoint::new(
+        ModelId::new("my-model").unwrap(),
+        "my-model",
+        0,
+        InstanceId::new("vllm-0"),
+        EngineKind::VLLM,
+        format!("http://{}", upstream.addr).parse().unwrap(),
+    ));
+    let (records, sink) = support::records();
+    let builder = GatewayBuilder::new(registry).usage_sink(sink);
+    let breakers = builder.breakers().clone();
+    let addr = support::serve(builder.build()).await;
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/mid_event.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .args([format!("http://{addr}/v1").as_str(), "sk-any", "my-model"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(out["api_error"], true, "{out}");
+    assert_eq!(out["exception"], "APIError", "{out}");
+    assert_eq!(out["content"], "Hello", "{out}");
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .contains("the stream from replica 0 of `my-model`"),
+        "{out}"
+    );
+    support::eventually("the usage record", || records.lock().unwrap().len() == 1).await;
+    let record = records.lock().unwrap()[0].clone();
+    assert!(record.failed && !record.client_disconnected && record.streamed);
+    assert_eq!(
+        breakers.state(&InstanceId::new("vllm-0")),
+        cortex_gateway::breaker::CircuitState::Closed { failures: 1 }
+    );
+}

@@ -602,7 +602,7 @@ async fn balance_skips_replicas_whose_circuit_is_open() {
         .layer(
             CircuitBreakerLayer::new()
                 .breakers(breakers.clone())
-                .failures(2),
+                .failures(NonZeroU32::new(2).unwrap()),
         )
         .service(fail_on_0);
     let replicas = vec![endpoint("small", 0), endpoint("small", 1)];
@@ -713,17 +713,19 @@ async fn breaker_opens_after_consecutive_failures_probes_and_backs_off() {
     let (status, headers, json) = body_json(response).await;
     assert_eq!(status, 503);
     assert_openai_error(&json, "replica_unavailable");
-    assert_eq!(headers["retry-after"], "30");
+    // The 30 s cooldown with its ±20% jitter.
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((24..=36).contains(&retry), "{retry}");
     assert_eq!(calls.load(Ordering::SeqCst), 8);
 
-    // After 30 s one probe goes through; it fails (502): open again for 60 s.
-    tokio::time::advance(Duration::from_secs(30)).await;
+    // After the cooldown one probe goes through; it fails (502): open again for 60 s ± 20%.
+    tokio::time::advance(Duration::from_secs(36)).await;
     assert_eq!(status_of(&mut service).await, 502);
     assert_eq!(calls.load(Ordering::SeqCst), 9);
-    tokio::time::advance(Duration::from_secs(31)).await;
+    tokio::time::advance(Duration::from_secs(47)).await;
     assert_eq!(status_of(&mut service).await, 503);
     assert_eq!(calls.load(Ordering::SeqCst), 9);
-    tokio::time::advance(Duration::from_secs(30)).await;
+    tokio::time::advance(Duration::from_secs(26)).await;
     // The second probe succeeds: closed.
     assert_eq!(status_of(&mut service).await, 200);
     assert_eq!(status_of(&mut service).await, 200);
@@ -732,7 +734,8 @@ async fn breaker_opens_after_consecutive_failures_probes_and_backs_off() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn breaker_allows_one_probe_at_a_time_and_counts_error_events_and_ignores_hang_ups() {
-    // A stream that ends with an error event is a failure.
+    // A stream that ends with an error event is a failure: the tap (the proxy's, here one over a
+    // service of the test's own) says so.
     let sse = tower::service_fn(|_req: Request<Body>| async {
         let mut response = Response::new(Full::new(Bytes::from_static(
             b"data: {\"choices\":[]}\n\ndata: {\"error\":{\"message\":\"lost\"}}\n\n",
@@ -740,13 +743,13 @@ async fn breaker_allows_one_probe_at_a_time_and_counts_error_events_and_ignores_
         response
             .headers_mut()
             .insert("content-type", "text/event-stream".parse().unwrap());
-        Ok::<_, Infallible>(response)
+        Ok::<_, Infallible>(cortex_gateway::outcome::tap_response(response, "test"))
     });
     let breakers = Breakers::new();
     let mut service = ServiceBuilder::new()
         .layer(
             CircuitBreakerLayer::new()
-                .failures(2)
+                .failures(NonZeroU32::new(2).unwrap())
                 .breakers(breakers.clone()),
         )
         .service(sse);
@@ -788,8 +791,9 @@ async fn breaker_allows_one_probe_at_a_time_and_counts_error_events_and_ignores_
     assert_eq!(response.status(), 503);
     drop(response);
 
-    // Half-open: while the probe's body is open, others are refused.
-    tokio::time::advance(Duration::from_secs(30)).await;
+    // Half-open: until the probe's stream sends its first byte, others are refused; then the
+    // replica is taken as answering and the circuit closes, however long the stream runs.
+    tokio::time::advance(Duration::from_secs(36)).await;
     let probe = service
         .ready()
         .await
@@ -806,6 +810,16 @@ async fn breaker_allows_one_probe_at_a_time_and_counts_error_events_and_ignores_
         .await
         .unwrap();
     assert_eq!(other.status(), 503);
+    let mut probe = probe.into_body();
+    probe.frame().await.unwrap().unwrap();
+    let other = service
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(Body::default()))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
 }
 
 // ---------------------------------------------------------------- queue
@@ -1185,4 +1199,51 @@ async fn meter_keeps_what_a_stream_showed_when_it_is_dropped_early() {
         assert_eq!(r.usage.total_tokens, 11);
         assert_eq!(r.usage.source, UsageSource::Reported);
     }
+}
+
+#[tokio::test]
+async fn meter_reads_responses_streams_and_json_bodies_of_any_size() {
+    // The Responses API's stream: usage only in `response.completed`, named input/output.
+    const RESPONSES: &[u8] = b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"usage\":null}}\n\n\
+event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n\
+event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\"output\":[],\"usage\":{\"input_tokens\":9,\"output_tokens\":4,\"total_tokens\":13}}}\n\n";
+    let (records, layer) = recording();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(|req: Request<Body>| async move {
+            if req.uri().path() == "/v1/responses" {
+                return Ok::<_, Infallible>(sse_response(RESPONSES));
+            }
+            // A JSON answer of 3 MiB (embeddings of a large batch), usage at the end.
+            let mut body = br#"{"object":"list","data":[{"embedding":["#.to_vec();
+            body.extend(std::iter::repeat_n(b"0.1,".as_slice(), 3 << 18).flatten());
+            body.extend_from_slice(
+                br#"0.1]}],"usage":{"prompt_tokens":70000,"total_tokens":70000}}"#,
+            );
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            Ok(response)
+        });
+    for path in ["/v1/responses", "/v1/embeddings"] {
+        let response = service
+            .clone()
+            .oneshot(Request::post(path).body(Body::default()).unwrap())
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    let records = records.lock().unwrap();
+    assert_eq!(records.len(), 2);
+    let counts = |r: &UsageRecord| {
+        (
+            r.usage.prompt_tokens,
+            r.usage.completion_tokens,
+            r.usage.source,
+        )
+    };
+    assert_eq!(counts(&records[0]), (9, 4, UsageSource::Reported));
+    assert!(records[0].streamed && !records[0].failed);
+    assert_eq!(counts(&records[1]), (70_000, 0, UsageSource::Reported));
 }

@@ -28,6 +28,13 @@ pub enum Action {
         interval: Duration,
         reset: bool,
     },
+    /// Streams `events`, then the first bytes of one more event (`data: ` and `partial`, no blank
+    /// line), then closes the socket without the terminating chunk: a crash in the middle of an
+    /// event.
+    BreakMidEvent {
+        events: Vec<String>,
+        partial: String,
+    },
     /// Streams chunks forever, `interval` apart, until the peer goes away.
     Endless { interval: Duration },
     /// Waits `delay` before answering `then`.
@@ -203,6 +210,23 @@ async fn answer(stream: &mut TcpStream, action: Action) -> bool {
                 return true;
             }
             write_event(stream, "[DONE]").await && stream.write_all(b"0\r\n\r\n").await.is_ok()
+        }
+        Action::BreakMidEvent { events, partial } => {
+            if !write_stream_head(stream).await {
+                return false;
+            }
+            for event in events {
+                if !write_event(stream, &event).await {
+                    return false;
+                }
+            }
+            let bytes = format!("data: {partial}");
+            let chunk = format!("{:x}\r\n{bytes}\r\n", bytes.len());
+            let _ = stream.write_all(chunk.as_bytes()).await;
+            let _ = stream.flush().await;
+            // Let the partial event reach the gateway before the connection goes.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            true
         }
         Action::Endless { interval } => {
             if !write_stream_head(stream).await {
