@@ -72,6 +72,7 @@ pub struct GatewayBuilder {
     breaker: CircuitBreakerLayer,
     queue: QueueLayer,
     proxy: Proxy,
+    replicas: crate::replicas::Replicas,
 }
 
 impl std::fmt::Debug for dyn KeyStore {
@@ -86,14 +87,16 @@ impl GatewayBuilder {
     /// A gateway for the models in `registry`: no auth until [`keys`](Self::keys), usage dropped
     /// until [`usage_sink`](Self::usage_sink), least-in-flight balancing, 4 slots per replica.
     pub fn new(registry: Arc<dyn Registry>) -> Self {
+        let replicas = crate::replicas::Replicas::pruned_to(Arc::clone(&registry));
         Self {
             route: RouteLayer::new(registry),
             keys: None,
             sink: None,
             policy: Policy::default(),
-            breaker: CircuitBreakerLayer::new(),
-            queue: QueueLayer::new(4),
+            breaker: CircuitBreakerLayer::new().breakers(Breakers::over(replicas.clone())),
+            queue: QueueLayer::new(4).with_queues(crate::queue::Queues::over(replicas.clone())),
             proxy: Proxy::new(),
+            replicas,
         }
     }
 
@@ -142,10 +145,16 @@ impl GatewayBuilder {
         self
     }
 
-    /// The circuit breaker's settings.
+    /// The circuit breaker's settings (its circuits live in the gateway's one table of
+    /// replicas, [`replicas`](Self::replicas)).
     pub fn breaker(mut self, breaker: CircuitBreakerLayer) -> Self {
-        self.breaker = breaker;
+        self.breaker = breaker.breakers(Breakers::over(self.replicas.clone()));
         self
+    }
+
+    /// The per-replica state of the stack, pruned to the registry's replicas.
+    pub fn replicas(&self) -> &crate::replicas::Replicas {
+        &self.replicas
     }
 
     /// Concurrent requests per replica (default 4, llama-server's `-np` auto).
@@ -195,7 +204,11 @@ impl GatewayBuilder {
             .layer(auth)
             .layer(self.route)
             .layer(sink)
-            .layer(BalanceLayer::new(self.policy).skip_open(breakers))
+            .layer(
+                BalanceLayer::new(self.policy)
+                    .with_replicas(self.replicas)
+                    .skip_open(breakers),
+            )
             .layer(self.breaker)
             .layer(self.queue)
             .service(self.proxy)

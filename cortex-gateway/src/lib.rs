@@ -99,6 +99,7 @@ pub mod meter;
 pub mod outcome;
 pub mod proxy;
 pub mod queue;
+pub mod replicas;
 pub mod request_id;
 pub mod route;
 pub mod scan;

@@ -23,6 +23,12 @@ impl BalanceLayer {
         }
     }
 
+    /// Keeps in-flight counts in a shared table, such as the gateway's.
+    pub fn with_replicas(mut self, replicas: crate::replicas::Replicas) -> Self {
+        self.loads.replicas = replicas;
+        self
+    }
+
     /// Skips replicas whose circuit in `breakers` is open.
     pub fn skip_open(mut self, breakers: Breakers) -> Self {
         self.breakers = Some(breakers);

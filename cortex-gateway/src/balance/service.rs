@@ -12,6 +12,7 @@ use tower_service::Service;
 
 use super::{BalanceLayer, Picked, Policy, ResponseBody, random};
 use crate::guard::Guarded;
+use crate::replicas::Replicas;
 use crate::route::Routed;
 
 /// Picks a replica for each routed request. See the [module docs](crate::balance).
@@ -21,11 +22,12 @@ pub struct Balance<S> {
     pub(super) config: BalanceLayer,
 }
 
-/// Per-model round-robin counters and per-replica in-flight counts.
+/// Per-model round-robin counters, and the replicas' in-flight counts (in the [`Replicas`]
+/// table).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Loads {
     turns: Arc<RwLock<HashMap<Arc<str>, Arc<AtomicUsize>>>>,
-    in_flight: Arc<RwLock<HashMap<InstanceId, Arc<AtomicUsize>>>>,
+    pub(crate) replicas: Replicas,
 }
 
 /// One request in flight on a replica; the count drops with it.
@@ -61,11 +63,9 @@ where
 
 impl Loads {
     fn load(&self, instance: &InstanceId) -> usize {
-        self.in_flight
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(instance)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+        self.replicas
+            .find(instance)
+            .map_or(0, |r| r.in_flight.load(Ordering::Relaxed))
     }
 }
 
@@ -152,7 +152,7 @@ where
             .get::<Routed>()
             .map(|routed| self.pick(&routed.model, &routed.endpoints).clone());
         let in_flight = picked.map(|endpoint| {
-            let count = entry(&self.config.loads.in_flight, &endpoint.instance);
+            let count = Arc::clone(&self.config.loads.replicas.get(Some(&endpoint)).in_flight);
             count.fetch_add(1, Ordering::Relaxed);
             req.extensions_mut().insert(Picked(endpoint));
             InFlight(count)

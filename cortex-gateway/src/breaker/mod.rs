@@ -59,4 +59,5 @@ pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::{CircuitBreakerLayer, InvalidBreaker};
 pub use self::service::CircuitBreaker;
+pub(crate) use self::state::Circuit;
 pub use self::state::{Breakers, CircuitState};

@@ -50,7 +50,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let picked = req.extensions().get::<Picked>();
-        let circuit = self.config.breakers.circuit(picked.map(|p| &p.0.instance));
+        let circuit = self.config.breakers.circuit(picked.map(|p| &p.0));
         match circuit.admit(Instant::now()) {
             Ok(probe) => ResponseFuture::inner(
                 self.inner.call(req),

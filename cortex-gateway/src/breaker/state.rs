@@ -1,9 +1,10 @@
-use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cortex_core::InstanceId;
+use cortex_core::{Endpoint, InstanceId};
+
+use crate::replicas::Replicas;
 use tokio::time::Instant;
 
 /// What one request said about a replica.
@@ -66,16 +67,21 @@ fn jitter(cooldown: Duration) -> Duration {
 /// One replica's circuit.
 #[derive(Debug)]
 pub(crate) struct Circuit {
-    name: Arc<str>,
+    /// `model/replica`, for logs.
+    name: String,
+    model: Arc<str>,
+    replica: Arc<str>,
     state: Mutex<State>,
 }
 
 // === impl Circuit ===
 
 impl Circuit {
-    fn new(name: Arc<str>) -> Self {
+    pub(crate) fn new(model: Arc<str>, replica: Arc<str>) -> Self {
         Self {
-            name,
+            name: format!("{model}/{replica}"),
+            model,
+            replica,
             state: Mutex::new(State::Closed { failures: 0 }),
         }
     }
@@ -164,91 +170,57 @@ impl Circuit {
     }
 
     fn gauge(&self, value: f64) {
-        metrics::gauge!("cortex_gateway_breaker_state", "replica" => Arc::clone(&self.name))
-            .set(value);
+        metrics::gauge!(
+            "cortex_gateway_breaker_state",
+            "model" => Arc::clone(&self.model),
+            "replica" => Arc::clone(&self.replica)
+        )
+        .set(value);
     }
 }
 
-/// The circuits of every replica, shared by the breaker and the balancer.
+/// The circuits of every replica, shared by the breaker and the balancer: a view of the
+/// [`Replicas`] table.
 #[derive(Debug, Clone, Default)]
 pub struct Breakers {
-    inner: Arc<Table>,
+    replicas: Replicas,
 }
-
-#[derive(Debug, Default)]
-struct Table {
-    single: OnceCircuit,
-    by_instance: RwLock<HashMap<InstanceId, Arc<Circuit>>>,
-}
-
-#[derive(Debug, Default)]
-struct OnceCircuit(std::sync::OnceLock<Arc<Circuit>>);
 
 // === impl Breakers ===
 
 impl Breakers {
-    /// An empty table.
+    /// An empty table of its own.
     pub fn new() -> Self {
         Self::default()
     }
 
-    pub(crate) fn circuit(&self, instance: Option<&InstanceId>) -> Arc<Circuit> {
-        let Some(instance) = instance else {
-            return Arc::clone(
-                self.inner
-                    .single
-                    .0
-                    .get_or_init(|| Arc::new(Circuit::new(Arc::from("service")))),
-            );
-        };
-        if let Some(c) = self
-            .inner
-            .by_instance
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(instance)
-        {
-            return Arc::clone(c);
-        }
-        let mut map = self
-            .inner
-            .by_instance
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(
-            map.entry(instance.clone())
-                .or_insert_with(|| Arc::new(Circuit::new(Arc::from(instance.as_str())))),
-        )
+    /// The circuits in `replicas`.
+    pub fn over(replicas: Replicas) -> Self {
+        Self { replicas }
+    }
+
+    pub(crate) fn circuit(&self, endpoint: Option<&Endpoint>) -> Arc<Circuit> {
+        Arc::clone(&self.replicas.get(endpoint).circuit)
     }
 
     /// Whether `instance`'s circuit would admit a request now.
     pub fn is_available(&self, instance: &InstanceId) -> bool {
-        self.inner
-            .by_instance
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(instance)
-            .is_none_or(|c| c.is_available(Instant::now()))
+        self.replicas
+            .find(instance)
+            .is_none_or(|r| r.circuit.is_available(Instant::now()))
     }
 
     /// The state of `instance`'s circuit (closed with no failures when it has none yet).
     pub fn state(&self, instance: &InstanceId) -> CircuitState {
-        self.inner
-            .by_instance
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(instance)
-            .map_or(CircuitState::Closed { failures: 0 }, |c| {
-                c.snapshot(Instant::now())
+        self.replicas
+            .find(instance)
+            .map_or(CircuitState::Closed { failures: 0 }, |r| {
+                r.circuit.snapshot(Instant::now())
             })
     }
 
     /// Forgets the circuits of instances not in `keep` (instances that left the registry).
     pub fn retain(&self, keep: impl Fn(&InstanceId) -> bool) {
-        self.inner
-            .by_instance
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|k, _| keep(k));
+        self.replicas.retain(keep);
     }
 }

@@ -29,7 +29,7 @@ impl Waiter {
     fn new(slot: Arc<Slot>) -> Self {
         let depth = slot.waiting.fetch_add(1, Ordering::Relaxed) + 1;
         #[allow(clippy::cast_precision_loss, reason = "a gauge")]
-        metrics::gauge!("cortex_gateway_queue_depth", "replica" => Arc::clone(&slot.name))
+        metrics::gauge!("cortex_gateway_queue_depth", "model" => Arc::clone(&slot.model), "replica" => Arc::clone(&slot.replica))
             .set(depth as f64);
         Self {
             slot,
@@ -42,7 +42,7 @@ impl Drop for Waiter {
     fn drop(&mut self) {
         let depth = self.slot.waiting.fetch_sub(1, Ordering::Relaxed) - 1;
         #[allow(clippy::cast_precision_loss, reason = "a gauge")]
-        metrics::gauge!("cortex_gateway_queue_depth", "replica" => Arc::clone(&self.slot.name))
+        metrics::gauge!("cortex_gateway_queue_depth", "model" => Arc::clone(&self.slot.model), "replica" => Arc::clone(&self.slot.replica))
             .set(depth as f64);
     }
 }
@@ -140,7 +140,7 @@ where
                         Poll::Ready(Ok(permit)) => {
                             let waiter = waiter.take().expect("polled after completion");
                             let wait = waiter.since.elapsed();
-                            metrics::histogram!("cortex_gateway_queue_wait_seconds", "replica" => Arc::clone(&waiter.slot.name))
+                            metrics::histogram!("cortex_gateway_queue_wait_seconds", "model" => Arc::clone(&waiter.slot.model), "replica" => Arc::clone(&waiter.slot.replica))
                                 .record(wait.as_secs_f64());
                             drop(waiter);
                             let mut inner = inner.take().expect("polled after completion");

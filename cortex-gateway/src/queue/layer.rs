@@ -1,7 +1,6 @@
-use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use cortex_core::{Endpoint, InstanceId};
@@ -9,6 +8,7 @@ use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
 use super::Queue;
+use crate::replicas::Replicas;
 
 type SlotsFn = dyn Fn(&Endpoint) -> usize + Send + Sync;
 
@@ -77,6 +77,12 @@ impl QueueLayer {
     pub fn queues(&self) -> &Queues {
         &self.queues
     }
+
+    /// Uses (and fills) a shared table, such as the gateway's [`Replicas`].
+    pub fn with_queues(mut self, queues: Queues) -> Self {
+        self.queues = queues;
+        self
+    }
 }
 
 impl<S> Layer<S> for QueueLayer {
@@ -93,69 +99,60 @@ impl<S> Layer<S> for QueueLayer {
 /// One replica's slots and waiters.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    pub(crate) name: Arc<str>,
+    /// `model/replica`, for messages.
+    pub(crate) name: String,
+    pub(crate) model: Arc<str>,
+    pub(crate) replica: Arc<str>,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) waiting: AtomicUsize,
 }
 
-/// The queues of every replica.
+impl Slot {
+    pub(crate) fn new(model: Arc<str>, replica: Arc<str>, slots: usize) -> Self {
+        Self {
+            name: format!("{model}/{replica}"),
+            model,
+            replica,
+            permits: Arc::new(Semaphore::new(slots.max(1))),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The queues of every replica: a view of the [`Replicas`] table.
 #[derive(Debug, Clone, Default)]
 pub struct Queues {
-    single: Arc<OnceLock<Arc<Slot>>>,
-    by_instance: Arc<RwLock<HashMap<InstanceId, Arc<Slot>>>>,
+    replicas: Replicas,
 }
 
 // === impl Queues ===
 
 impl Queues {
+    /// The queues in `replicas`.
+    pub fn over(replicas: Replicas) -> Self {
+        Self { replicas }
+    }
+
     pub(crate) fn slot(
         &self,
         endpoint: Option<&Endpoint>,
         slots: impl FnOnce() -> usize,
     ) -> Arc<Slot> {
-        let new = |name: &str, n: usize| {
-            Arc::new(Slot {
-                name: Arc::from(name),
-                permits: Arc::new(Semaphore::new(n.max(1))),
-                waiting: AtomicUsize::new(0),
-            })
-        };
-        let Some(endpoint) = endpoint else {
-            return Arc::clone(self.single.get_or_init(|| new("service", slots())));
-        };
-        if let Some(slot) = self
-            .by_instance
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&endpoint.instance)
-        {
-            return Arc::clone(slot);
-        }
-        let mut map = self
-            .by_instance
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(
-            map.entry(endpoint.instance.clone())
-                .or_insert_with(|| new(endpoint.instance.as_str(), slots())),
-        )
+        self.replicas.get(endpoint).slot(slots)
     }
 
     /// Requests waiting for `instance`.
     pub fn waiting(&self, instance: &InstanceId) -> usize {
-        self.by_instance
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(instance)
-            .map_or(0, |s| s.waiting.load(Ordering::Relaxed))
+        self.replicas
+            .find(instance)
+            .and_then(|r| r.slot.get().map(|s| s.waiting.load(Ordering::Relaxed)))
+            .unwrap_or(0)
     }
 
     /// Free slots of `instance`, if it has been seen.
     pub fn free(&self, instance: &InstanceId) -> Option<usize> {
-        self.by_instance
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(instance)
-            .map(|s| s.permits.available_permits())
+        self.replicas
+            .find(instance)
+            .and_then(|r| r.slot.get().map(|s| s.permits.available_permits()))
     }
 }

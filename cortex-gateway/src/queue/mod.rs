@@ -35,6 +35,7 @@ mod service;
 use std::time::Duration;
 
 pub use self::future::ResponseFuture;
+pub(crate) use self::layer::Slot;
 pub use self::layer::{QueueLayer, Queues};
 pub use self::service::Queue;
 
