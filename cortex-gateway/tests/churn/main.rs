@@ -53,7 +53,7 @@ fn restarting_a_model_a_thousand_times_grows_neither_state_nor_metrics() {
                 .breaker(CircuitBreakerLayer::new().failures(NonZeroU32::MIN));
             let replicas = builder.replicas().clone();
             let gateway = builder.build();
-            let mut restart = |i: usize| {
+            let restart = |i: usize| {
                 let registry = Arc::clone(&registry);
                 let gateway = gateway.clone();
                 let base = format!("http://{}", upstream.addr);
