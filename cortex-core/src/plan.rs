@@ -29,6 +29,43 @@ pub mod labels {
     pub const PLAN: &str = "io.cortex.plan";
 }
 
+/// A secret value, such as an engine's API key: `Debug` and `Display` print `<secret>`, so it
+/// cannot reach a log or an event by accident; [`expose`](Self::expose) gives the value to the
+/// one place that needs it.
+///
+/// ```
+/// use cortex_core::plan::Secret;
+/// let key = Secret::new("sk-engine");
+/// assert_eq!(format!("{key:?} {key}"), "<secret> <secret>");
+/// assert_eq!(key.expose(), "sk-engine");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(std::sync::Arc<str>);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<std::sync::Arc<str>>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
 /// Everything needed to start one instance of one model, exact and validated.
 ///
 /// Built by an [`Engine`](crate::Engine) from a [`ModelSpec`](crate::ModelSpec); started by a
@@ -49,6 +86,11 @@ pub struct LaunchPlan {
     pub args: Vec<String>,
     /// Environment variables.
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secret (an engine's API key): given to the engine,
+    /// never on its command line, and shown nowhere — [`Secret`]'s `Debug` masks them, and they
+    /// are left out of the plan's serialized form and [`fingerprint`](Self::fingerprint).
+    #[serde(skip)]
+    pub secrets: BTreeMap<String, Secret>,
     /// Paths made visible to the engine.
     pub mounts: Vec<Mount>,
     /// The TCP port the engine listens on (inside the container for a container target).
@@ -85,6 +127,7 @@ impl LaunchPlan {
             target,
             args: Vec::new(),
             env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             mounts: Vec::new(),
             port,
             shm_size: None,

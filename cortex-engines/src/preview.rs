@@ -33,6 +33,7 @@ pub fn preview(plan: &LaunchPlan) -> String {
                 .any(|s| k.to_uppercase().contains(s));
             format!("{k}={}", quote(if secret { "***" } else { v }))
         })
+        .chain(plan.secrets.keys().map(|k| format!("{k}=***")))
         .collect();
     let args = plan
         .args

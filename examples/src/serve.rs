@@ -28,9 +28,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cortex_core::{
-    DynHealthProbe, DynRuntime, Event, EventKind, InstanceId, ModelId, ModelState, Supervisor,
+    DynHealthProbe, DynRuntime, EngineKind, Event, EventKind, InstanceId, ModelId, ModelState,
+    Supervisor,
 };
-use cortex_engines::{DockerRuntime, HttpProbe, LlamaCppEngine, ProcessRuntime, VllmEngine};
+use cortex_engines::{
+    DockerRuntime, HttpProbe, LlamaCppEngine, ProcessRuntime, VllmEngine, VllmSettings,
+};
 use cortex_gateway::balance::Policy;
 use cortex_gateway::breaker::CircuitBreakerLayer;
 use cortex_gateway::error::Refusal;
@@ -170,12 +173,28 @@ async fn runtime(kind: RuntimeKind) -> Result<Arc<dyn DynRuntime>, ServeError> {
 /// Builds the gateway of `config` over `supervisor`'s registry.
 pub fn gateway(config: &Config, supervisor: &Supervisor, usage: Arc<InMemoryUsage>) -> Gateway {
     let g = &config.gateway;
-    // Slots per replica: the model's `parallel` setting (llama-server's -np), else the default.
+    // Slots per replica: what the engine runs at once. llama-server: its `parallel` (-np), else
+    // the gateway's default (4, llama-server's -np auto); vLLM: its `max_num_seqs` (256 unless
+    // set), since it batches that many sequences.
     let slots: HashMap<ModelId, usize> = config
         .specs()
         .filter_map(|s| {
-            let n = s.settings.get("parallel")?.as_u64()?;
+            let n = if s.engine == EngineKind::VLLM {
+                u64::from(s.settings.decode::<VllmSettings>().ok()?.max_num_seqs)
+            } else {
+                s.settings.get("parallel")?.as_u64()?
+            };
             Some((s.id.clone(), usize::try_from(n).ok()?))
+        })
+        .collect();
+    // The engines' own keys, sent upstream in place of the client's; never logged.
+    let upstream_keys: HashMap<ModelId, http::HeaderValue> = config
+        .specs()
+        .filter_map(|s| {
+            let key = s.settings.get("api_key")?.as_str()?;
+            let mut value = http::HeaderValue::from_str(&format!("Bearer {key}")).ok()?;
+            value.set_sensitive(true);
+            Some((s.id.clone(), value))
         })
         .collect();
     let default_slots = g.slots;
@@ -198,7 +217,8 @@ pub fn gateway(config: &Config, supervisor: &Supervisor, usage: Arc<InMemoryUsag
         .proxy(
             Proxy::new()
                 .first_byte_timeout(g.first_byte_timeout)
-                .idle_timeout(g.idle_timeout),
+                .idle_timeout(g.idle_timeout)
+                .upstream_key(move |e| upstream_keys.get(&e.model).cloned()),
         );
     if config.server.auth {
         builder = builder.keys(config.key_store());

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use cortex_core::plan::Secret;
 use cortex_core::{
     Diagnostic, Diagnostics, Engine, EngineKind, GpuRequest, HealthSpec, LaunchPlan, ModelSource,
     ModelSpec, Mount, PlanContext, PlanError, Planned, Refused, Target, TargetKind, Task,
@@ -84,6 +85,10 @@ const MANAGED: &[(&[&str], &str)] = &[
     (&["--port"], "the port is chosen by the supervisor"),
     (&["--host"], "the address is chosen by the runtime"),
     (&["-a", "--alias"], "the alias is the spec's served_name"),
+    (
+        &["--api-key", "--api-key-file"],
+        "a key on the command line is visible to every user in `ps`; set `settings.api_key`, which reaches llama-server in its environment (LLAMA_API_KEY)",
+    ),
 ];
 
 /// Plans `llama-server` launches; see [`LlamaCppSettings`] for what can be set.
@@ -441,9 +446,6 @@ impl Engine for LlamaCppEngine {
         if let Some(v) = s.timeout {
             arg("-to", v.to_string());
         }
-        if let Some(v) = &s.api_key {
-            arg("--api-key", v.clone());
-        }
         let mut switch = |on: bool, flag: &str| {
             if on {
                 args.push(flag.to_owned());
@@ -509,6 +511,10 @@ impl Engine for LlamaCppEngine {
         plan.replica = cx.replica;
         plan.args = args;
         plan.env = spec.env.clone();
+        if let Some(key) = &s.api_key {
+            plan.secrets
+                .insert("LLAMA_API_KEY".to_owned(), Secret::new(key.as_str()));
+        }
         plan.mounts = mounts.into_vec();
         plan.stop_grace = Duration::from_secs(10);
         if container {

@@ -106,7 +106,8 @@ pub struct LlamaCppSettings {
     pub defaults: RequestDefaults,
     /// `-to`: server read/write timeout in seconds.
     pub timeout: Option<u32>,
-    /// `--api-key`: a key the engine requires (the gateway sends it upstream).
+    /// A key the engine requires (the gateway sends it upstream), given to llama-server in its
+    /// environment (`LLAMA_API_KEY`), never on its command line.
     pub api_key: Option<String>,
 }
 

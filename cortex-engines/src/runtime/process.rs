@@ -166,6 +166,7 @@ impl Runtime for ProcessRuntime {
         let mut child = Command::new(program)
             .args(&plan.args)
             .envs(&plan.env)
+            .envs(plan.secrets.iter().map(|(k, v)| (k, v.expose())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use cortex_core::plan::Secret;
 use cortex_core::{
     Diagnostic, Diagnostics, Engine, EngineKind, GpuRequest, HealthSpec, LaunchPlan, ModelSource,
     ModelSpec, Mount, PlanContext, PlanError, Planned, Refused, Target, TargetKind, Task,
@@ -106,6 +107,10 @@ const MANAGED: &[(&[&str], &str)] = &[
         &["--served-model-name"],
         "the name is the spec's served_name",
     ),
+    (
+        &["--api-key"],
+        "a key on the command line is visible to every user in `ps`; set `settings.api_key`, which reaches vLLM in its environment (VLLM_API_KEY)",
+    ),
 ];
 
 /// Settings of a vLLM model, as written under `[settings]` of a model in a config file.
@@ -157,7 +162,8 @@ pub struct VllmSettings {
     pub hf_config_path: Option<String>,
     /// The hub token, passed as `HF_TOKEN` in the environment (never on the command line).
     pub hf_token: Option<String>,
-    /// `--api-key`: a key the engine requires (the gateway sends it upstream).
+    /// A key the engine requires (the gateway sends it upstream), given to vLLM in its
+    /// environment (`VLLM_API_KEY`), never on its command line.
     pub api_key: Option<String>,
     /// The GPUs a container gets (all by default).
     pub gpus: Option<GpuRequest>,
@@ -409,9 +415,6 @@ impl Engine for VllmEngine {
         if let Some(v) = &s.hf_config_path {
             arg("--hf-config-path", v.clone());
         }
-        if let Some(v) = &s.api_key {
-            arg("--api-key", v.clone());
-        }
         match spec.task {
             Task::Embed => {
                 arg("--runner", "pooling".into());
@@ -478,6 +481,10 @@ impl Engine for VllmEngine {
         plan.replica = cx.replica;
         plan.args = args;
         plan.env = env;
+        if let Some(key) = &s.api_key {
+            plan.secrets
+                .insert("VLLM_API_KEY".to_owned(), Secret::new(key.as_str()));
+        }
         plan.mounts = mounts;
         plan.stop_grace = Duration::from_secs(5);
         if container {

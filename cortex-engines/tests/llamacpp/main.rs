@@ -122,6 +122,7 @@ fn container_plan_mounts_the_model_read_only() {
 }
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "every setting, listed")]
 fn every_setting_reaches_the_command_line() {
     let dir = Dir::new("all", &["m.gguf"]);
     let s = spec(
@@ -160,7 +161,18 @@ fn every_setting_reaches_the_command_line() {
         defaults = { temperature = 0.7, top_p = 0.9, top_k = 20, max_tokens = 256, seed = 42 }
         "#,
     );
-    let line = plan(&s, TargetKind::Process).unwrap().plan.command_line();
+    let planned = plan(&s, TargetKind::Process).unwrap().plan;
+    let line = planned.command_line();
+    // The key reaches the engine in its environment, never on its command line or in the plan's
+    // printed forms.
+    assert!(!line.contains("sk-upstream"), "{line}");
+    assert_eq!(planned.secrets["LLAMA_API_KEY"].expose(), "sk-upstream");
+    assert!(!format!("{planned:?}").contains("sk-upstream"));
+    assert!(
+        !serde_json::to_string(&planned)
+            .unwrap()
+            .contains("sk-upstream")
+    );
     for expected in [
         "-c 4096",
         "-ngl 20",
@@ -191,7 +203,6 @@ fn every_setting_reaches_the_command_line() {
         "-n 256",
         "--seed 42",
         "-to 600",
-        "--api-key sk-upstream",
         "-kvu",
         "--swa-full",
         "-nocb",

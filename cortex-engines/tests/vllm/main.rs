@@ -114,7 +114,18 @@ fn settings_reach_the_command_line() {
         "#,
     )
     .with_task(Task::Embed);
-    let line = plan(&s, TargetKind::Process).unwrap().plan.command_line();
+    let planned = plan(&s, TargetKind::Process).unwrap().plan;
+    let line = planned.command_line();
+    // The key reaches the engine in its environment, never on its command line or in the plan's
+    // printed forms.
+    assert!(!line.contains("sk-internal"), "{line}");
+    assert_eq!(planned.secrets["VLLM_API_KEY"].expose(), "sk-internal");
+    assert!(!format!("{planned:?}").contains("sk-internal"));
+    assert!(
+        !serde_json::to_string(&planned)
+            .unwrap()
+            .contains("sk-internal")
+    );
     for expected in [
         "--dtype bfloat16",
         "--tensor-parallel-size 2",
@@ -123,7 +134,6 @@ fn settings_reach_the_command_line() {
         "--max-model-len 32768",
         "--kv-cache-dtype fp8",
         "--quantization awq",
-        "--api-key sk-internal",
         "--runner pooling --convert embed",
         "--cudagraph-capture-sizes 1 2 4",
         "--trust-remote-code",

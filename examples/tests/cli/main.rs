@@ -420,6 +420,8 @@ struct Server {
     base: String,
     config: PathBuf,
     began: Instant,
+    /// Everything it wrote to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -432,9 +434,14 @@ impl Server {
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let copy = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("serve| {line}");
+                let mut log = copy.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
             }
         });
         Self {
@@ -442,6 +449,7 @@ impl Server {
             base: format!("http://127.0.0.1:{port}"),
             config,
             began,
+            log,
         }
     }
 
@@ -864,3 +872,74 @@ impl Drop for QuickstartGuard {
 }
 
 use std::os::unix::process::CommandExt as _;
+
+/// An engine key: llama-server gets it in its environment (not in `ps`, not in `cortex plan`, not
+/// in the server's log), requires it (a request without it is refused), and the gateway sends it,
+/// so clients are served.
+#[test]
+fn an_engine_key_reaches_llama_server_in_its_environment_and_the_gateway_sends_it() {
+    const ENGINE_KEY: &str = "sk-engine-only-9f3b2c";
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config(dir.path(), port);
+    let text_of = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text_of.replace(
+            "chat_template = \"gemma\"\n",
+            &format!("chat_template = \"gemma\"\napi_key = \"{ENGINE_KEY}\"\n"),
+        ),
+    )
+    .unwrap();
+
+    let out = cortex(&["plan", "gemma", "--config", path.to_str().unwrap()]);
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!plan.contains(ENGINE_KEY), "{plan}");
+    assert!(plan.contains("LLAMA_API_KEY=***"), "{plan}");
+
+    let server = Server::start(path, port);
+    server.wait_ready();
+    let chat = sdk_chat(&server.base, CLIENT, "gemma-3-270m");
+    assert!(!chat["content"].as_str().unwrap().is_empty(), "{chat}");
+
+    let out = server.models(&["status", "gemma-3-270m"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pids = instance_pids(&status);
+    assert_eq!(pids.len(), 1, "{status}");
+    let argv = std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap();
+    assert!(
+        !text(&argv).contains(ENGINE_KEY),
+        "the key is on llama-server's command line"
+    );
+    let environ = std::fs::read(format!("/proc/{}/environ", pids[0])).unwrap();
+    assert!(text(&environ).contains(&format!("LLAMA_API_KEY={ENGINE_KEY}")));
+
+    // llama-server itself refuses a request without the key.
+    let endpoint = status["replicas"][0]["endpoint"]["base_url"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{endpoint}/v1/models"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "401");
+
+    let log = std::sync::Arc::clone(&server.log);
+    drop(server); // stops it: its log is complete
+    let log = log.lock().unwrap();
+    assert!(
+        log.contains("LLAMA_API_KEY=***") || !log.contains("LLAMA_API_KEY"),
+        "{log}"
+    );
+    assert!(!log.contains(ENGINE_KEY), "the key is in the server's log");
+}

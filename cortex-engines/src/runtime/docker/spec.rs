@@ -42,6 +42,14 @@ pub(crate) fn container_body(
     let port = format!("{}/tcp", plan.port);
 
     let mut env = plan.env.clone();
+    // Docker has no secrets outside Swarm: a container's environment is the only way in that
+    // every engine reads, and `docker inspect` shows it to whoever can reach the Docker socket
+    // (who can exec into the container anyway). It stays out of argv, logs and events.
+    env.extend(
+        plan.secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned())),
+    );
     if plan.gpus != GpuRequest::None {
         env.entry("NVIDIA_DRIVER_CAPABILITIES".into())
             .or_insert_with(|| "compute,utility".into());
