@@ -1,6 +1,7 @@
 //! The admin API of `cortex serve`, and the client `cortex models …` uses.
 //!
-//! Every route needs `Authorization: Bearer ADMIN_KEY`, the key whose digest is
+//! The API is served on its own listener, `server.admin_listen` (loopback by default), never on
+//! the clients'. Every route needs `Authorization: Bearer ADMIN_KEY`, the key whose digest is
 //! `server.admin_key`; without that setting the API answers 404 `admin_disabled`. Answers are
 //! JSON; errors have `OpenAI`'s shape (`{"error": {"message", "type", "code"}}`).
 //!
@@ -12,6 +13,7 @@
 //! | `POST /admin/models/{name}/stop` | 200 once every instance is stopped |
 //! | `GET /admin/models/{name}/logs?lines=N` | the last N (default 100) log lines of each replica |
 //! | `GET /admin/usage` | requests and tokens by key and model since the server started |
+//! | `POST /admin/keys/reload` | reads the configuration file again and puts its keys in force (as SIGHUP does); 422 and nothing changed when the file has errors |
 
 use std::sync::Arc;
 
@@ -102,7 +104,7 @@ impl Admin {
     where
         B: http_body::Body,
     {
-        let Some(admin) = self.shared.config.admin_key() else {
+        let Some(admin) = **self.shared.admin_key.load() else {
             return error(
                 StatusCode::NOT_FOUND,
                 "admin_disabled",
@@ -154,6 +156,14 @@ impl Admin {
                 self.logs(name, lines).await
             }
             (&Method::GET, ["usage"]) => self.usage(),
+            (&Method::POST, ["keys", "reload"]) => match self.shared.reload_keys() {
+                Ok(n) => json_response(StatusCode::OK, &json!({"reloaded": true, "keys": n})),
+                Err(errors) => error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_config",
+                    format!("The keys were not reloaded; the file has errors:\n{errors}"),
+                ),
+            },
             _ => error(
                 StatusCode::NOT_FOUND,
                 "unknown_route",

@@ -56,8 +56,28 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// The gateway's address. Default `127.0.0.1:8080`.
+    /// The gateway's address: the OpenAI API and `/health`. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// The admin API's own address (`/admin/…`, `/metrics`, `/health`), never the clients'.
+    /// Default `127.0.0.1:8081`: loopback only.
+    pub admin_listen: SocketAddr,
+    /// Also serve `/metrics` on the client listener. Default false.
+    pub metrics_on_listen: bool,
+    /// Connections open at once on the client listener; past it a connection gets 503 and is
+    /// closed. Default 4096.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a request body may go without sending anything. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// On Ctrl-C or SIGTERM, how long requests and streams in flight may run before the engines
+    /// are stopped anyway. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// One line per request on stdout: `json` (default), `logfmt` or `off`.
+    pub access_log: AccessLogFormat,
     /// The digest (`sha256:…`) of the admin API key; the admin API is off without one.
     pub admin_key: Option<Spanned<String>>,
     /// Whether clients need an API key. Default true; false serves anyone who can connect.
@@ -70,11 +90,31 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            metrics_on_listen: false,
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            access_log: AccessLogFormat::Json,
             admin_key: None,
             auth: true,
             start_models: true,
         }
     }
+}
+
+/// `server.access_log`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// `key=value` pairs per line.
+    Logfmt,
+    /// No access log.
+    Off,
 }
 
 /// `[runtime]`.
@@ -385,8 +425,8 @@ impl Config {
                 ));
             }
         }
-        for (span, message) in config.allow_errors() {
-            errors.push(error(Some(span), message));
+        for (span, message) in config.setting_errors() {
+            errors.push(error(span, message));
         }
         if errors.is_empty() {
             Ok(config)
@@ -425,14 +465,23 @@ impl Config {
         store
     }
 
-    /// What is wrong in `[[gateway.allow]]`, with where.
-    fn allow_errors(&self) -> Vec<(Range<usize>, String)> {
+    /// What is wrong in `[server]` and `[[gateway.allow]]`, with where.
+    fn setting_errors(&self) -> Vec<(Option<Range<usize>>, String)> {
         let mut errors = Vec::new();
+        if self.server.admin_listen == self.server.listen {
+            errors.push((
+                None,
+                format!(
+                    "server.admin_listen: {} is also server.listen; the admin API needs an address of its own",
+                    self.server.admin_listen
+                ),
+            ));
+        }
         for (i, allow) in self.gateway.allow.iter().enumerate() {
             let model = allow.model.get_ref();
             if !self.specs().any(|m| m.served_name() == model) {
                 errors.push((
-                    allow.model.span(),
+                    Some(allow.model.span()),
                     format!(
                         "gateway.allow[{i}].model: `{model}` is not the served name of any model in this file"
                     ),
@@ -440,7 +489,10 @@ impl Config {
             }
             for entry in allow.paths.get_ref() {
                 if let Err(e) = allowed_path(entry) {
-                    errors.push((allow.paths.span(), format!("gateway.allow[{i}].paths: {e}")));
+                    errors.push((
+                        Some(allow.paths.span()),
+                        format!("gateway.allow[{i}].paths: {e}"),
+                    ));
                 }
             }
         }

@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: `cortex.toml`, read and checked with file, line and field in every error;
 //! - [`serve`]: `cortex serve`, the gateway, the supervisor and the runtime in one process;
+//! - [`access`]: the access log of `cortex serve`;
 //! - [`admin`]: the admin API on the running server, and its client (`cortex models …`);
 //! - [`plan`]: `cortex plan MODEL`;
 //! - [`gguf`]: `cortex gguf inspect|estimate`;
@@ -11,6 +12,7 @@
 //! The binary's user guide is docs/quickstart.md; every configuration field is in
 //! docs/configuration.md.
 
+pub mod access;
 pub mod admin;
 pub mod config;
 pub mod gguf;

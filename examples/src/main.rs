@@ -43,10 +43,10 @@ enum Command {
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
-        /// The server's address; default: `server.listen` of the configuration file.
+        /// The admin API's address; default: `server.admin_listen` of the configuration file.
         #[arg(long, global = true)]
         url: Option<String>,
-        /// The configuration file, for the address (`server.listen`) when `--url` is not given;
+        /// The configuration file, for the address (`server.admin_listen`) when `--url` is not given;
         /// default: `$CORTEX_CONFIG`, else `./cortex.toml`, else `~/.config/cortex/cortex.toml`.
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
@@ -231,6 +231,7 @@ fn serve_command(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    install_tracing();
     match runtime.block_on(serve::serve(config, path.to_owned())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -238,6 +239,18 @@ fn serve_command(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Diagnostics on stderr: the library's warnings and the server's own lines, filtered by
+/// `RUST_LOG` (default `info`). Keys never reach them: the library logs key ids only.
+fn install_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
 
 fn models_command(
@@ -249,7 +262,7 @@ fn models_command(
     let url = match url {
         Some(url) => url,
         None => match config::locate(config).and_then(|path| Config::load(&path)) {
-            Ok(c) => format!("http://{}", c.server.listen),
+            Ok(c) => format!("http://{}", c.server.admin_listen),
             Err(e) => {
                 eprintln!("{e}\ncortex models: pass --url or a readable --config");
                 return ExitCode::FAILURE;

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use cortex_core::{
     DynHealthProbe, DynRuntime, EngineKind, Event, EventKind, InstanceId, ModelId, ModelState,
@@ -34,22 +35,27 @@ use cortex_core::{
 use cortex_engines::{
     DockerRuntime, HttpProbe, LlamaCppEngine, ProcessRuntime, VllmEngine, VllmSettings,
 };
+use cortex_gateway::auth::{InMemoryKeyStore, KeyHash, KeyStore as _};
 use cortex_gateway::balance::Policy;
 use cortex_gateway::breaker::CircuitBreakerLayer;
 use cortex_gateway::error::Refusal;
-use cortex_gateway::meter::InMemoryUsage;
+use cortex_gateway::meter::{InMemoryUsage, UsageRecord, UsageSink as _};
 use cortex_gateway::proxy::Proxy;
 use cortex_gateway::{Gateway, GatewayBody, GatewayBuilder};
 use futures_util::StreamExt as _;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
+use tower_http::timeout::TimeoutBody;
 
+use crate::access::{self, AccessLog, Logged};
 use crate::admin::{self, Admin};
-use crate::config::{BalancePolicy, Config, RuntimeKind};
+use crate::config::{BalancePolicy, Config, ConfigErrors, RuntimeKind};
 
 /// Why serving could not start or ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -91,57 +97,145 @@ pub struct Shared {
     pub usage: Arc<InMemoryUsage>,
     /// The Prometheus recorder's handle.
     pub metrics: Option<PrometheusHandle>,
+    /// The client keys in force: replaced by a reload (SIGHUP, `POST /admin/keys/reload`).
+    pub keys: Arc<ArcSwap<InMemoryKeyStore>>,
+    /// The admin key's digest in force, reloaded with the client keys.
+    pub admin_key: ArcSwap<Option<KeyHash>>,
+    /// The access log.
+    pub access: Arc<AccessLog>,
 }
 
-/// The response body of the server: the gateway's, or one written here.
-pub type Body = Either<GatewayBody, Full<Bytes>>;
+// === impl Shared ===
 
-/// The top-level service: health, metrics, admin, else the gateway.
+impl Shared {
+    /// Reads the configuration file again and puts its keys (client and admin) in force, without
+    /// touching the engines. The whole file is checked first: a file with any error changes
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// The file's errors, with their places.
+    pub fn reload_keys(&self) -> Result<usize, ConfigErrors> {
+        let config = Config::load(&self.config_path)?;
+        let count = config.keys.len();
+        self.keys.store(Arc::new(config.key_store()));
+        self.admin_key.store(Arc::new(config.admin_key()));
+        tracing::info!(
+            keys = count,
+            "keys reloaded from {}",
+            self.config_path.display()
+        );
+        Ok(count)
+    }
+
+    fn metrics_response(&self) -> Response<Full<Bytes>> {
+        let text = self
+            .metrics
+            .as_ref()
+            .map(PrometheusHandle::render)
+            .unwrap_or_default();
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        response
+    }
+}
+
+/// The response body of the server: the gateway's, or one written here; logged when done.
+pub type Body = Logged<Either<GatewayBody, Full<Bytes>>>;
+
+/// The client listener's service: `/health`, `/metrics` when `server.metrics_on_listen`, else
+/// the gateway. Request bodies time out after `server.body_read_timeout` without a byte.
 #[derive(Debug, Clone)]
 pub struct App {
     gateway: Gateway,
     shared: Arc<Shared>,
+}
+
+/// The admin listener's service: `/admin/…`, `/metrics`, `/health`.
+#[derive(Debug, Clone)]
+pub struct AdminApp {
+    shared: Arc<Shared>,
     admin: Admin,
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+/// The access log's view of a request, with its `x-request-id` made sure of.
+fn logged_request<B>(req: &mut Request<B>) -> access::Request {
+    let id = cortex_gateway::request_id::ensure(req.headers_mut());
+    access::Request {
+        id: String::from_utf8_lossy(id.as_bytes()).into_owned(),
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        started: Instant::now(),
+    }
+}
+
+fn answered(shared: &Shared, request: access::Request, response: Response<Full<Bytes>>) -> Answer {
+    let status = response.status().as_u16();
+    let response =
+        response.map(|b| Logged::new(Either::Right(b), Some(&shared.access), request, status));
+    Box::pin(async move { Ok(response) })
 }
 
 impl hyper::service::Service<Request<Incoming>> for App {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = Answer;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let request = logged_request(&mut req);
         let path = req.uri().path();
         if path == "/health" {
-            let response = admin::health(&self.shared);
-            return Box::pin(async move { Ok(response.map(Either::Right)) });
+            return answered(&self.shared, request, admin::health(&self.shared));
         }
-        if path == "/metrics" {
-            let text = self
-                .shared
-                .metrics
-                .as_ref()
-                .map(PrometheusHandle::render)
-                .unwrap_or_default();
-            let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            return Box::pin(async move { Ok(response) });
+        if path == "/metrics" && self.shared.config.server.metrics_on_listen {
+            return answered(&self.shared, request, self.shared.metrics_response());
         }
-        if path.starts_with("/admin/") || path == "/admin" {
-            let admin = self.admin.clone();
-            return Box::pin(async move { Ok(admin.handle(req).await.map(Either::Right)) });
-        }
+        let timeout = self.shared.config.server.body_read_timeout;
+        let req = req.map(|body| TimeoutBody::new(timeout, body));
+        let access = Arc::clone(&self.shared.access);
         // No `async` block here: rustc cannot prove such a block `Send` over the gateway's
         // future ("higher-ranked lifetime error"); the combinator's type can.
         Box::pin(futures_util::FutureExt::map(
             self.gateway.clone().oneshot(req),
-            |result| match result {
-                Ok(response) => Ok(response.map(Either::Left)),
+            move |result| match result {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    Ok(response
+                        .map(|b| Logged::new(Either::Left(b), Some(&access), request, status)))
+                }
                 Err(never) => match never {},
             },
         ))
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for AdminApp {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let request = logged_request(&mut req);
+        let path = req.uri().path();
+        if path == "/health" {
+            return answered(&self.shared, request, admin::health(&self.shared));
+        }
+        if path == "/metrics" {
+            return answered(&self.shared, request, self.shared.metrics_response());
+        }
+        let admin = self.admin.clone();
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let response = admin.handle(req).await;
+            let status = response.status().as_u16();
+            Ok(response
+                .map(|b| Logged::new(Either::Right(b), Some(&shared.access), request, status)))
+        })
     }
 }
 
@@ -171,7 +265,13 @@ async fn runtime(kind: RuntimeKind) -> Result<Arc<dyn DynRuntime>, ServeError> {
 }
 
 /// Builds the gateway of `config` over `supervisor`'s registry.
-pub fn gateway(config: &Config, supervisor: &Supervisor, usage: Arc<InMemoryUsage>) -> Gateway {
+pub fn gateway(
+    config: &Config,
+    supervisor: &Supervisor,
+    usage: Arc<InMemoryUsage>,
+    keys: Arc<ArcSwap<InMemoryKeyStore>>,
+    access: Arc<AccessLog>,
+) -> Gateway {
     let g = &config.gateway;
     // Slots per replica: what the engine runs at once. llama-server: its `parallel` (-np), else
     // the gateway's default (4, llama-server's -np auto); vLLM: its `max_num_seqs` (256 unless
@@ -199,7 +299,10 @@ pub fn gateway(config: &Config, supervisor: &Supervisor, usage: Arc<InMemoryUsag
         .collect();
     let default_slots = g.slots;
     let mut builder = GatewayBuilder::new(Arc::clone(supervisor.registry()))
-        .usage_sink(usage)
+        .usage_sink(move |record: UsageRecord| {
+            access.stash(record.clone());
+            usage.record(record);
+        })
         .body_limit(g.body_limit)
         .body_budget(cortex_gateway::route::BodyBudget::new(g.body_budget))
         .surface(config.surface())
@@ -221,7 +324,7 @@ pub fn gateway(config: &Config, supervisor: &Supervisor, usage: Arc<InMemoryUsag
                 .upstream_key(move |e| upstream_keys.get(&e.model).cloned()),
         );
     if config.server.auth {
-        builder = builder.keys(config.key_store());
+        builder = builder.keys(move |presented: &str| keys.load().lookup(presented));
     }
     builder.unrouted(unrouted(config, supervisor)).build()
 }
@@ -397,10 +500,13 @@ pub fn state_name(state: &ModelState) -> &'static str {
 /// models failed to start (reported when serving ends).
 pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeError> {
     let started_at = Instant::now();
-    let addr = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Listen { addr, source })?;
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })
+    };
+    let listener = bind(config.server.listen).await?;
+    let admin_listener = bind(config.server.admin_listen).await?;
     let runtime = runtime(config.runtime.kind).await?;
     let probe: Arc<dyn DynHealthProbe> = Arc::new(HttpProbe::default());
     let supervisor = Supervisor::builder(Arc::clone(&runtime), probe)
@@ -409,36 +515,88 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         .config(config.supervisor.clone())
         .build();
     let usage = Arc::new(InMemoryUsage::new());
-    let gateway = gateway(&config, &supervisor, Arc::clone(&usage));
+    let keys = Arc::new(ArcSwap::from_pointee(config.key_store()));
+    let access = AccessLog::stdout(config.server.access_log);
+    let gateway = gateway(
+        &config,
+        &supervisor,
+        Arc::clone(&usage),
+        Arc::clone(&keys),
+        Arc::clone(&access),
+    );
     let shared = Arc::new(Shared {
+        admin_key: ArcSwap::from_pointee(config.admin_key()),
         config,
         config_path,
         supervisor,
         runtime,
         usage,
         metrics: install_metrics(),
+        keys,
+        access,
     });
     let app = App {
         gateway,
+        shared: Arc::clone(&shared),
+    };
+    let admin_app = AdminApp {
         admin: Admin::new(Arc::clone(&shared)),
         shared: Arc::clone(&shared),
     };
+    let server = &shared.config.server;
     eprintln!(
-        "cortex: listening on http://{} (OpenAI API under /v1, health /health, metrics /metrics{})",
-        listener.local_addr().unwrap_or(addr),
-        if shared.config.admin_key().is_some() {
-            ", admin /admin"
+        "cortex: listening on http://{} (OpenAI API under /v1, health /health{}); admin on http://{} ({}/metrics, /health)",
+        listener.local_addr().unwrap_or(server.listen),
+        if server.metrics_on_listen {
+            ", metrics /metrics"
         } else {
-            "; no admin key: admin API off"
+            ""
+        },
+        admin_listener.local_addr().unwrap_or(server.admin_listen),
+        if shared.admin_key.load().is_some() {
+            "/admin, "
+        } else {
+            "no admin key: /admin off; "
         }
     );
     report_progress(&shared);
     print_estimates(&shared.config);
+    reload_on_hangup(&shared);
 
+    let failures = start_models(&shared, started_at);
+
+    let graceful = GracefulShutdown::new();
+    let limits = Limits {
+        connections: Arc::new(Semaphore::new(server.max_connections.max(1))),
+        header_read_timeout: server.header_read_timeout,
+    };
+    accept_until_signal(
+        &listener,
+        &admin_listener,
+        &app,
+        &admin_app,
+        &limits,
+        &graceful,
+    )
+    .await;
+    // Stop accepting: the listeners close; requests and streams in flight go on.
+    drop((listener, admin_listener));
+    drain_and_stop(&shared, graceful).await;
+    eprintln!("cortex: stopped");
+    let failed = failures.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(ServeError::Models(failed));
+    }
+    Ok(())
+}
+
+/// Starts every declared model in the background (unless `server.start_models` is off); counts
+/// those that fail.
+fn start_models(shared: &Arc<Shared>, started_at: Instant) -> Arc<AtomicUsize> {
     let failures = Arc::new(AtomicUsize::new(0));
     if shared.config.server.start_models {
         for spec in shared.config.specs().cloned() {
-            let shared = Arc::clone(&shared);
+            let shared = Arc::clone(shared);
             let failures = Arc::clone(&failures);
             tokio::spawn(async move {
                 let id = spec.id.clone();
@@ -456,18 +614,63 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         }
     }
 
-    let accept = async {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            spawn_connection(TokioIo::new(stream), app.clone());
+    failures
+}
+
+/// Accepts connections on both listeners until Ctrl-C or SIGTERM.
+async fn accept_until_signal(
+    listener: &tokio::net::TcpListener,
+    admin_listener: &tokio::net::TcpListener,
+    app: &App,
+    admin_app: &AdminApp,
+    limits: &Limits,
+    graceful: &GracefulShutdown,
+) {
+    let mut client_backoff = Backoff::default();
+    let mut admin_backoff = Backoff::default();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    client_backoff.reset();
+                    limits.serve(stream, app.clone(), graceful, true);
+                }
+                Err(e) => client_backoff.wait(&e).await,
+            },
+            accepted = admin_listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    admin_backoff.reset();
+                    limits.serve(stream, admin_app.clone(), graceful, false);
+                }
+                Err(e) => admin_backoff.wait(&e).await,
+            },
+            () = &mut signal => return,
         }
+    }
+}
+
+/// Lets requests in flight finish (up to `server.shutdown_grace`), then stops every engine; a
+/// second signal kills them at once.
+async fn drain_and_stop(shared: &Shared, graceful: GracefulShutdown) {
+    let grace = shared.config.server.shutdown_grace;
+    eprintln!(
+        "cortex: draining requests in flight (up to {} s; Ctrl-C again to stop now)",
+        grace.as_secs()
+    );
+    let forced = tokio::select! {
+        () = graceful.shutdown() => false,
+        () = tokio::time::sleep(grace) => {
+            eprintln!("cortex: requests still in flight after {} s: stopping anyway", grace.as_secs());
+            false
+        }
+        () = shutdown_signal() => true,
     };
-    tokio::select! {
-        () = accept => {}
-        () = shutdown_signal() => {}
+    if forced {
+        eprintln!("cortex: killing every engine");
+        kill_all(shared).await;
+        return;
     }
     eprintln!("cortex: stopping every engine (Ctrl-C again to kill them now)");
     tokio::select! {
@@ -478,29 +681,116 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         }
         () = shutdown_signal() => {
             eprintln!("cortex: killing every engine");
-            kill_all(&shared).await;
+            kill_all(shared).await;
         }
     }
-    eprintln!("cortex: stopped");
-    let failed = failures.load(Ordering::Relaxed);
-    if failed > 0 {
-        return Err(ServeError::Models(failed));
-    }
-    Ok(())
 }
 
-/// Serves one connection on its own task.
-fn spawn_connection<I, S>(io: I, service: S)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let connection = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+/// The accept loop's wait after an error (out of file descriptors, say): 10 ms, doubling up to
+/// 1 s, so a persistent error does not spin a core.
+#[derive(Debug, Default)]
+struct Backoff(Duration);
+
+impl Backoff {
+    fn reset(&mut self) {
+        self.0 = Duration::ZERO;
+    }
+
+    async fn wait(&mut self, error: &std::io::Error) {
+        self.0 = (self.0 * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        tracing::warn!(%error, wait = ?self.0, "accepting a connection failed");
+        tokio::time::sleep(self.0).await;
+    }
+}
+
+/// What every connection is held to.
+#[derive(Debug)]
+struct Limits {
+    connections: Arc<Semaphore>,
+    header_read_timeout: Duration,
+}
+
+/// The answer to a connection over `server.max_connections`: whole, then the connection closes.
+fn over_capacity() -> Bytes {
+    let body = Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The server has as many connections open as it may; try again shortly.",
+    )
+    .code("too_many_connections")
+    .to_bytes();
+    let mut out = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    Bytes::from(out)
+}
+
+impl Limits {
+    /// Serves one connection on its own task, watched by `graceful`; a client connection over the
+    /// cap is refused (the admin listener is not capped: an operator can always get in).
+    fn serve<S>(
+        &self,
+        stream: tokio::net::TcpStream,
+        service: S,
+        graceful: &GracefulShutdown,
+        capped: bool,
+    ) where
+        S: hyper::service::Service<
+                Request<Incoming>,
+                Response = Response<Body>,
+                Error = Infallible,
+            > + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let permit = if capped {
+            let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
+                metrics::counter!("cortex_connections_refused_total").increment(1);
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt as _;
+                    let mut stream = stream;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        stream.write_all(&over_capacity()),
+                    )
+                    .await;
+                    let _ = stream.shutdown().await;
+                });
+                return;
+            };
+            Some(permit)
+        } else {
+            None
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+}
+
+/// Reloads the keys on SIGHUP.
+fn reload_on_hangup(shared: &Arc<Shared>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        let _ = connection.await;
+        while hangups.recv().await.is_some() {
+            match shared.reload_keys() {
+                Ok(n) => eprintln!("cortex: SIGHUP: {n} client key(s) in force"),
+                Err(errors) => eprintln!("cortex: SIGHUP: keys not reloaded:\n{errors}"),
+            }
+        }
     });
 }
 

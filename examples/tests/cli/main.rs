@@ -56,6 +56,7 @@ fn config(dir: &Path, port: u16) -> PathBuf {
         format!(
             r#"[server]
 listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin_port}"
 admin_key = "{admin}"
 
 [[keys]]
@@ -78,6 +79,7 @@ threads = 2
 chat_template = "gemma"
 "#,
             admin = KeyHash::of(ADMIN),
+            admin_port = free_port(),
             client = KeyHash::of(CLIENT),
             model = gemma().display(),
             server = require(cache().join("bin/llama-server-b11434")).display(),
@@ -422,6 +424,26 @@ struct Server {
     began: Instant,
     /// Everything it wrote to stderr so far.
     log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Everything it wrote to stdout (the access log) so far.
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// Copies `from` line by line into a shared string (and, prefixed, to the test's stderr).
+fn collect(
+    from: impl std::io::Read + Send + 'static,
+    prefix: &'static str,
+) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let copy = std::sync::Arc::clone(&text);
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            eprintln!("{prefix}| {line}");
+            let mut text = copy.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
 }
 
 impl Server {
@@ -429,27 +451,19 @@ impl Server {
         let began = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cortex"))
             .args(["serve", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let copy = std::sync::Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("serve| {line}");
-                let mut log = copy.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let log = collect(child.stderr.take().unwrap(), "serve");
+        let out = collect(child.stdout.take().unwrap(), "access");
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
             config,
             began,
             log,
+            out,
         }
     }
 
@@ -462,6 +476,17 @@ impl Server {
             .env("CORTEX_ADMIN_KEY", ADMIN)
             .output()
             .unwrap()
+    }
+
+    /// The admin listener's base URL, from the configuration.
+    fn admin_base(&self) -> String {
+        let file = std::fs::read_to_string(&self.config).unwrap();
+        let addr = file
+            .lines()
+            .find_map(|l| l.strip_prefix("admin_listen = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap();
+        format!("http://{addr}")
     }
 
     fn health(&self) -> Option<Value> {
@@ -577,6 +602,7 @@ fn assert_the_model_is_said_to_be_stopped(server: &Server) {
 }
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one session, read top to bottom")]
 fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -623,18 +649,39 @@ fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
     assert_eq!(entry["requests"], 2);
     assert_eq!(entry["completion_tokens"], 16);
 
-    // Health and metrics are open; admin needs the key.
-    let metrics = Command::new("curl")
-        .args(["-sf", &format!("{}/metrics", server.base)])
-        .output()
-        .unwrap();
-    assert!(text(&metrics.stdout).contains("cortex_gateway_requests_total"));
+    // Metrics and the admin API are on the admin listener only; admin needs the key.
+    let admin_base = server.admin_base();
+    let get = |url: String| {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", &url])
+            .output()
+            .unwrap();
+        let all = text(&out.stdout);
+        let (body, code) = all.rsplit_once('\n').unwrap();
+        (code.to_owned(), body.to_owned())
+    };
+    let (code, metrics) = get(format!("{admin_base}/metrics"));
+    assert_eq!(code, "200");
+    assert!(metrics.contains("cortex_gateway_requests_total"));
+    // On the client listener they do not exist: without a key, 401 as for any path; with one,
+    // an OpenAI-shaped 404.
+    for path in ["/metrics", "/admin/models"] {
+        assert_eq!(get(format!("{}{path}", server.base)).0, "401", "{path}");
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("authorization: Bearer {CLIENT}"))
+            .arg(format!("{}{path}", server.base))
+            .output()
+            .unwrap();
+        assert_eq!(text(&out.stdout), "404", "{path}");
+    }
+    assert_eq!(get(format!("{admin_base}/health")).0, "200");
     let out = Command::new(env!("CARGO_BIN_EXE_cortex"))
         .args([
             "models",
             "list",
             "--url",
-            &server.base,
+            &admin_base,
             "--admin-key",
             "wrong",
         ])
