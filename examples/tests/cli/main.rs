@@ -990,3 +990,270 @@ fn an_engine_key_reaches_llama_server_in_its_environment_and_the_gateway_sends_i
     );
     assert!(!log.contains(ENGINE_KEY), "the key is in the server's log");
 }
+
+/// `config`, with `server_extra` lines added to `[server]`.
+fn config_with(dir: &Path, port: u16, server_extra: &str) -> PathBuf {
+    let path = config(dir, port);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("[server]\n", &format!("[server]\n{server_extra}\n"), 1),
+    )
+    .unwrap();
+    path
+}
+
+/// Reads from `stream` until it closes; how long that took.
+fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use std::io::Read as _;
+    let began = Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) if began.elapsed() < limit => return Some(began.elapsed()),
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A client that sends its headers one byte a second is cut off at the header timeout; a body
+/// that stalls is cut off at the body timeout; connections past the cap get a 503 and are closed
+/// while the open ones keep working.
+#[test]
+fn serve_cuts_off_slow_clients_and_refuses_connections_past_its_cap() {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config_with(
+        dir.path(),
+        port,
+        "header_read_timeout = \"2s\"\nbody_read_timeout = \"2s\"\nmax_connections = 3\nstart_models = false",
+    );
+    let server = Server::start(path, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.health().is_none() {
+        assert!(Instant::now() < deadline, "cortex serve never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let addr = format!("127.0.0.1:{port}");
+
+    // Headers at one byte a second: cut off after about 2 s, long before they end.
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    let request = b"GET /health HTTP/1.1\r\nhost: x\r\nx-padding: aaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let began = Instant::now();
+    let mut cut_after = None;
+    for byte in request {
+        if slow.write_all(&[*byte]).is_err() {
+            cut_after = Some(began.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        if began.elapsed() > Duration::from_secs(12) {
+            break;
+        }
+    }
+    let cut_after = cut_after
+        .or_else(|| closed_within(&mut slow, Duration::from_secs(1)).map(|_| began.elapsed()));
+    let cut_after = cut_after.expect("a one-byte-a-second client was never cut off");
+    assert!(
+        cut_after < Duration::from_secs(6),
+        "cut off only after {cut_after:?}"
+    );
+
+    // A body that stops after 10 of its 100 bytes: answered and closed after about 2 s.
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    write!(
+        stalled,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"model\":"
+    )
+    .unwrap();
+    let waited = closed_within(&mut stalled, Duration::from_secs(8))
+        .expect("a stalled body was never cut off");
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "cut off too soon: {waited:?}"
+    );
+
+    // Three connections open (the cap); the fourth gets 503 and is closed; the three still work.
+    let mut open: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fourth = TcpStream::connect(&addr).unwrap();
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut refusal = String::new();
+    let _ = fourth.read_to_string(&mut refusal);
+    assert!(refusal.starts_with("HTTP/1.1 503"), "{refusal}");
+    assert!(
+        refusal.contains("too_many_connections") && refusal.contains("retry-after"),
+        "{refusal}"
+    );
+    for stream in &mut open {
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 12];
+        stream.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+    }
+    drop(open);
+    assert!(server.log.lock().unwrap().contains("listening on"));
+}
+
+/// SIGTERM while a stream runs: the server stops accepting at once, lets the stream finish (up to
+/// its grace period), meters it, then stops the engine and exits 0.
+#[test]
+fn sigterm_lets_a_stream_in_flight_finish_and_meters_it() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config_with(dir.path(), port, "shutdown_grace = \"60s\"");
+    let mut server = Server::start(path, port);
+    server.wait_ready();
+
+    let body = serde_json::json!({
+        "model": "gemma-3-270m", "stream": true, "max_tokens": 160, "ignore_eos": true,
+        "messages": [{"role": "user", "content": "Count to one hundred."}],
+    });
+    let mut stream = Command::new("curl")
+        .args(["-sN", "-H", "content-type: application/json", "-H"])
+        .arg(format!("authorization: Bearer {CLIENT}"))
+        .args(["-d", &body.to_string()])
+        .arg(format!("{}/v1/chat/completions", server.base))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = stream.stdout.take().unwrap();
+    let mut first = [0u8; 6];
+    out.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"data: ");
+
+    let status = server.models(&["status", "gemma-3-270m"]);
+    let pids = instance_pids(&serde_json::from_slice(&status.stdout).unwrap());
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    // New connections are refused while the stream goes on.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.trim_end().ends_with("data: [DONE]"), "{rest}");
+    assert!(stream.wait().unwrap().success());
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "cortex serve did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "llama-server {pid} outlived cortex"
+        );
+    }
+    // Metered: its access-log line has the key's id, the tokens and a clean outcome.
+    std::thread::sleep(Duration::from_millis(200));
+    let log = server.out.lock().unwrap().clone();
+    let line: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["path"] == "/v1/chat/completions")
+        .unwrap_or_else(|| panic!("no access-log line for the stream:\n{log}"));
+    assert_eq!(line["status"], 200.0, "{line}");
+    assert_eq!(line["outcome"], "ok", "{line}");
+    assert_eq!(line["key"], "tester", "{line}");
+    assert_eq!(line["completion_tokens"], 160.0, "{line}");
+    assert!(!log.contains(CLIENT), "a key in the access log");
+}
+
+/// A key added to the file works after SIGHUP or the admin call, without restarting anything; a
+/// broken file changes nothing.
+#[test]
+fn keys_reload_on_sighup_and_on_the_admin_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config_with(dir.path(), port, "start_models = false");
+    let server = Server::start(path.clone(), port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.health().is_none() {
+        assert!(Instant::now() < deadline, "cortex serve never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let models_with = |key: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("authorization: Bearer {key}"))
+            .arg(format!("{}/v1/models", server.base))
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    let added = |id: &str| {
+        let out = cortex(&[
+            "keys",
+            "new",
+            "--id",
+            id,
+            "--config",
+            path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+
+    let first = added("first");
+    assert_eq!(models_with(&first), "401");
+    Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while models_with(&first) != "200" {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not put the new key in force"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(models_with(CLIENT), "200");
+
+    let second = added("second");
+    let reload = |expect: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "-X", "POST", "-H"])
+            .arg(format!("authorization: Bearer {ADMIN}"))
+            .arg(format!("{}/admin/keys/reload", server.admin_base()))
+            .output()
+            .unwrap();
+        let all = text(&out.stdout);
+        assert!(all.ends_with(expect), "{all}");
+    };
+    reload("200");
+    assert_eq!(models_with(&second), "200");
+
+    // A broken file: 422, and the keys in force stay.
+    let text_now = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text_now}\n[[keys]]\nid = \"broken\"\n")).unwrap();
+    reload("422");
+    assert_eq!(models_with(&second), "200");
+    assert_eq!(models_with(CLIENT), "200");
+    assert!(
+        !server.log.lock().unwrap().contains(&second),
+        "a key in the log"
+    );
+}
