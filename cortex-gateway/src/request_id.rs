@@ -1,4 +1,9 @@
 //! `x-request-id`: kept when the client sent one, else created.
+//!
+//! Written by hand rather than with tower-http's `SetRequestIdLayer`: the id is made in the
+//! middle of the stack (the meter and the proxy both need it, with or without the other layers)
+//! from a per-process random prefix and a counter — no UUID dependency, no allocation beyond the
+//! header — and tower-http's layer would add a service wrapper to every stack for one header.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use cortex_core::{
-    DynHealthProbe, DynRuntime, EngineKind, Event, EventKind, InstanceId, ModelId, ModelState,
-    Supervisor,
+    DynHealthProbe, DynRuntime, EngineKind, Event, EventKind, InstanceId, ModelId, ModelSpec,
+    ModelState, Supervisor,
 };
 use cortex_engines::{
     DockerRuntime, HttpProbe, LlamaCppEngine, ProcessRuntime, VllmEngine, VllmSettings,
@@ -273,20 +273,7 @@ pub fn gateway(
     access: Arc<AccessLog>,
 ) -> Gateway {
     let g = &config.gateway;
-    // Slots per replica: what the engine runs at once. llama-server: its `parallel` (-np), else
-    // the gateway's default (4, llama-server's -np auto); vLLM: its `max_num_seqs` (256 unless
-    // set), since it batches that many sequences.
-    let slots: HashMap<ModelId, usize> = config
-        .specs()
-        .filter_map(|s| {
-            let n = if s.engine == EngineKind::VLLM {
-                u64::from(s.settings.decode::<VllmSettings>().ok()?.max_num_seqs)
-            } else {
-                s.settings.get("parallel")?.as_u64()?
-            };
-            Some((s.id.clone(), usize::try_from(n).ok()?))
-        })
-        .collect();
+    let slots = slots_of(config.specs());
     // The engines' own keys, sent upstream in place of the client's; never logged.
     let upstream_keys: HashMap<ModelId, http::HeaderValue> = config
         .specs()
@@ -327,6 +314,22 @@ pub fn gateway(
         builder = builder.keys(move |presented: &str| keys.load().lookup(presented));
     }
     builder.unrouted(unrouted(config, supervisor)).build()
+}
+
+/// Slots per replica: what the engine runs at once. llama-server: its `parallel` (-np), else the
+/// gateway's default (4, llama-server's -np auto); vLLM: its `max_num_seqs` (256 unless set),
+/// since it batches that many sequences.
+pub fn slots_of<'a>(specs: impl Iterator<Item = &'a ModelSpec>) -> HashMap<ModelId, usize> {
+    specs
+        .filter_map(|s| {
+            let n = if s.engine == EngineKind::VLLM {
+                u64::from(s.settings.decode::<VllmSettings>().ok()?.max_num_seqs)
+            } else {
+                s.settings.get("parallel")?.as_u64()?
+            };
+            Some((s.id.clone(), usize::try_from(n).ok()?))
+        })
+        .collect()
 }
 
 /// The refusal for a configured model with no ready endpoint: what is true of it (stopped,
@@ -831,5 +834,38 @@ fn print_estimates(config: &Config) {
             eprintln!("cortex: {}: memory estimate:", spec.id);
             let _ = crate::gguf::estimate(args.into_iter());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cortex_core::ModelSource;
+
+    #[test]
+    fn vllm_replicas_get_max_num_seqs_slots_and_llama_cpp_its_parallel() {
+        let spec = |id: &str, engine: EngineKind, setting: Option<(&str, u64)>| {
+            let mut spec = ModelSpec::new(
+                ModelId::new(id).unwrap(),
+                engine,
+                ModelSource::Path("/m".into()),
+            );
+            if let Some((k, v)) = setting {
+                spec.settings.insert(k, v);
+            }
+            spec
+        };
+        let specs = [
+            spec("llama", EngineKind::LLAMA_CPP, Some(("parallel", 2))),
+            spec("llama-auto", EngineKind::LLAMA_CPP, None),
+            spec("vllm", EngineKind::VLLM, Some(("max_num_seqs", 64))),
+            spec("vllm-default", EngineKind::VLLM, None),
+        ];
+        let slots = slots_of(specs.iter());
+        let of = |id: &str| slots.get(&ModelId::new(id).unwrap()).copied();
+        assert_eq!(of("llama"), Some(2));
+        assert_eq!(of("llama-auto"), None); // the gateway's default, 4
+        assert_eq!(of("vllm"), Some(64));
+        assert_eq!(of("vllm-default"), Some(256));
     }
 }

@@ -10,6 +10,10 @@
 //! `queue_timeout` with `Retry-After`. A waiter whose client went away (its future dropped)
 //! leaves the queue at once and its place goes to the next one.
 //!
+//! Each waiter holds tokio's `Semaphore::acquire_owned` future itself rather than polling through
+//! tokio-util's `PollSemaphore`: `PollSemaphore` serves one `poll_ready` caller at a time, and a
+//! replica's waiters are many request futures, each with its own timeout and its own place in line.
+//!
 //! # Example
 //!
 //! ```

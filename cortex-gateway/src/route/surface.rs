@@ -68,7 +68,7 @@ const VLLM: &[(&str, Operation)] = &[
     ("/score", Operation::Rerank),
 ];
 
-/// The paths a client may send to each model. See the [module docs](self).
+/// The paths a client may send to each model. See the [module docs](crate::route).
 ///
 /// `GET /v1/models` and `GET /v1/models/{id}` are not in it: [`Route`](super::Route) answers them
 /// itself from the registry.
