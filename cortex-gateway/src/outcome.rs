@@ -239,9 +239,10 @@ impl SseTap {
             spans,
         } = self;
         spans.clear();
-        parser.feed_spans(chunk, |data, end| {
-            let kind = tracker.observe(data);
-            spans.push((end, cut_usage && kind == EventKind::UsageOnly));
+        // Every blank line is a boundary, so comments (`: ping`) pass at once too.
+        parser.feed_boundaries(chunk, |data, end| {
+            let cut = data.is_some_and(|d| tracker.observe(d) == EventKind::UsageOnly);
+            spans.push((end, cut_usage && cut));
         });
         let last = spans.last().map_or(0, |s| s.0);
         let out = if carry.is_empty() && !spans.iter().any(|s| s.1) {
@@ -607,6 +608,9 @@ mod tests {
         let usage = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
         let c = sse.pass(&Bytes::from_static(usage), true);
         assert_eq!(&c[..], b"data: [DONE]\n\n");
+        // A keep-alive comment is a whole event: it passes at once.
+        let d = sse.pass(&Bytes::from_static(b": ping\n\n"), false);
+        assert_eq!(&d[..], b": ping\n\n");
         assert_eq!(sse.tracker.usage().source, UsageSource::Reported);
         assert!(sse.tracker.saw_done());
     }

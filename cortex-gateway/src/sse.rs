@@ -43,6 +43,20 @@ impl SseParser {
     /// Feeds `chunk`; calls `on_event` with the data of each event it completes and the offset in
     /// `chunk` just past the line end that completed it (where the next event's bytes begin).
     pub fn feed_spans(&mut self, chunk: &[u8], mut on_event: impl FnMut(&[u8], usize)) {
+        self.feed_boundaries(chunk, |data, end| {
+            if let Some(data) = data {
+                on_event(data, end);
+            }
+        });
+    }
+
+    /// Feeds `chunk`; calls `on_event` at every blank line (where an event, dispatched or not,
+    /// ends) with the event's data if it has any, and the offset just past that line.
+    pub(crate) fn feed_boundaries(
+        &mut self,
+        chunk: &[u8],
+        mut on_event: impl FnMut(Option<&[u8]>, usize),
+    ) {
         let mut i = 0;
         while let Some(rest) = chunk.get(i..).filter(|r| !r.is_empty()) {
             if self.skip_lf {
@@ -59,7 +73,7 @@ impl SseParser {
             self.push_line(&rest[..off]);
             self.skip_lf = rest[off] == b'\r';
             let end = i + off + 1;
-            self.end_line(&mut |data: &[u8]| on_event(data, end));
+            self.end_line(&mut |data: Option<&[u8]>| on_event(data, end));
             i = end;
         }
     }
@@ -75,10 +89,12 @@ impl SseParser {
         }
     }
 
-    fn end_line(&mut self, on_event: &mut impl FnMut(&[u8])) {
+    fn end_line(&mut self, on_event: &mut impl FnMut(Option<&[u8]>)) {
         if self.line.is_empty() {
             if self.has_data && !self.overflow {
-                on_event(&self.data);
+                on_event(Some(&self.data));
+            } else {
+                on_event(None);
             }
             self.data.clear();
             self.has_data = false;

@@ -1257,3 +1257,68 @@ fn keys_reload_on_sighup_and_on_the_admin_call() {
         "a key in the log"
     );
 }
+
+/// Out of file descriptors, `accept` fails at once for as long as connections wait: the server
+/// backs off instead of spinning a core, and serves again once descriptors are free.
+#[test]
+fn accept_errors_back_off_instead_of_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config_with(
+        dir.path(),
+        port,
+        "start_models = false\naccess_log = \"off\"",
+    );
+    let mut child = Command::new("bash")
+        .args(["-c", "ulimit -n 64 && exec \"$0\" serve --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_cortex"))
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = collect(child.stderr.take().unwrap(), "serve");
+    let health = || {
+        Command::new("curl")
+            .args(["-sf", "-m", "2", &format!("http://127.0.0.1:{port}/health")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !health() {
+        assert!(Instant::now() < deadline, "cortex serve never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // CPU time (user + system) of the server, in clock ticks.
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let fields: Vec<&str> = stat.rsplit(") ").next().unwrap().split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    // More connections than descriptors: the backlog holds the rest, and accept fails.
+    let held: Vec<std::net::TcpStream> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu() - before;
+    assert!(
+        log.lock()
+            .unwrap()
+            .contains("accepting a connection failed"),
+        "accept never failed: the descriptor limit was not reached"
+    );
+    // 100 ticks a second: a spinning loop would use about 200 here.
+    assert!(
+        used < 30,
+        "the server used {used} ticks of CPU in 2 s while accept failed"
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !health() {
+        assert!(Instant::now() < deadline, "the server did not serve again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    interrupt(&mut child, "cortex serve");
+}
