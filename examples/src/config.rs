@@ -25,6 +25,7 @@ use cortex_core::{
 };
 use cortex_engines::{LlamaCppEngine, VllmEngine};
 use cortex_gateway::auth::{ApiKey, InMemoryKeyStore, KeyHash};
+use cortex_gateway::breaker::CircuitBreakerLayer;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -468,6 +469,20 @@ impl Config {
     /// What is wrong in `[server]` and `[[gateway.allow]]`, with where.
     fn setting_errors(&self) -> Vec<(Option<Range<usize>>, String)> {
         let mut errors = Vec::new();
+        let g = &self.gateway;
+        if let Err(e) = CircuitBreakerLayer::try_new(
+            g.breaker_failures.get(),
+            g.breaker_cooldown,
+            g.breaker_cooldown.max(Duration::from_secs(300)),
+        ) {
+            errors.push((None, format!("gateway.breaker_cooldown: {e}")));
+        }
+        if self.server.max_connections == 0 {
+            errors.push((
+                None,
+                "server.max_connections: must be at least 1".to_owned(),
+            ));
+        }
         if self.server.admin_listen == self.server.listen {
             errors.push((
                 None,

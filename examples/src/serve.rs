@@ -298,9 +298,13 @@ pub fn gateway(
             BalancePolicy::RoundRobin => Policy::RoundRobin,
         })
         .breaker(
-            CircuitBreakerLayer::new()
-                .failures(g.breaker_failures)
-                .cooldown(g.breaker_cooldown),
+            // Checked when the configuration was read.
+            CircuitBreakerLayer::try_new(
+                g.breaker_failures.get(),
+                g.breaker_cooldown,
+                g.breaker_cooldown.max(Duration::from_secs(300)),
+            )
+            .unwrap_or_default(),
         )
         .slots_per_replica(move |e| slots.get(&e.model).copied().unwrap_or(default_slots))
         .queue_limits(g.max_waiting, g.queue_timeout)

@@ -126,3 +126,28 @@ impl<S> Layer<S> for CircuitBreakerLayer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_work_are_errors() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            CircuitBreakerLayer::try_new(0, s(30), s(300)).unwrap_err(),
+            InvalidBreaker::NoFailures
+        );
+        assert_eq!(
+            CircuitBreakerLayer::try_new(5, Duration::ZERO, s(300)).unwrap_err(),
+            InvalidBreaker::ZeroCooldown
+        );
+        assert!(
+            CircuitBreakerLayer::try_new(5, s(30), s(10))
+                .unwrap_err()
+                .to_string()
+                .contains("below its cooldown")
+        );
+        assert!(CircuitBreakerLayer::try_new(1, s(1), s(1)).is_ok());
+    }
+}
