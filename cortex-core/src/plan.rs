@@ -29,6 +29,13 @@ pub mod labels {
     pub const PLAN: &str = "io.cortex.plan";
 }
 
+/// Where a container finds its plan's [`secrets`](LaunchPlan::secrets): the file
+/// `SECRETS_DIR/NAME` for each variable `NAME`, copied in by the runtime before the start, never
+/// in the container's configuration. An engine that reads a key from a file points at it (an
+/// environment variable holding the path); for the others the runtime exports each file as its
+/// variable before the image's entrypoint runs (the image needs `/bin/sh`).
+pub const SECRETS_DIR: &str = "/run/cortex/secrets";
+
 /// A secret value, such as an engine's API key: `Debug` and `Display` print `<secret>`, so it
 /// cannot reach a log or an event by accident; [`expose`](Self::expose) gives the value to the
 /// one place that needs it.

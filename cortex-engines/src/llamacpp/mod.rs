@@ -514,6 +514,13 @@ impl Engine for LlamaCppEngine {
         if let Some(key) = &s.api_key {
             plan.secrets
                 .insert("LLAMA_API_KEY".to_owned(), Secret::new(key.as_str()));
+            if container {
+                // The image has no shell: llama-server reads the file itself.
+                plan.env.insert(
+                    "LLAMA_ARG_API_KEY_FILE".to_owned(),
+                    format!("{}/LLAMA_API_KEY", cortex_core::plan::SECRETS_DIR),
+                );
+            }
         }
         plan.mounts = mounts.into_vec();
         plan.stop_grace = Duration::from_secs(10);

@@ -542,3 +542,50 @@ async fn a_missing_image_a_name_conflict_and_a_missing_socket_are_clear_errors()
          /nonexistent/docker.sock: no such file"
     );
 }
+
+/// An engine key in a container: not in the container's configuration (`docker inspect`), not in
+/// its command, yet llama-server requires it — it reads it from the file the runtime copied in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_key_is_in_force_in_the_container_and_not_in_docker_inspect() {
+    const KEY: &str = "sk-container-secret-5d1e";
+    let _serial = SERIAL.lock().await;
+    let rt = runtime().await;
+    let docker = docker().await;
+    clean(&docker, &["dk-key"]).await;
+    let sup = supervisor(&rt);
+    sup.start(spec("dk-key", &gemma(), &format!("api_key = \"{KEY}\"")))
+        .await
+        .unwrap();
+    let ep = sup.registry().resolve("dk-key").unwrap()[0].clone();
+    let inspected = docker
+        .inspect_container(
+            ep.instance.as_str(),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let json = serde_json::to_string(&inspected).unwrap();
+    assert!(!json.contains(KEY), "the key is in `docker inspect`");
+    assert!(
+        json.contains("/run/cortex/secrets"),
+        "the secrets' entrypoint is not in use"
+    );
+
+    let base = ep.base_url.to_string();
+    let base = base.trim_end_matches('/');
+    let (status, body) = chat(base, "dk-key").await;
+    assert_eq!(status, 401, "llama-server did not require its key: {body}");
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::get(format!("{base}/v1/models"))
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(client.request(request).await.unwrap().status(), 200);
+    let logs = rt.logs(&ep.instance, 1000).await.unwrap();
+    assert!(
+        logs.iter().all(|l| !l.line.contains(KEY)),
+        "the key is in the engine's log"
+    );
+    sup.stop(&ModelId::new("dk-key").unwrap()).await.unwrap();
+    assert!(containers_of(&docker, "dk-key").await.is_empty());
+}

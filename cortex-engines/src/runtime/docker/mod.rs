@@ -17,12 +17,14 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
+use bytes::Bytes;
 use cortex_core::plan::labels;
 use cortex_core::{
     BoxError, Exit, Instance, InstanceId, InstanceInfo, InstanceState, LaunchPlan, LogLine,
-    LogSource, LogStream, Runtime, RuntimeError, TargetKind,
+    LogSource, LogStream, Runtime, RuntimeError, Target, TargetKind,
 };
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, watch};
@@ -254,7 +256,15 @@ impl DockerRuntime {
             replica: plan.replica,
             source,
         };
-        let Some((name, body)) = spec::container_body(plan, self.inner.publish_ip) else {
+        let image_entrypoint = match &plan.target {
+            Target::Container { image, .. } if spec::needs_exporter(plan) => {
+                self.image_entrypoint(image).await
+            }
+            _ => None,
+        };
+        let Some((name, body)) =
+            spec::container_body(plan, self.inner.publish_ip, image_entrypoint.as_deref())
+        else {
             return Err(start_error(
                 "the Docker runtime starts container targets only; this plan is for a process"
                     .into(),
@@ -284,7 +294,41 @@ impl DockerRuntime {
                     _ => format!("Docker refused to create {name}: {}", call_message(&e)).into(),
                 })
             })?;
-        Ok(InstanceId::new(created.id))
+        let id = InstanceId::new(created.id);
+        if !plan.secrets.is_empty() {
+            let options = UploadToContainerOptionsBuilder::new().path("/").build();
+            let tar = Bytes::from(spec::secrets_tar(plan));
+            let uploaded = self
+                .call(
+                    "upload",
+                    self.inner.docker.upload_to_container(
+                        id.as_str(),
+                        Some(options),
+                        bollard::body_full(tar),
+                    ),
+                )
+                .await;
+            if let Err(e) = uploaded {
+                let _ = self.remove(&id).await;
+                return Err(start_error(
+                    format!(
+                        "could not copy the plan's secrets into {name}: {}",
+                        call_message(&e)
+                    )
+                    .into(),
+                ));
+            }
+        }
+        Ok(id)
+    }
+
+    /// The image's own entrypoint, which the secrets' entrypoint runs after exporting them.
+    async fn image_entrypoint(&self, image: &str) -> Option<Vec<String>> {
+        let inspected = self
+            .call("inspect image", self.inner.docker.inspect_image(image))
+            .await
+            .ok()?;
+        inspected.config?.entrypoint
     }
 
     /// Runs one Docker call under the call timeout.

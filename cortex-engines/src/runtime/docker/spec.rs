@@ -8,6 +8,7 @@ use bollard::models::{
     ContainerCreateBody, DeviceRequest, EndpointSettings, HealthConfig, HostConfig, Mount,
     MountType, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
+use cortex_core::plan::SECRETS_DIR;
 use cortex_core::{GpuRequest, LaunchPlan, Target};
 
 /// How often Docker runs the container's health check once it has started, and how long one run
@@ -15,6 +16,11 @@ use cortex_core::{GpuRequest, LaunchPlan, Target};
 const CHECK_INTERVAL: Duration = Duration::from_secs(10);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 const CHECK_RETRIES: i64 = 3;
+
+/// The entrypoint that exports each secret file as its variable, then runs the image's own
+/// entrypoint with the plan's arguments: the values are never in the container's configuration,
+/// which `docker inspect` shows.
+const SECRETS_SCRIPT: &str = r#"for f in /run/cortex/secrets/*; do [ -f "$f" ] && export "${f##*/}=$(cat "$f")"; done; exec "$@""#;
 
 /// The container's name and create body for `plan`, whose target must be a container.
 ///
@@ -26,9 +32,13 @@ const CHECK_RETRIES: i64 = 3;
 ///   `NVIDIA_DRIVER_CAPABILITIES=compute,utility` unless the plan sets it;
 /// - the health check runs the plan's [`command`](cortex_core::HealthSpec::command) with the
 ///   startup timeout as its start period; with no command, the image's own check is disabled.
+/// - a plan with secrets its environment does not point at (as files in [`SECRETS_DIR`]) runs
+///   through [`SECRETS_SCRIPT`] (the image needs `/bin/sh`), before `image_entrypoint`, the
+///   image's own.
 pub(crate) fn container_body(
     plan: &LaunchPlan,
     publish_ip: IpAddr,
+    image_entrypoint: Option<&[String]>,
 ) -> Option<(String, ContainerCreateBody)> {
     let Target::Container {
         image,
@@ -41,15 +51,10 @@ pub(crate) fn container_body(
     };
     let port = format!("{}/tcp", plan.port);
 
+    // Secrets are not in the environment `docker inspect` shows: they are files the runtime
+    // copies in before the start, exported by the entrypoint (see `SECRETS_SCRIPT`).
     let mut env = plan.env.clone();
-    // Docker has no secrets outside Swarm: a container's environment is the only way in that
-    // every engine reads, and `docker inspect` shows it to whoever can reach the Docker socket
-    // (who can exec into the container anyway). It stays out of argv, logs and events.
-    env.extend(
-        plan.secrets
-            .iter()
-            .map(|(k, v)| (k.clone(), v.expose().to_owned())),
-    );
+    let entrypoint = secrets_entrypoint(plan, image_entrypoint);
     if plan.gpus != GpuRequest::None {
         env.entry("NVIDIA_DRIVER_CAPABILITIES".into())
             .or_insert_with(|| "compute,utility".into());
@@ -109,6 +114,7 @@ pub(crate) fn container_body(
     };
     let body = ContainerCreateBody {
         image: Some(image.clone()),
+        entrypoint,
         cmd: Some(plan.args.clone()),
         env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(
@@ -158,6 +164,67 @@ fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// The entrypoint exporting `plan`'s secrets, when it needs one.
+fn secrets_entrypoint(
+    plan: &LaunchPlan,
+    image_entrypoint: Option<&[String]>,
+) -> Option<Vec<String>> {
+    needs_exporter(plan).then(|| {
+        ["/bin/sh", "-c", SECRETS_SCRIPT, "cortex-secrets"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(image_entrypoint.unwrap_or_default().iter().cloned())
+            .collect()
+    })
+}
+
+/// Whether some secret of `plan` is read from the environment (the engine does not read its file).
+pub(crate) fn needs_exporter(plan: &LaunchPlan) -> bool {
+    plan.secrets.keys().any(|name| {
+        let file = format!("{SECRETS_DIR}/{name}");
+        !plan.env.values().any(|v| *v == file)
+    })
+}
+
+/// A tar archive of `plan`'s secrets under `run/cortex/secrets/` (to unpack at `/`): one file per
+/// variable, readable by its owner only. Written by hand: a few ustar headers; no tar crate is a
+/// dependency, and nothing else here needs one.
+pub(crate) fn secrets_tar(plan: &LaunchPlan) -> Vec<u8> {
+    let mut out = Vec::new();
+    for dir in ["run/", "run/cortex/", "run/cortex/secrets/"] {
+        let mode = if dir == "run/" { 0o755 } else { 0o700 };
+        out.extend_from_slice(&tar_header(dir, mode, 0, b'5'));
+    }
+    for (name, value) in &plan.secrets {
+        let data = value.expose().as_bytes();
+        let path = format!("{}/{name}", SECRETS_DIR.trim_start_matches('/'));
+        out.extend_from_slice(&tar_header(&path, 0o400, data.len(), b'0'));
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+fn tar_header(path: &str, mode: u32, size: usize, kind: u8) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    let put =
+        |h: &mut [u8; 512], at: usize, bytes: &[u8]| h[at..at + bytes.len()].copy_from_slice(bytes);
+    put(&mut h, 0, &path.as_bytes()[..path.len().min(100)]);
+    put(&mut h, 100, format!("{mode:07o}\0").as_bytes());
+    put(&mut h, 108, b"0000000\0");
+    put(&mut h, 116, b"0000000\0");
+    put(&mut h, 124, format!("{size:011o}\0").as_bytes());
+    put(&mut h, 136, b"00000000000\0");
+    put(&mut h, 148, b"        ");
+    h[156] = kind;
+    put(&mut h, 257, b"ustar\0");
+    put(&mut h, 263, b"00");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    put(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -193,7 +260,7 @@ mod tests {
     #[test]
     fn every_setting_of_the_plan_is_in_the_body() {
         let (name, body) =
-            container_body(&plan(GpuRequest::All), Ipv4Addr::LOCALHOST.into()).unwrap();
+            container_body(&plan(GpuRequest::All), Ipv4Addr::LOCALHOST.into(), None).unwrap();
         assert_eq!(name, "llamacpp-model-gemma");
         assert_eq!(body.image.as_deref(), Some("cortex/llama-server:b11434"));
         assert_eq!(body.cmd.unwrap(), ["-m", "/models/g.gguf"]);
@@ -243,7 +310,13 @@ mod tests {
     #[test]
     fn gpu_requests_by_count_and_by_id_and_none() {
         let ip = Ipv4Addr::LOCALHOST.into();
-        let body = |g| container_body(&plan(g), ip).unwrap().1.host_config.unwrap();
+        let body = |g| {
+            container_body(&plan(g), ip, None)
+                .unwrap()
+                .1
+                .host_config
+                .unwrap()
+        };
         let two = body(GpuRequest::Count(2)).device_requests.unwrap();
         assert_eq!((two[0].count, two[0].device_ids.clone()), (Some(2), None));
         let ids = body(GpuRequest::Devices(vec!["GPU-1234".into(), "1".into()]))
@@ -253,7 +326,7 @@ mod tests {
             (ids[0].count, ids[0].device_ids.clone()),
             (None, Some(vec!["GPU-1234".to_owned(), "1".to_owned()]))
         );
-        let none = container_body(&plan(GpuRequest::None), ip).unwrap().1;
+        let none = container_body(&plan(GpuRequest::None), ip, None).unwrap().1;
         assert_eq!(none.host_config.unwrap().device_requests, None);
         assert_eq!(none.env.unwrap(), Vec::<String>::new());
     }
@@ -262,11 +335,70 @@ mod tests {
     fn no_check_command_disables_the_image_check_and_processes_have_no_body() {
         let mut p = plan(GpuRequest::None);
         p.health.command = None;
-        let body = container_body(&p, Ipv4Addr::LOCALHOST.into()).unwrap().1;
+        let body = container_body(&p, Ipv4Addr::LOCALHOST.into(), None)
+            .unwrap()
+            .1;
         assert_eq!(body.healthcheck.unwrap().test.unwrap(), ["NONE"]);
         p.target = Target::Process {
             program: "llama-server".into(),
         };
-        assert!(container_body(&p, Ipv4Addr::LOCALHOST.into()).is_none());
+        assert!(container_body(&p, Ipv4Addr::LOCALHOST.into(), None).is_none());
+    }
+
+    #[test]
+    fn secrets_are_files_exported_by_the_entrypoint_unless_the_engine_reads_the_file() {
+        let mut p = plan(GpuRequest::None);
+        p.secrets.insert(
+            "VLLM_API_KEY".into(),
+            cortex_core::plan::Secret::new("sk-in-a-file"),
+        );
+        let entry = vec!["vllm".to_owned(), "serve".to_owned()];
+        let body = container_body(&p, Ipv4Addr::LOCALHOST.into(), Some(&entry))
+            .unwrap()
+            .1;
+        assert!(
+            !serde_json::to_string(&body)
+                .unwrap()
+                .contains("sk-in-a-file")
+        );
+        let entrypoint = body.entrypoint.unwrap();
+        assert_eq!(&entrypoint[..2], ["/bin/sh", "-c"]);
+        assert_eq!(&entrypoint[4..], ["vllm", "serve"]);
+        assert_eq!(body.cmd.unwrap(), p.args);
+
+        // The archive unpacks (GNU tar) to the one file, owner-readable only.
+        let dir = std::env::temp_dir().join(format!("cortex-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let archive = dir.join("s.tar");
+        std::fs::write(&archive, secrets_tar(&p)).unwrap();
+        let listed = std::process::Command::new("tar")
+            .arg("-tvf")
+            .arg(&archive)
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        assert!(
+            listed.contains("-r-------- 0/0              12")
+                && listed.contains("run/cortex/secrets/VLLM_API_KEY"),
+            "{listed}"
+        );
+        let value = std::process::Command::new("tar")
+            .arg("-xOf")
+            .arg(&archive)
+            .arg("run/cortex/secrets/VLLM_API_KEY")
+            .output()
+            .unwrap();
+        assert_eq!(value.stdout, b"sk-in-a-file");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // llama-server reads its key file: no shell, the image's entrypoint as it is.
+        p.env.insert(
+            "LLAMA_ARG_API_KEY_FILE".into(),
+            format!("{SECRETS_DIR}/VLLM_API_KEY"),
+        );
+        let body = container_body(&p, Ipv4Addr::LOCALHOST.into(), None)
+            .unwrap()
+            .1;
+        assert!(body.entrypoint.is_none());
     }
 }
