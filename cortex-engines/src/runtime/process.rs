@@ -12,6 +12,7 @@ use cortex_core::{
     LogStream, Runtime, RuntimeError, Target, TargetKind,
 };
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
@@ -21,6 +22,12 @@ use tokio::sync::{broadcast, watch};
 ///
 /// - Each child leads its own process group, so a stop reaches everything it started: `SIGTERM` to
 ///   the group, then `SIGKILL` after the plan's grace period.
+/// - An exit is seen when the leader exits, not when its output pipes close (a child it left in the
+///   background, such as vLLM's `EngineCore`, may hold them open): the leader is waited for without
+///   being reaped (`waitid` with `WNOWAIT`), what is left of its group is killed while the leader's
+///   zombie still holds the group's id, and only then is it reaped. So the group is never signalled
+///   after its leader was reaped, when its id could belong to someone else. An exit status that is
+///   neither a code nor a signal is reported as unknown.
 /// - Standard output and error are read line by line into a bounded ring buffer (the last
 ///   [`log_lines`](ProcessRuntimeBuilder::log_lines) lines, 1,000 by default) and a live stream.
 ///   After an exit the lines stay available until the instance is stopped.
@@ -50,6 +57,9 @@ struct Inner {
 
 struct Child {
     pgid: Pid,
+    /// Whether the leader was reaped; the group is signalled only while it was not (checked and
+    /// set under this lock).
+    reaped: Mutex<bool>,
     labels: std::collections::BTreeMap<String, String>,
     logs: Mutex<VecDeque<LogLine>>,
     /// Dropped when the process exits, which ends every follower's stream.
@@ -138,10 +148,8 @@ impl Drop for Inner {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
         for child in children.values() {
-            if child.exit.borrow().is_none() {
-                // Nothing started here outlives the runtime.
-                let _ = killpg(child.pgid, Signal::SIGKILL);
-            }
+            // Nothing started here outlives the runtime.
+            let _ = child.signal(Signal::SIGKILL);
         }
     }
 }
@@ -190,6 +198,7 @@ impl Runtime for ProcessRuntime {
         let (exit_tx, exit) = watch::channel(None);
         let record = Arc::new(Child {
             pgid: Pid::from_raw(pid),
+            reaped: Mutex::new(false),
             labels: plan.labels.clone(),
             logs: Mutex::new(VecDeque::new()),
             live: Mutex::new(Some(live.clone())),
@@ -198,25 +207,42 @@ impl Runtime for ProcessRuntime {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let capacity = self.inner.log_lines;
+        let pumped = record.clone();
+        tokio::spawn(async move {
+            let out = pump(stdout, LogSource::Stdout, &pumped, &live, capacity);
+            let err = pump(stderr, LogSource::Stderr, &pumped, &live, capacity);
+            tokio::join!(out, err);
+            drop(live);
+            *pumped.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        });
         let watcher = record.clone();
         tokio::spawn(async move {
-            let out = pump(stdout, LogSource::Stdout, &watcher, &live, capacity);
-            let err = pump(stderr, LogSource::Stderr, &watcher, &live, capacity);
-            let ((), (), status) = tokio::join!(out, err, child.wait());
-            drop(live);
-            *watcher.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
-            let exit = match status {
-                Ok(status) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    match (status.code(), status.signal()) {
-                        (Some(code), _) => Exit::code(code),
-                        (None, Some(signal)) => Exit::signal(signal),
-                        (None, None) => Exit::signal(0),
-                    }
-                }
-                Err(_) => Exit::signal(0),
+            let leader = Pid::from_raw(pid);
+            // Blocks until the leader exits, leaving it a zombie (not reaped).
+            let waited = tokio::task::spawn_blocking(move || {
+                waitid(Id::Pid(leader), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+            })
+            .await;
+            if let Ok(Err(e)) = &waited {
+                tracing::warn!(pid, error = %e, "waiting for the engine failed; reaping it");
+            }
+            let status = {
+                let mut reaped = watcher
+                    .reaped
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                // The leader's zombie keeps the group's id ours: whatever it left behind goes.
+                let _ = killpg(watcher.pgid, Signal::SIGKILL);
+                let status = child.try_wait();
+                *reaped = true;
+                status
             };
-            let _ = exit_tx.send(Some(exit));
+            let status = match status {
+                Ok(Some(status)) => Some(status),
+                // Not reapable at once (only if waitid failed): wait for it.
+                _ => child.wait().await.ok(),
+            };
+            let _ = exit_tx.send(Some(status.map_or_else(Exit::unknown, exit_of)));
         });
         self.inner
             .children
@@ -264,14 +290,14 @@ impl Runtime for ProcessRuntime {
         };
         let mut exit = child.exit.clone();
         if exit.borrow().is_none() {
-            let _ = killpg(child.pgid, Signal::SIGTERM);
+            let _ = child.signal(Signal::SIGTERM);
             let polite = tokio::time::timeout(grace, exit.wait_for(Option::is_some)).await;
             if polite.is_err() {
                 tracing::warn!(instance = %id, grace = ?grace, "did not exit after SIGTERM; killing");
             }
         }
-        // Whatever is left of the group (the leader's children too) goes now.
-        match killpg(child.pgid, Signal::SIGKILL) {
+        // The whole group goes now (once the leader exits, the watcher kills what is left).
+        match child.signal(Signal::SIGKILL) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
             Err(e) => {
                 return Err(RuntimeError::Operation {
@@ -315,6 +341,27 @@ impl Runtime for ProcessRuntime {
                 InstanceInfo::new(id.clone(), c.labels.clone(), state)
             })
             .collect())
+    }
+}
+
+impl Child {
+    /// Signals the process group, unless its leader was reaped (its id may be reused then).
+    fn signal(&self, signal: Signal) -> nix::Result<()> {
+        let reaped = self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
+        if *reaped {
+            return Ok(());
+        }
+        killpg(self.pgid, signal)
+    }
+}
+
+/// How a process ended: its code, else the signal that ended it, else unknown.
+fn exit_of(status: std::process::ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::code(code),
+        (None, Some(signal)) => Exit::signal(signal),
+        (None, None) => Exit::unknown(),
     }
 }
 

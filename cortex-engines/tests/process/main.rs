@@ -210,3 +210,37 @@ async fn dropping_the_runtime_kills_its_children() {
         "no child outlives the runtime"
     );
 }
+
+/// The leader exits while a child it put in the background keeps its output pipes open (as vLLM's
+/// EngineCore can): the exit is seen at once, with its code, and the child goes with the group.
+#[tokio::test]
+async fn an_exit_is_seen_when_the_leader_exits_not_when_its_pipes_close() {
+    let dir = std::env::temp_dir().join(format!("cortex-pipes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("child.pid");
+    let rt = ProcessRuntime::new();
+    let script = format!(
+        "sleep 300 & echo $! > {}; echo leader going; exit 3",
+        pid_file.display()
+    );
+    let instance = rt.start(&plan(&script)).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), rt.wait(&instance.id))
+        .await
+        .expect("the exit was not seen while the background child held the pipes")
+        .unwrap();
+    assert_eq!(exit, Exit::code(3));
+    let child: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        eventually(|| !alive(child)).await,
+        "the background child {child} outlived its leader"
+    );
+    // The log survives the exit, and stopping an exited instance signals nothing.
+    let logs = rt.logs(&instance.id, 10).await.unwrap();
+    assert!(logs.iter().any(|l| l.line == "leader going"), "{logs:?}");
+    rt.stop(&instance.id, Duration::from_secs(1)).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
