@@ -212,7 +212,7 @@ async fn dropping_the_runtime_kills_its_children() {
 }
 
 /// The leader exits while a child it put in the background keeps its output pipes open (as vLLM's
-/// EngineCore can): the exit is seen at once, with its code, and the child goes with the group.
+/// `EngineCore` can): the exit is seen at once, with its code, and the child goes with the group.
 #[tokio::test]
 async fn an_exit_is_seen_when_the_leader_exits_not_when_its_pipes_close() {
     let dir = std::env::temp_dir().join(format!("cortex-pipes-{}", std::process::id()));
