@@ -24,13 +24,36 @@ pub(crate) fn arg_name(arg: &str) -> &str {
     arg.split('=').next().unwrap_or(arg)
 }
 
-pub(crate) fn check_managed(spec: &ModelSpec, managed: &[(&[&str], &str)], d: &mut Diagnostics) {
+pub(crate) fn check_managed(
+    spec: &ModelSpec,
+    managed: &[(&[&str], &str)],
+    table: &FlagTable,
+    d: &mut Diagnostics,
+) {
     for (i, arg) in spec.args.iter().enumerate() {
+        if !arg.starts_with('-') {
+            continue;
+        }
         let name = arg_name(arg);
-        if let Some((_, why)) = managed.iter().find(|(names, _)| names.contains(&name)) {
+        // Every spelling the engine's parser takes for the same flag: its other names, and for
+        // vLLM `_` for `-` and unambiguous prefixes (`--served_model_name`, `--served-model`).
+        let spellings: Vec<&str> = match table.resolve(name) {
+            Some(flag) => flag.names.iter().map(String::as_str).collect(),
+            None => vec![name],
+        };
+        if let Some((names, why)) = managed
+            .iter()
+            .find(|(names, _)| names.iter().any(|n| spellings.contains(n) || *n == name))
+        {
+            let canonical = names.last().copied().unwrap_or(name);
+            let spelled = if canonical == name {
+                format!("`{name}`")
+            } else {
+                format!("`{name}` (`{canonical}`)")
+            };
             d.push(Diagnostic::error(
                 format!("args[{i}]"),
-                format!("`{name}` is managed by Cortex: {why}"),
+                format!("{spelled} is managed by Cortex: {why}"),
             ));
         }
     }

@@ -548,6 +548,12 @@ impl FlagTable {
         out
     }
 
+    /// The flag `name` stands for, as the engine's parser reads it: an exact spelling, or (vLLM)
+    /// with `_` for `-`, or an unambiguous prefix.
+    pub(crate) fn resolve(&self, name: &str) -> Option<&Flag> {
+        self.get(name).or_else(|| self.unique_prefix(name))
+    }
+
     /// argparse's abbreviations: a prefix of exactly one long flag.
     fn unique_prefix(&self, name: &str) -> Option<&Flag> {
         if !self.argparse || !name.starts_with("--") {

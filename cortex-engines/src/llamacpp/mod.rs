@@ -258,7 +258,7 @@ impl LlamaCppEngine {
             _ => None,
         };
         let no_jinja = template::check(spec, s, local, &mut d);
-        check_managed(spec, MANAGED, &mut d);
+        check_managed(spec, MANAGED, &FLAGS, &mut d);
         d.extend(FLAGS.check_args("llama-server", &spec.args, RETIRED));
         Checked {
             model,

@@ -286,7 +286,7 @@ impl VllmEngine {
                     .with_suggestion("set settings.tokenizer (and settings.hf_config_path) to the original hub repository"));
             }
         }
-        check_managed(spec, MANAGED, &mut d);
+        check_managed(spec, MANAGED, &FLAGS, &mut d);
         d.extend(FLAGS.check_args("vllm serve", &spec.args, RETIRED));
         d
     }

@@ -617,3 +617,29 @@ fn builtin_templates_are_the_pinned_builds() {
         .collect();
     assert_eq!(names, cortex_engines::llamacpp::BUILTIN_CHAT_TEMPLATES);
 }
+
+/// Managed flags are refused under every spelling llama-server accepts: short and long forms,
+/// `--flag=value`.
+#[test]
+fn managed_flags_are_refused_under_every_spelling_llama_server_accepts() {
+    let dir = Dir::new("spellings", &["m.gguf"]);
+    let with = |args: &[&str]| spec(&dir.0.join("m.gguf"), "").with_args(args.iter().copied());
+    for args in [
+        &["-m", "/x.gguf"][..],
+        &["--model", "/x.gguf"],
+        &["--model=/x.gguf"],
+        &["--port=9"],
+        &["--host", "0.0.0.0"],
+        &["-a", "x"],
+        &["--alias=x"],
+        &["--api-key", "k"],
+        &["--api-key=k"],
+        &["--api-key-file", "/k"],
+    ] {
+        let e = errors(&with(args));
+        assert!(
+            e.iter().any(|d| d.message.contains("is managed by Cortex")),
+            "{args:?}: {e:?}"
+        );
+    }
+}

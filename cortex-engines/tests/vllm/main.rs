@@ -227,3 +227,35 @@ fn removed_and_unknown_options() {
             .starts_with("`--served-model-name` is managed by Cortex")
     );
 }
+
+/// Managed flags are refused under every spelling vLLM's argparse accepts: `_` for `-`,
+/// unambiguous prefixes, `--flag=value`.
+#[test]
+fn managed_flags_are_refused_under_every_spelling_vllm_accepts() {
+    let with = |args: &[&str]| local("").with_args(args.iter().copied());
+    for (args, canonical) in [
+        (&["--served_model_name", "x"][..], "--served-model-name"),
+        (&["--served-model", "x"], "--served-model-name"),
+        (&["--served-model-name=x"], "--served-model-name"),
+        (&["--por", "9"], "--port"),
+        (&["--port=9"], "--port"),
+        (&["--hos", "0.0.0.0"], "--host"),
+        (&["--api_key", "k"], "--api-key"),
+        (&["--api-k=k"], "--api-key"),
+    ] {
+        let e = errors(&with(args));
+        assert!(
+            e.iter().any(
+                |d| d.message.contains("is managed by Cortex") && d.message.contains(canonical)
+            ),
+            "{args:?}: {e:?}"
+        );
+    }
+    // A prefix shared by two flags is not one of them (argparse refuses it as ambiguous).
+    assert!(
+        plan(&with(&["--max-num", "8"]), TargetKind::Process).is_ok()
+            || errors(&with(&["--max-num", "8"]))
+                .iter()
+                .all(|d| !d.message.contains("managed"))
+    );
+}
