@@ -18,8 +18,9 @@ use bollard::query_parameters::{
 };
 use bytes::Bytes;
 use cortex_core::{
-    Engine, EngineSettings, EventKind, ModelId, ModelSource, ModelSpec, ModelState, PlanContext,
-    Runtime, RuntimeError, Supervisor, SupervisorConfig, SupervisorError, TargetKind, plan::labels,
+    Engine, EngineSettings, EventKind, InstanceId, ModelId, ModelSource, ModelSpec, ModelState,
+    PlanContext, Runtime, RuntimeError, Supervisor, SupervisorConfig, SupervisorError, TargetKind,
+    plan::labels,
 };
 use cortex_engines::{DockerRuntime, HttpProbe, LlamaCppEngine};
 use http_body_util::{BodyExt, Full};
@@ -588,4 +589,85 @@ async fn an_engine_key_is_in_force_in_the_container_and_not_in_docker_inspect() 
     );
     sup.stop(&ModelId::new("dk-key").unwrap()).await.unwrap();
     assert!(containers_of(&docker, "dk-key").await.is_empty());
+}
+
+/// `tcp://` addresses are used as the Docker CLI uses `DOCKER_HOST` (here a TCP relay to the
+/// local socket), and a container Cortex did not start is never stopped or removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_docker_host_works_and_foreign_containers_are_left_alone() {
+    let _serial = SERIAL.lock().await;
+    let docker = docker().await;
+    // A TCP relay to the local socket, standing in for a daemon listening on tcp://.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut unix = tokio::net::UnixStream::connect("/var/run/docker.sock")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+            });
+        }
+    });
+    let rt = DockerRuntime::builder()
+        .host(format!("tcp://127.0.0.1:{port}"))
+        .connect()
+        .await
+        .unwrap();
+    rt.list().await.unwrap();
+
+    // A container of someone else's: no Cortex label.
+    let name = "cortex-test-foreign";
+    let _ = docker
+        .remove_container(
+            name,
+            Some(
+                bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .build(),
+            ),
+        )
+        .await;
+    let created = docker
+        .create_container(
+            Some(
+                bollard::query_parameters::CreateContainerOptionsBuilder::new()
+                    .name(name)
+                    .build(),
+            ),
+            bollard::models::ContainerCreateBody {
+                image: Some("cortex/llama-server:b11434".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let id = InstanceId::new(created.id.clone());
+    let err = rt.stop(&id, Duration::from_secs(1)).await.unwrap_err();
+    assert!(
+        cortex_core::error_chain(&err).contains("Cortex did not start it and leaves it alone"),
+        "{err}"
+    );
+    assert!(
+        docker
+            .inspect_container(
+                &created.id,
+                None::<bollard::query_parameters::InspectContainerOptions>
+            )
+            .await
+            .is_ok(),
+        "the foreign container was removed"
+    );
+    docker
+        .remove_container(
+            &created.id,
+            Some(
+                bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .build(),
+            ),
+        )
+        .await
+        .unwrap();
 }

@@ -108,6 +108,17 @@ struct LogBuffer {
     capacity: usize,
 }
 
+/// bollard's own timeout covers every call of the client, long stops included; ours are per call,
+/// so its is set out of the way.
+const NO_TIMEOUT: u64 = 365 * 24 * 3600;
+
+/// The Docker Engine's address as the Docker CLI finds it: `DOCKER_HOST` when set (a `unix://`
+/// socket or a `tcp://` address), else the default socket.
+fn docker_host(env: Option<String>) -> String {
+    env.filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
+}
+
 /// Builds a [`DockerRuntime`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -121,8 +132,9 @@ pub struct DockerRuntimeBuilder {
 // === impl DockerRuntimeBuilder ===
 
 impl DockerRuntimeBuilder {
-    /// The Docker Engine to use, as `unix:///path/to/docker.sock` (default: `DOCKER_HOST` when it
-    /// names a Unix socket, else `unix:///var/run/docker.sock`).
+    /// The Docker Engine to use, as `unix:///path/to/docker.sock` or `tcp://host:port` (without
+    /// TLS); default: `DOCKER_HOST` as the Docker CLI reads it, else
+    /// `unix:///var/run/docker.sock`.
     pub fn host(mut self, host: impl Into<String>) -> Self {
         self.host = Some(host.into());
         self
@@ -156,33 +168,39 @@ impl DockerRuntimeBuilder {
     /// [`RuntimeError::Unavailable`] when the socket is missing, the engine does not answer, or
     /// it is too old; the message says which and at what address.
     pub async fn connect(self) -> Result<DockerRuntime, RuntimeError> {
-        let host = self.host.unwrap_or_else(|| {
-            std::env::var("DOCKER_HOST")
-                .ok()
-                .filter(|h| h.starts_with("unix://"))
-                .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
-        });
+        let host = self
+            .host
+            .unwrap_or_else(|| docker_host(std::env::var("DOCKER_HOST").ok()));
         let unavailable = |what: String, source: BoxError| RuntimeError::Unavailable {
             context: format!("cannot use the Docker Engine at {host}: {what}"),
             source,
         };
-        let Some(path) = host.strip_prefix("unix://") else {
+        let docker = if let Some(path) = host.strip_prefix("unix://") {
+            if !std::path::Path::new(path).exists() {
+                return Err(unavailable(
+                    "the socket does not exist; is Docker installed and its daemon running?".into(),
+                    format!("{path}: no such file").into(),
+                ));
+            }
+            Docker::connect_with_unix(&host, NO_TIMEOUT, bollard::API_DEFAULT_VERSION)
+                .map_err(|e| unavailable("cannot open the socket".into(), e.into()))?
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            if std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty()) {
+                return Err(unavailable(
+                    "DOCKER_TLS_VERIFY asks for TLS, which this runtime does not speak; use a \
+                     unix socket, or a tcp:// address reached without TLS (an SSH tunnel)"
+                        .into(),
+                    "TLS not supported".into(),
+                ));
+            }
+            Docker::connect_with_http(&host, NO_TIMEOUT, bollard::API_DEFAULT_VERSION)
+                .map_err(|e| unavailable("cannot use the address".into(), e.into()))?
+        } else {
             return Err(unavailable(
-                "only unix:// sockets are supported".into(),
+                "only unix:// sockets and tcp:// addresses are supported".into(),
                 "unsupported address".into(),
             ));
         };
-        if !std::path::Path::new(path).exists() {
-            return Err(unavailable(
-                "the socket does not exist; is Docker installed and its daemon running?".into(),
-                format!("{path}: no such file").into(),
-            ));
-        }
-        // bollard's own timeout covers every call of the client, long stops included; ours are
-        // per call, so its is set out of the way.
-        let docker =
-            Docker::connect_with_unix(&host, 365 * 24 * 3600, bollard::API_DEFAULT_VERSION)
-                .map_err(|e| unavailable("cannot open the socket".into(), e.into()))?;
         let docker = tokio::time::timeout(self.call_timeout, docker.negotiate_version())
             .await
             .map_err(|_| {
@@ -353,6 +371,38 @@ impl DockerRuntime {
         }
     }
 
+    /// Refuses to touch a container that no Cortex manager started (it has no
+    /// [`labels::MANAGED_BY`]); one that is gone already is fine (`Ok(false)`).
+    async fn check_owned(
+        &self,
+        operation: &'static str,
+        id: &InstanceId,
+    ) -> Result<bool, RuntimeError> {
+        match self.inspect_container(id).await {
+            Ok(info) => {
+                let owned = info
+                    .config
+                    .and_then(|c| c.labels)
+                    .is_some_and(|l| l.contains_key(labels::MANAGED_BY));
+                if owned {
+                    Ok(true)
+                } else {
+                    Err(RuntimeError::Operation {
+                        operation,
+                        instance: id.clone(),
+                        source: format!(
+                            "the container has no `{}` label: Cortex did not start it and leaves it alone",
+                            labels::MANAGED_BY
+                        )
+                        .into(),
+                    })
+                }
+            }
+            Err(RuntimeError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn inspect_container(
         &self,
         id: &InstanceId,
@@ -444,6 +494,9 @@ impl DockerRuntime {
 
     /// Removes a container (forcefully: it is stopped or never ran); one already gone is fine.
     async fn remove(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        if !self.check_owned("remove", id).await? {
+            return Ok(());
+        }
         let options = RemoveContainerOptionsBuilder::new()
             .force(true)
             .v(true)
@@ -580,6 +633,10 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {
+        if !self.check_owned("stop", id).await? {
+            self.lock().remove(id);
+            return Ok(());
+        }
         let secs = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
             .unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::new().t(secs).build();
@@ -896,6 +953,23 @@ fn operation_error(operation: &'static str, id: &InstanceId, e: CallError) -> Ru
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_host_is_read_as_the_docker_cli_reads_it() {
+        assert_eq!(docker_host(None), "unix:///var/run/docker.sock");
+        assert_eq!(
+            docker_host(Some(String::new())),
+            "unix:///var/run/docker.sock"
+        );
+        assert_eq!(
+            docker_host(Some("unix:///run/user/1000/docker.sock".into())),
+            "unix:///run/user/1000/docker.sock"
+        );
+        assert_eq!(
+            docker_host(Some("tcp://10.0.0.5:2375".into())),
+            "tcp://10.0.0.5:2375"
+        );
+    }
 
     fn frames(chunks: &[(&str, bool)]) -> Vec<(String, LogSource, String)> {
         let mut framer = Framer::default();

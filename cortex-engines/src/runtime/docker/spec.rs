@@ -8,7 +8,7 @@ use bollard::models::{
     ContainerCreateBody, DeviceRequest, EndpointSettings, HealthConfig, HostConfig, Mount,
     MountType, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
-use cortex_core::plan::SECRETS_DIR;
+use cortex_core::plan::{SECRETS_DIR, labels};
 use cortex_core::{GpuRequest, LaunchPlan, Target};
 
 /// How often Docker runs the container's health check once it has started, and how long one run
@@ -117,12 +117,7 @@ pub(crate) fn container_body(
         entrypoint,
         cmd: Some(plan.args.clone()),
         env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        labels: Some(
-            plan.labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ),
+        labels: Some(container_labels(plan)),
         exposed_ports: Some(vec![port]),
         healthcheck: Some(healthcheck),
         stop_signal: Some("SIGTERM".to_owned()),
@@ -162,6 +157,19 @@ fn device_requests(gpus: &GpuRequest) -> Option<Vec<DeviceRequest>> {
 
 fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// The plan's labels; every container made here is marked as Cortex's (the supervisor names its
+/// owner), so stop and remove, which check the mark, can always clean it up.
+fn container_labels(plan: &LaunchPlan) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = plan
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.entry(labels::MANAGED_BY.to_owned())
+        .or_insert_with(|| labels::MANAGED_BY_VALUE.to_owned());
+    out
 }
 
 /// The entrypoint exporting `plan`'s secrets, when it needs one.
