@@ -278,6 +278,13 @@ impl FakeWorld {
         }
     }
 
+    /// Makes later stops of the instance fail with `error`, or succeed (`None`).
+    pub fn set_stop_error(&self, id: &InstanceId, error: Option<String>) {
+        if let Some(i) = self.lock().instances.get_mut(id) {
+            i.script.stop_error = error;
+        }
+    }
+
     /// Overrides what probes of the instance answer; `None` returns to the script.
     pub fn set_health(&self, id: &InstanceId, health: Option<HealthStatus>) {
         if let Some(i) = self.lock().instances.get_mut(id) {

@@ -113,6 +113,9 @@ impl Default for SupervisorConfig {
     }
 }
 
+/// The grace period of a stop retried after a failed one (the plan is not kept that long).
+const RETRY_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why a supervisor operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -194,6 +197,18 @@ pub enum SupervisorError {
         /// The cause.
         #[source]
         source: crate::RuntimeError,
+    },
+    /// The model's last stop failed and instances may still run: it is not started over them
+    /// until [`stop`](Supervisor::stop) (which tries again) or
+    /// [`reconcile`](Supervisor::reconcile) succeeds.
+    #[error(
+        "model {model} is not started: its last stop failed ({reason}) and its instances may still run; stop it again (or reconcile) first"
+    )]
+    NotStopped {
+        /// The model.
+        model: ModelId,
+        /// Why the stop failed.
+        reason: String,
     },
     /// Stopping failed; an instance may still be running.
     #[error("model {model} could not be stopped cleanly: {reason}")]
@@ -502,11 +517,44 @@ impl Supervisor {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
-            if let Some(reason) = stop_error {
-                return Err(SupervisorError::StopFailed {
-                    model: id.clone(),
-                    reason,
-                });
+            if stop_error.is_some() {
+                // Try again: the instances the model had, stopped one by one.
+                let instances: Vec<InstanceId> = slot
+                    .status
+                    .borrow()
+                    .replicas
+                    .iter()
+                    .filter_map(|r| r.instance.clone())
+                    .collect();
+                if instances.is_empty() {
+                    // Nothing known to stop (the start itself broke): only a reconcile, which asks
+                    // the runtime what runs, can tell.
+                    return Err(SupervisorError::StopFailed {
+                        model: id.clone(),
+                        reason: stop_error.unwrap_or_default(),
+                    });
+                }
+                let mut failures = Vec::new();
+                for instance in instances {
+                    if let Err(e) = self.shared.runtime.stop(&instance, RETRY_STOP_GRACE).await {
+                        failures.push(format!("{instance}: {}", crate::error_chain(&e)));
+                    }
+                }
+                if !failures.is_empty() {
+                    let reason = format!("stop failed again: {}", failures.join("; "));
+                    *slot
+                        .stop_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
+                    return Err(SupervisorError::StopFailed {
+                        model: id.clone(),
+                        reason,
+                    });
+                }
+                *slot
+                    .stop_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
             }
             // Failed by itself: nothing runs; the user has seen it and clears it.
             set_state(&self.shared, &slot, ModelState::Stopped);
@@ -784,6 +832,18 @@ impl Supervisor {
                 let previous = models
                     .get(&spec.id)
                     .map(|s| s.status.borrow().state.clone());
+                let unstopped = models.get(&spec.id).and_then(|s| {
+                    s.stop_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone()
+                });
+                if let (Some(ModelState::Failed { .. }), Some(reason)) = (&previous, unstopped) {
+                    return Err(SupervisorError::NotStopped {
+                        model: spec.id.clone(),
+                        reason,
+                    });
+                }
                 match previous {
                     Some(ModelState::Stopping) => models[&spec.id].status.subscribe(),
                     Some(state) if !state.is_terminal() => {

@@ -794,6 +794,41 @@ async fn a_failed_stop_is_reported() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_model_whose_stop_failed_is_not_started_over_its_instances() {
+    let h = Harness::new();
+    let m = id("stuck");
+    h.world
+        .script(&m, Script::default().with_stop_error("container is paused"));
+    h.sup.start(spec("stuck")).await.unwrap();
+    let first = h.world.live_of(&m);
+    assert_eq!(first.len(), 1);
+    assert!(matches!(
+        h.sup.stop(&m).await,
+        Err(SupervisorError::StopFailed { .. })
+    ));
+    // The instance may still run: a start is refused, saying why, and starts nothing.
+    h.world.script(&m, Script::default());
+    let err = h.sup.start(spec("stuck")).await.unwrap_err();
+    assert!(matches!(err, SupervisorError::NotStopped { .. }), "{err}");
+    assert!(err.to_string().contains("container is paused"), "{err}");
+    assert_eq!(h.world.live_of(&m), first, "nothing new was started");
+    // A stop that fails again keeps the refusal; one that succeeds lifts it.
+    assert!(matches!(
+        h.sup.stop(&m).await,
+        Err(SupervisorError::StopFailed { .. })
+    ));
+    assert!(matches!(
+        h.sup.start(spec("stuck")).await,
+        Err(SupervisorError::NotStopped { .. })
+    ));
+    h.world.set_stop_error(&first[0], None);
+    h.sup.stop(&m).await.unwrap();
+    assert!(h.world.live_of(&m).is_empty());
+    assert_eq!(h.status(&m).state, ModelState::Stopped);
+    h.sup.start(spec("stuck")).await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn container_targets_use_the_engine_port() {
     let world = FakeWorld::new().with_target(TargetKind::Container);
     let h = Harness::with(world, FakeEngine::new(KIND));
