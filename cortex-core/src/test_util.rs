@@ -539,6 +539,7 @@ pub struct FakeEngine {
     health: HealthSpec,
     stop_grace: Duration,
     refuse: Option<Diagnostics>,
+    plan_delay: Duration,
 }
 
 // === impl FakeEngine ===
@@ -555,7 +556,15 @@ impl FakeEngine {
                 .with_poll_interval(Duration::from_millis(250), Duration::from_secs(2)),
             stop_grace: Duration::from_secs(5),
             refuse: None,
+            plan_delay: Duration::ZERO,
         }
+    }
+
+    /// Blocks the calling thread for `delay` in every `plan`, as an engine reading a large file
+    /// from a slow disk would.
+    pub fn with_plan_delay(mut self, delay: Duration) -> Self {
+        self.plan_delay = delay;
+        self
     }
 
     /// Uses `health` in its plans.
@@ -587,6 +596,9 @@ impl Engine for FakeEngine {
     }
 
     fn plan(&self, spec: &ModelSpec, cx: &PlanContext) -> Result<Planned, PlanError> {
+        if !self.plan_delay.is_zero() {
+            std::thread::sleep(self.plan_delay);
+        }
         if let Some(diagnostics) = &self.refuse {
             return Err(PlanError::Invalid {
                 model: spec.id.clone(),

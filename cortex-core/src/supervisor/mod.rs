@@ -406,7 +406,7 @@ impl Supervisor {
         let engine = self.engine_for(&spec)?;
         let slot = self.claim(&spec).await?;
 
-        let plans = match self.plan_all(&spec, engine.as_ref()) {
+        let plans = match self.plan_all(&spec, engine).await {
             Ok(plans) => plans,
             Err(e) => {
                 let reason = match &e {
@@ -605,10 +605,11 @@ impl Supervisor {
             if self.is_active(&spec.id) {
                 continue;
             }
-            match self
-                .engine_for(spec)
-                .and_then(|engine| self.plan_all(spec, engine.as_ref()))
-            {
+            let planned = match self.engine_for(spec) {
+                Ok(engine) => self.plan_all(spec, engine).await,
+                Err(e) => Err(e),
+            };
+            match planned {
                 Ok(plans) => {
                     let plans = plans.into_iter().map(|(plan, _)| plan).collect();
                     wanted.insert(&spec.id, (spec, plans));
@@ -885,46 +886,27 @@ impl Supervisor {
     }
 
     /// Plans every replica; the supervisor's labels are added to each plan.
-    fn plan_all(
+    /// Plans every replica of `spec` on the blocking pool: engines read files (a GGUF header,
+    /// a `config.json`) and choose ports, which must not hold up the async executor that runs
+    /// probes and stops.
+    async fn plan_all(
         &self,
         spec: &ModelSpec,
-        engine: &dyn Engine,
+        engine: Arc<dyn Engine>,
     ) -> Result<Vec<(LaunchPlan, crate::Diagnostics)>, SupervisorError> {
         let target = self.shared.runtime.target();
-        let ports =
-            choose_ports(target, engine.default_port(), spec.replicas.get()).map_err(|source| {
-                SupervisorError::Port {
-                    model: spec.id.clone(),
-                    source,
-                }
-            })?;
-        let mut plans = Vec::with_capacity(ports.len());
-        for (replica, port) in (0..).zip(ports) {
-            let cx = PlanContext::new(target, replica, port);
-            let planned = engine
-                .plan(spec, &cx)
-                .map_err(|source| SupervisorError::Plan {
-                    model: spec.id.clone(),
-                    source,
-                })?;
-            let mut plan = planned.plan;
-            plan.replica = replica;
-            if let Some(timeout) = spec.startup_timeout {
-                plan.health.startup_timeout = timeout;
-            }
-            let fingerprint = plan.fingerprint();
-            for (key, value) in [
-                (labels::MANAGED_BY, self.shared.config.owner.clone()),
-                (labels::MODEL_ID, spec.id.to_string()),
-                (labels::REPLICA, replica.to_string()),
-                (labels::ENGINE, spec.engine.to_string()),
-                (labels::PLAN, fingerprint),
-            ] {
-                plan.labels.insert(key.to_owned(), value);
-            }
-            plans.push((plan, planned.warnings));
-        }
-        Ok(plans)
+        let owner = self.shared.config.owner.clone();
+        let spec = spec.clone();
+        let id = spec.id.clone();
+        tokio::task::spawn_blocking(move || plan_all(target, &owner, &spec, engine.as_ref()))
+            .await
+            .unwrap_or_else(|e| {
+                Err(SupervisorError::Failed {
+                    model: id,
+                    reason: format!("internal error: planning failed: {e}"),
+                    log_tail: Vec::new(),
+                })
+            })
     }
 
     fn slot(&self, id: &ModelId) -> Option<Arc<Slot>> {
@@ -1002,4 +984,47 @@ fn choose_ports(target: TargetKind, default_port: u16, replicas: u32) -> std::io
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect()
+}
+
+/// Plans every replica of `spec` with `engine`, labelled for `owner`.
+fn plan_all(
+    target: TargetKind,
+    owner: &str,
+    spec: &ModelSpec,
+    engine: &dyn Engine,
+) -> Result<Vec<(LaunchPlan, crate::Diagnostics)>, SupervisorError> {
+    let ports =
+        choose_ports(target, engine.default_port(), spec.replicas.get()).map_err(|source| {
+            SupervisorError::Port {
+                model: spec.id.clone(),
+                source,
+            }
+        })?;
+    let mut plans = Vec::with_capacity(ports.len());
+    for (replica, port) in (0..).zip(ports) {
+        let cx = PlanContext::new(target, replica, port);
+        let planned = engine
+            .plan(spec, &cx)
+            .map_err(|source| SupervisorError::Plan {
+                model: spec.id.clone(),
+                source,
+            })?;
+        let mut plan = planned.plan;
+        plan.replica = replica;
+        if let Some(timeout) = spec.startup_timeout {
+            plan.health.startup_timeout = timeout;
+        }
+        let fingerprint = plan.fingerprint();
+        for (key, value) in [
+            (labels::MANAGED_BY, owner.to_owned()),
+            (labels::MODEL_ID, spec.id.to_string()),
+            (labels::REPLICA, replica.to_string()),
+            (labels::ENGINE, spec.engine.to_string()),
+            (labels::PLAN, fingerprint),
+        ] {
+            plan.labels.insert(key.to_owned(), value);
+        }
+        plans.push((plan, planned.warnings));
+    }
+    Ok(plans)
 }

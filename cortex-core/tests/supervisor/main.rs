@@ -882,3 +882,36 @@ async fn a_panicking_runtime_fails_the_model_instead_of_hanging() {
         Err(SupervisorError::StopFailed { .. })
     ));
 }
+
+/// An engine whose planning blocks (a GGUF header on a slow disk) does not stall the executor:
+/// other tasks on a one-thread runtime keep running while it plans.
+#[tokio::test(flavor = "current_thread")]
+async fn planning_runs_off_the_async_executor() {
+    let h = Harness::with(
+        FakeWorld::new(),
+        FakeEngine::new(KIND).with_plan_delay(Duration::from_millis(400)),
+    );
+    let ticks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ticker = tokio::spawn({
+        let ticks = Arc::clone(&ticks);
+        async move {
+            loop {
+                ticks.lock().unwrap().push(std::time::Instant::now());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    tokio::task::yield_now().await;
+    h.sup.start(spec("slow-plan")).await.unwrap();
+    ticker.abort();
+    let ticks = ticks.lock().unwrap();
+    let longest = ticks
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    assert!(
+        longest < Duration::from_millis(200),
+        "the executor stalled for {longest:?} while the engine planned"
+    );
+}
