@@ -198,7 +198,7 @@ pin_project_lite::pin_project! {
         // Declared first, dropped first: the meter inside records before the line is written.
         #[pin]
         inner: B,
-        line: Option<Line>,
+        line: Line,
     }
 }
 
@@ -223,20 +223,15 @@ impl Drop for Line {
 }
 
 impl<B> Logged<B> {
-    /// `inner`, logged as `request`'s answer with `status` (no line when `log` is `None`).
-    pub(crate) fn new(
-        inner: B,
-        log: Option<&Arc<AccessLog>>,
-        request: Request,
-        status: u16,
-    ) -> Self {
+    /// `inner`, logged as `request`'s answer with `status`.
+    pub(crate) fn new(inner: B, log: &Arc<AccessLog>, request: Request, status: u16) -> Self {
         Self {
             inner,
-            line: log.map(|log| Line {
+            line: Line {
                 log: Arc::clone(log),
                 request,
                 status,
-            }),
+            },
         }
     }
 }

@@ -236,6 +236,22 @@ fn allowed_path(entry: &str) -> Result<(http::Method, &str), String> {
     Ok((method, path))
 }
 
+impl GatewayConfig {
+    /// The circuit breaker these settings make (the maximum cooldown is 5 minutes, or the
+    /// cooldown when longer).
+    ///
+    /// # Errors
+    ///
+    /// Settings that cannot work (a zero cooldown), as [`CircuitBreakerLayer::try_new`] says.
+    pub fn breaker(&self) -> Result<CircuitBreakerLayer, cortex_gateway::breaker::InvalidBreaker> {
+        CircuitBreakerLayer::try_new(
+            self.breaker_failures.get(),
+            self.breaker_cooldown,
+            self.breaker_cooldown.max(Duration::from_secs(300)),
+        )
+    }
+}
+
 /// `gateway.balance`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -469,12 +485,7 @@ impl Config {
     /// What is wrong in `[server]` and `[[gateway.allow]]`, with where.
     fn setting_errors(&self) -> Vec<(Option<Range<usize>>, String)> {
         let mut errors = Vec::new();
-        let g = &self.gateway;
-        if let Err(e) = CircuitBreakerLayer::try_new(
-            g.breaker_failures.get(),
-            g.breaker_cooldown,
-            g.breaker_cooldown.max(Duration::from_secs(300)),
-        ) {
+        if let Err(e) = self.gateway.breaker() {
             errors.push((None, format!("gateway.breaker_cooldown: {e}")));
         }
         if self.server.max_connections == 0 {

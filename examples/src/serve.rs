@@ -37,7 +37,6 @@ use cortex_engines::{
 };
 use cortex_gateway::auth::{InMemoryKeyStore, KeyHash, KeyStore as _};
 use cortex_gateway::balance::Policy;
-use cortex_gateway::breaker::CircuitBreakerLayer;
 use cortex_gateway::error::Refusal;
 use cortex_gateway::meter::{InMemoryUsage, UsageRecord, UsageSink as _};
 use cortex_gateway::proxy::Proxy;
@@ -128,6 +127,15 @@ impl Shared {
         Ok(count)
     }
 
+    /// `/health`, and `/metrics` when `metrics`: what both listeners answer themselves.
+    fn local(&self, path: &str, metrics: bool) -> Option<Response<Full<Bytes>>> {
+        match path {
+            "/health" => Some(admin::health(self)),
+            "/metrics" if metrics => Some(self.metrics_response()),
+            _ => None,
+        }
+    }
+
     fn metrics_response(&self) -> Response<Full<Bytes>> {
         let text = self
             .metrics
@@ -176,8 +184,7 @@ fn logged_request<B>(req: &mut Request<B>) -> access::Request {
 
 fn answered(shared: &Shared, request: access::Request, response: Response<Full<Bytes>>) -> Answer {
     let status = response.status().as_u16();
-    let response =
-        response.map(|b| Logged::new(Either::Right(b), Some(&shared.access), request, status));
+    let response = response.map(|b| Logged::new(Either::Right(b), &shared.access, request, status));
     Box::pin(async move { Ok(response) })
 }
 
@@ -188,12 +195,9 @@ impl hyper::service::Service<Request<Incoming>> for App {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let request = logged_request(&mut req);
-        let path = req.uri().path();
-        if path == "/health" {
-            return answered(&self.shared, request, admin::health(&self.shared));
-        }
-        if path == "/metrics" && self.shared.config.server.metrics_on_listen {
-            return answered(&self.shared, request, self.shared.metrics_response());
+        let metrics = self.shared.config.server.metrics_on_listen;
+        if let Some(response) = self.shared.local(req.uri().path(), metrics) {
+            return answered(&self.shared, request, response);
         }
         let timeout = self.shared.config.server.body_read_timeout;
         let req = req.map(|body| TimeoutBody::new(timeout, body));
@@ -205,8 +209,7 @@ impl hyper::service::Service<Request<Incoming>> for App {
             move |result| match result {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    Ok(response
-                        .map(|b| Logged::new(Either::Left(b), Some(&access), request, status)))
+                    Ok(response.map(|b| Logged::new(Either::Left(b), &access, request, status)))
                 }
                 Err(never) => match never {},
             },
@@ -221,20 +224,15 @@ impl hyper::service::Service<Request<Incoming>> for AdminApp {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let request = logged_request(&mut req);
-        let path = req.uri().path();
-        if path == "/health" {
-            return answered(&self.shared, request, admin::health(&self.shared));
-        }
-        if path == "/metrics" {
-            return answered(&self.shared, request, self.shared.metrics_response());
+        if let Some(response) = self.shared.local(req.uri().path(), true) {
+            return answered(&self.shared, request, response);
         }
         let admin = self.admin.clone();
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             let response = admin.handle(req).await;
             let status = response.status().as_u16();
-            Ok(response
-                .map(|b| Logged::new(Either::Right(b), Some(&shared.access), request, status)))
+            Ok(response.map(|b| Logged::new(Either::Right(b), &shared.access, request, status)))
         })
     }
 }
@@ -297,15 +295,8 @@ pub fn gateway(
             BalancePolicy::LeastInFlight => Policy::LeastInFlight,
             BalancePolicy::RoundRobin => Policy::RoundRobin,
         })
-        .breaker(
-            // Checked when the configuration was read.
-            CircuitBreakerLayer::try_new(
-                g.breaker_failures.get(),
-                g.breaker_cooldown,
-                g.breaker_cooldown.max(Duration::from_secs(300)),
-            )
-            .unwrap_or_default(),
-        )
+        // Checked when the configuration was read.
+        .breaker(g.breaker().unwrap_or_default())
         .slots_per_replica(move |e| slots.get(&e.model).copied().unwrap_or(default_slots))
         .queue_limits(g.max_waiting, g.queue_timeout)
         .proxy(

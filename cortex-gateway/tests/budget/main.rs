@@ -17,13 +17,6 @@ use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use support::upstream::{Action, Upstream};
 
-/// The process's resident memory, in bytes (Linux).
-fn resident() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
-
 /// Bytes in MiB, for the report.
 #[allow(clippy::cast_precision_loss, reason = "a figure to print")]
 fn mib(bytes: u64) -> f64 {
@@ -70,7 +63,7 @@ async fn large_bodies_waiting_on_a_one_slot_replica_never_hold_more_than_the_bud
     text.extend_from_slice(b"\"}");
     let body = Bytes::from(text);
 
-    let before = resident();
+    let before = support::resident();
     let peak = Arc::new(AtomicU64::new(before));
     let most_reserved = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -83,7 +76,7 @@ async fn large_bodies_waiting_on_a_one_slot_replica_never_hold_more_than_the_bud
         );
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(resident(), Ordering::Relaxed);
+                peak.fetch_max(support::resident(), Ordering::Relaxed);
                 most_reserved.fetch_max(budget.used() as u64, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }

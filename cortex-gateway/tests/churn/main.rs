@@ -16,13 +16,6 @@ use metrics_util::debugging::DebuggingRecorder;
 use support::upstream::{Action, Upstream, vllm_error};
 use tower::ServiceExt;
 
-/// The process's resident memory, in bytes (Linux).
-fn resident() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
-
 #[test]
 fn restarting_a_model_a_thousand_times_grows_neither_state_nor_metrics() {
     let recorder = DebuggingRecorder::new();
@@ -79,11 +72,11 @@ fn restarting_a_model_a_thousand_times_grows_neither_state_nor_metrics() {
             for i in 0..100 {
                 restart(i).await;
             }
-            let warm = (resident(), series(), replicas.len());
+            let warm = (support::resident(), series(), replicas.len());
             for i in 100..1100 {
                 restart(i).await;
             }
-            let after = (resident(), series(), replicas.len());
+            let after = (support::resident(), series(), replicas.len());
             eprintln!(
                 "after 100 restarts: {} KiB resident, {:?} series, {} replicas; after 1,100: {} KiB, {:?}, {}",
                 warm.0 >> 10,
