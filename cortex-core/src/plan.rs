@@ -149,6 +149,10 @@ impl LaunchPlan {
     /// digits of the 64-bit FNV-1a hash of its JSON form. Two plans that would start the same
     /// instance have the same fingerprint; any change (an argument, a mount, the image) changes it.
     ///
+    /// The port is masked (the field, and every argument or environment value equal to it), so an
+    /// engine that a later manager finds on another port than it would choose now still matches;
+    /// secrets count through a SHA-256 digest of them, never in the clear.
+    ///
     /// Written by hand: a few lines of FNV-1a; no cryptographic strength is needed, only stability
     /// across processes and versions (which `std`'s `DefaultHasher` does not promise).
     ///
@@ -167,12 +171,47 @@ impl LaunchPlan {
     /// let mut changed = plan.clone();
     /// changed.args.push("-c".into());
     /// assert_ne!(plan.fingerprint(), changed.fingerprint());
+    /// // The port is the manager's choice, not part of what runs; a secret is.
+    /// let mut moved = plan.clone();
+    /// moved.port = 9090;
+    /// assert_eq!(plan.fingerprint(), moved.fingerprint());
+    /// let mut keyed = plan.clone();
+    /// keyed.secrets.insert("LLAMA_API_KEY".into(), cortex_core::plan::Secret::new("sk-1"));
+    /// let mut rekeyed = plan.clone();
+    /// rekeyed.secrets.insert("LLAMA_API_KEY".into(), cortex_core::plan::Secret::new("sk-2"));
+    /// assert_ne!(keyed.fingerprint(), rekeyed.fingerprint());
+    /// assert!(!keyed.fingerprint().contains("sk-1"));
     /// ```
     pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
         let mut unlabelled = self.clone();
         unlabelled.labels.clear();
+        // Each manager chooses a local process's port afresh: where it listens is not what runs.
+        let port = self.port.to_string();
+        unlabelled.port = 0;
+        for value in unlabelled
+            .args
+            .iter_mut()
+            .chain(unlabelled.env.values_mut())
+        {
+            if *value == port {
+                "{port}".clone_into(value);
+            }
+        }
         // Serializing plain data with string keys cannot fail.
-        let json = serde_json::to_vec(&unlabelled).unwrap_or_default();
+        let mut json = serde_json::to_vec(&unlabelled).unwrap_or_default();
+        // Secrets are left out of the serialized plan; a changed key is a changed plan, and
+        // only a digest of them goes into the (public) fingerprint.
+        if !self.secrets.is_empty() {
+            let mut digest = sha2::Sha256::new();
+            for (name, secret) in &self.secrets {
+                digest.update(name.as_bytes());
+                digest.update([0]);
+                digest.update(secret.expose().as_bytes());
+                digest.update([0]);
+            }
+            json.extend_from_slice(&digest.finalize());
+        }
         let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });

@@ -59,5 +59,5 @@ pub use resolve::{ResolvedGguf, resolve_gguf};
 #[cfg(feature = "docker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub use runtime::{DockerRuntime, DockerRuntimeBuilder};
-pub use runtime::{ProcessRuntime, ProcessRuntimeBuilder};
+pub use runtime::{ProcessRuntime, ProcessRuntimeBuilder, StateDirError};
 pub use vllm::{VllmEngine, VllmSettings};

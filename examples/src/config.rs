@@ -124,6 +124,34 @@ pub enum AccessLogFormat {
 pub struct RuntimeConfig {
     /// `process` (default) or `docker`.
     pub kind: RuntimeKind,
+    /// Process runtime: where each engine it starts is recorded until stopped, so that a
+    /// `cortex serve` started after a crash finds what the last one left (and adopts or removes
+    /// it). Default `$XDG_STATE_HOME/cortex/serve-<listen address>` (`~/.local/state/…` without
+    /// `XDG_STATE_HOME`): one directory per listen address, since one manager holds it at a time.
+    pub state_dir: Option<PathBuf>,
+    /// Process runtime: whether engines keep running when `cortex serve` dies without stopping
+    /// them (a crash, `SIGKILL`), to be adopted by the next one without reloading their models;
+    /// their output goes to files in `state_dir`. Default false: they die with it. A clean
+    /// shutdown (Ctrl-C, SIGTERM) stops them either way.
+    pub outlive_manager: bool,
+}
+
+impl RuntimeConfig {
+    /// The process runtime's state directory for a server listening on `listen`.
+    pub fn state_dir(&self, listen: SocketAddr) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("cortex").join(format!(
+            "serve-{}",
+            listen.to_string().replace([':', '[', ']'], "_")
+        ))
+    }
 }
 
 /// What runs the engines.

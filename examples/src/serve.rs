@@ -16,7 +16,7 @@
 //! every engine this process started, each with its plan's grace period, then exits; a second one
 //! kills what is still running and exits at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -246,9 +246,18 @@ fn install_metrics() -> Option<PrometheusHandle> {
 }
 
 /// Creates the runtime the configuration asks for.
-async fn runtime(kind: RuntimeKind) -> Result<Arc<dyn DynRuntime>, ServeError> {
-    Ok(match kind {
-        RuntimeKind::Process => Arc::new(ProcessRuntime::new()),
+async fn runtime(config: &Config) -> Result<Arc<dyn DynRuntime>, ServeError> {
+    Ok(match config.runtime.kind {
+        RuntimeKind::Process => Arc::new(
+            ProcessRuntime::builder()
+                .state_dir(config.runtime.state_dir(config.server.listen))
+                .outlive_manager(config.runtime.outlive_manager)
+                .build()
+                .map_err(|e| ServeError::Runtime {
+                    kind: "process",
+                    message: cortex_core::error_chain(&e),
+                })?,
+        ),
         RuntimeKind::Docker => {
             Arc::new(
                 DockerRuntime::connect()
@@ -452,6 +461,14 @@ fn describe(event: &Event) -> String {
         EventKind::InstanceStarted { replica, instance } => {
             format!("cortex: {model}/{replica}: started {instance}")
         }
+        EventKind::Adopted { replica, instance } => {
+            format!(
+                "cortex: {model}/{replica}: adopted {instance} left running by an earlier manager"
+            )
+        }
+        EventKind::Removed { instance, reason } => {
+            format!("cortex: {model}: removed {instance} left by an earlier manager: {reason}")
+        }
         EventKind::Health {
             replica, status, ..
         } => {
@@ -505,7 +522,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     };
     let listener = bind(config.server.listen).await?;
     let admin_listener = bind(config.server.admin_listen).await?;
-    let runtime = runtime(config.runtime.kind).await?;
+    let runtime = runtime(&config).await?;
     let probe: Arc<dyn DynHealthProbe> = Arc::new(HttpProbe::default());
     let supervisor = Supervisor::builder(Arc::clone(&runtime), probe)
         .engine(Arc::new(LlamaCppEngine::new()))
@@ -588,14 +605,27 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     Ok(())
 }
 
-/// Starts every declared model in the background (unless `server.start_models` is off); counts
-/// those that fail.
+/// In the background: takes stock of what an earlier `cortex serve` left (adopting a healthy
+/// engine of a configured model whose plan is unchanged, removing the rest), then starts every
+/// declared model not adopted (unless `server.start_models` is off: then nothing is adopted
+/// either). Counts the models that fail.
 fn start_models(shared: &Arc<Shared>, started_at: Instant) -> Arc<AtomicUsize> {
     let failures = Arc::new(AtomicUsize::new(0));
-    if shared.config.server.start_models {
-        for spec in shared.config.specs().cloned() {
-            let shared = Arc::clone(shared);
-            let failures = Arc::clone(&failures);
+    let shared = Arc::clone(shared);
+    let counted = Arc::clone(&failures);
+    tokio::spawn(async move {
+        let wanted: Vec<ModelSpec> = if shared.config.server.start_models {
+            shared.config.specs().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let adopted = reconcile(&shared, &wanted).await;
+        for spec in wanted {
+            if adopted.contains(&spec.id) {
+                continue;
+            }
+            let shared = Arc::clone(&shared);
+            let failures = Arc::clone(&counted);
             tokio::spawn(async move {
                 let id = spec.id.clone();
                 match shared.supervisor.start(spec).await {
@@ -610,9 +640,34 @@ fn start_models(shared: &Arc<Shared>, started_at: Instant) -> Arc<AtomicUsize> {
                 }
             });
         }
-    }
-
+    });
     failures
+}
+
+/// Adopts or removes what an earlier manager left; returns the models adopted (started) or
+/// tried, which are not started again.
+async fn reconcile(shared: &Shared, wanted: &[ModelSpec]) -> HashSet<ModelId> {
+    let report = match shared.supervisor.reconcile(wanted).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!(
+                "cortex: cannot take stock of engines left running: {}",
+                cortex_core::error_chain(&e)
+            );
+            return HashSet::new();
+        }
+    };
+    // Those of a model were announced by their events.
+    for removal in report.removed.iter().filter(|r| r.model.is_none()) {
+        eprintln!(
+            "cortex: removed {} left by an earlier manager: {}",
+            removal.instance, removal.reason
+        );
+    }
+    for failure in &report.failed {
+        eprintln!("cortex: {}", cortex_core::error_chain(failure));
+    }
+    report.adopted.iter().map(|a| a.model.clone()).collect()
 }
 
 /// Accepts connections on both listeners until Ctrl-C or SIGTERM.

@@ -425,6 +425,9 @@ impl Supervisor {
             }
         };
         for (replica, planned) in plans.iter().enumerate() {
+            if adopt.get(replica).is_some_and(Option::is_some) {
+                continue; // nothing is started from this plan: the instance runs already
+            }
             self.emit(
                 &spec.id,
                 EventKind::Planned {

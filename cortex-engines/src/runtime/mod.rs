@@ -7,7 +7,7 @@ mod process;
 #[cfg(feature = "docker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub use docker::{DockerRuntime, DockerRuntimeBuilder};
-pub use process::{ProcessRuntime, ProcessRuntimeBuilder};
+pub use process::{ProcessRuntime, ProcessRuntimeBuilder, StateDirError};
 
 use std::collections::VecDeque;
 

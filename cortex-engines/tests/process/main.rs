@@ -140,7 +140,7 @@ async fn sigkill_after_the_grace_period() {
 
 #[tokio::test]
 async fn exits_are_detected_and_the_log_survives_them() {
-    let rt = ProcessRuntime::builder().log_lines(10).build();
+    let rt = ProcessRuntime::builder().log_lines(10).build().unwrap();
     let inst = rt
         .start(&plan(
             "for i in $(seq 1 100); do echo line $i; done; exit 3",
@@ -243,4 +243,191 @@ async fn an_exit_is_seen_when_the_leader_exits_not_when_its_pipes_close() {
     assert!(logs.iter().any(|l| l.line == "leader going"), "{logs:?}");
     rt.stop(&instance.id, Duration::from_secs(1)).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether `pid` runs (a zombie nobody reaped does not).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s[s.rfind(')')? + 1..].split_whitespace().next()?.to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// The manager the manager-death tests run as a separate process (so that they can kill it):
+/// a runtime on `CORTEX_TEST_STATE` starts `CORTEX_TEST_SCRIPT`, says which instance, and waits to
+/// be killed.
+#[tokio::test]
+#[ignore = "not a test on its own: the manager-death tests run it in a process they SIGKILL"]
+async fn manager_for_the_death_tests() {
+    let state = std::env::var("CORTEX_TEST_STATE").expect("run by the manager-death tests");
+    let script = std::env::var("CORTEX_TEST_SCRIPT").unwrap();
+    let rt = ProcessRuntime::builder()
+        .state_dir(state)
+        .outlive_manager(std::env::var_os("CORTEX_TEST_OUTLIVE").is_some())
+        .build()
+        .unwrap();
+    let mut spec = plan(&script);
+    spec.labels
+        .insert("io.cortex.managed-by".into(), "death-test".into());
+    let instance = rt.start(&spec).await.unwrap();
+    println!("started {}", instance.id);
+    std::future::pending::<()>().await;
+}
+
+/// Runs [`manager_for_the_death_tests`] with `script`, waits for its start, then `SIGKILL`s it.
+/// Returns the instance it started.
+fn start_and_kill_a_manager(state: &std::path::Path, script: &str, outlive: bool) -> InstanceId {
+    use std::io::BufRead as _;
+    let mut manager = std::process::Command::new(std::env::current_exe().unwrap());
+    manager
+        .args([
+            "--exact",
+            "manager_for_the_death_tests",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("CORTEX_TEST_STATE", state)
+        .env("CORTEX_TEST_SCRIPT", script)
+        .stdout(std::process::Stdio::piped());
+    if outlive {
+        manager.env("CORTEX_TEST_OUTLIVE", "1");
+    }
+    let mut manager = manager.spawn().unwrap();
+    let stdout = std::io::BufReader::new(manager.stdout.take().unwrap());
+    let id = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("started ").map(str::to_owned))
+        .expect("the manager started nothing");
+    manager.kill().unwrap();
+    manager.wait().unwrap();
+    InstanceId::new(id)
+}
+
+/// A manager killed with SIGKILL takes its engine with it (the parent-death signal); what the
+/// engine left in the background is found by the next runtime on the state directory, which
+/// reports the instance as exited and removes its leftovers and its record when stopped.
+#[tokio::test]
+async fn an_engine_dies_with_its_manager_and_the_next_one_clears_what_is_left() {
+    let state = tempfile::tempdir().unwrap();
+    let remnant_file = state.path().join("remnant.pid");
+    let script = format!(
+        "sleep 300 & echo $! > {}; exec sleep 301",
+        remnant_file.display()
+    );
+    let id = start_and_kill_a_manager(state.path(), &script, false);
+    let leader = pid(&id);
+    assert!(
+        eventually(|| !running(leader)).await,
+        "the engine {leader} outlived its manager"
+    );
+    assert!(eventually(|| remnant_file.exists()).await);
+    let remnant: i32 = std::fs::read_to_string(&remnant_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        running(remnant),
+        "the background child is outside the parent-death signal"
+    );
+
+    let rt = ProcessRuntime::builder()
+        .state_dir(state.path())
+        .build()
+        .unwrap();
+    let found = rt.list().await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].id, id);
+    assert_eq!(found[0].state, InstanceState::Exited(Exit::unknown()));
+    assert_eq!(found[0].labels["io.cortex.managed-by"], "death-test");
+    assert_eq!(
+        found[0].base_url.as_ref().unwrap().to_string(),
+        "http://127.0.0.1:1/"
+    );
+    rt.stop(&id, Duration::from_secs(1)).await.unwrap();
+    assert!(
+        eventually(|| !running(remnant)).await,
+        "the engine's leftover {remnant} survived the stop"
+    );
+    assert!(rt.list().await.unwrap().is_empty());
+    assert!(!state.path().join(format!("{id}.json")).exists());
+    // New instances never take a recorded id.
+    let next = rt.start(&plan("sleep 300")).await.unwrap();
+    assert_ne!(next.id, id);
+    rt.stop(&next.id, Duration::from_secs(1)).await.unwrap();
+}
+
+/// With `outlive_manager`, an engine keeps running through its manager's SIGKILL, its output in
+/// files; the next runtime on the state directory finds it running, with its address and its
+/// logs, and can stop it.
+#[tokio::test]
+async fn an_engine_that_outlives_its_manager_is_found_running_with_its_logs() {
+    let state = tempfile::tempdir().unwrap();
+    let id = start_and_kill_a_manager(
+        state.path(),
+        "echo ready; echo warm >&2; exec sleep 300",
+        true,
+    );
+    let leader = pid(&id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(running(leader), "the engine died with its manager");
+
+    let rt = ProcessRuntime::builder()
+        .state_dir(state.path())
+        .outlive_manager(true)
+        .build()
+        .unwrap();
+    let found = rt.list().await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].state, InstanceState::Running);
+    assert_eq!(rt.inspect(&id).await.unwrap(), InstanceState::Running);
+    let logs_arrived = eventually(|| {
+        let logs = futures_util::FutureExt::now_or_never(rt.logs(&id, 10))
+            .unwrap()
+            .unwrap();
+        logs.iter()
+            .any(|l| l.source == LogSource::Stdout && l.line == "ready")
+            && logs
+                .iter()
+                .any(|l| l.source == LogSource::Stderr && l.line == "warm")
+    })
+    .await;
+    assert!(logs_arrived, "{:?}", rt.logs(&id, 10).await.unwrap());
+
+    rt.stop(&id, Duration::from_secs(5)).await.unwrap();
+    assert!(eventually(|| !running(leader)).await);
+    let left: Vec<_> = std::fs::read_dir(state.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "lock")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// One runtime per state directory; engines that outlive the manager need one.
+#[test]
+fn a_state_directory_has_one_runtime_and_outliving_needs_one() {
+    let state = tempfile::tempdir().unwrap();
+    let held = ProcessRuntime::builder()
+        .state_dir(state.path())
+        .build()
+        .unwrap();
+    let err = ProcessRuntime::builder()
+        .state_dir(state.path())
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("in use by another manager"),
+        "{err}"
+    );
+    drop(held);
+    let err = ProcessRuntime::builder()
+        .outlive_manager(true)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("need a state directory"), "{err}");
 }

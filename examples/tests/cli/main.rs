@@ -15,6 +15,25 @@ use serde_json::Value;
 mod support;
 use support::{cache, interrupt, require, sdk_chat};
 
+/// Turns between the tests of this binary, which run two at a time: the quickstart compiles a
+/// release build of `cortex` from a clean clone, which takes both cores of a small machine for
+/// minutes, and llama-server (`-t 2`) generating beside it can slow to a handful of tokens a minute
+/// (CI saw a 160-token stream not finish in 60 s). The quickstart runs alone; every test that
+/// starts `cortex serve` shares the rest.
+static TURNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared_turn() -> std::sync::RwLockReadGuard<'static, ()> {
+    TURNS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn alone_turn() -> std::sync::RwLockWriteGuard<'static, ()> {
+    TURNS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 const ADMIN: &str = "sk-test-admin";
 const CLIENT: &str = "sk-test-client";
 
@@ -59,6 +78,9 @@ listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin_port}"
 admin_key = "{admin}"
 
+[runtime]
+state_dir = "{state}"
+
 [[keys]]
 id = "tester"
 hash = "{client}"
@@ -80,6 +102,7 @@ chat_template = "gemma"
 "#,
             admin = KeyHash::of(ADMIN),
             admin_port = free_port(),
+            state = dir.join("state").display(),
             client = KeyHash::of(CLIENT),
             model = gemma().display(),
             server = require(cache().join("bin/llama-server-b11434")).display(),
@@ -426,6 +449,8 @@ struct Server {
     log: std::sync::Arc<std::sync::Mutex<String>>,
     /// Everything it wrote to stdout (the access log) so far.
     out: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Held while it runs (dropped after `Drop::drop` stopped it).
+    _turn: std::sync::RwLockReadGuard<'static, ()>,
 }
 
 /// Copies `from` line by line into a shared string (and, prefixed, to the test's stderr).
@@ -448,6 +473,7 @@ fn collect(
 
 impl Server {
     fn start(config: PathBuf, port: u16) -> Self {
+        let turn = shared_turn();
         let began = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cortex"))
             .args(["serve", "--config", config.to_str().unwrap()])
@@ -464,6 +490,7 @@ impl Server {
             began,
             log,
             out,
+            _turn: turn,
         }
     }
 
@@ -726,6 +753,7 @@ fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
 /// The README's quickstart, verbatim, from a clean clone of this repository's committed state.
 #[test]
 fn readme_quickstart_from_a_clean_clone() {
+    let _alone = alone_turn();
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let block = |name: &str| -> String {
         let start = readme
@@ -1262,6 +1290,7 @@ fn keys_reload_on_sighup_and_on_the_admin_call() {
 /// backs off instead of spinning a core, and serves again once descriptors are free.
 #[test]
 fn accept_errors_back_off_instead_of_spinning() {
+    let _turn = shared_turn();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let path = config_with(
@@ -1321,4 +1350,178 @@ fn accept_errors_back_off_instead_of_spinning() {
         std::thread::sleep(Duration::from_millis(100));
     }
     interrupt(&mut child, "cortex serve");
+}
+
+/// Waits up to `limit` for `f`.
+fn within(limit: Duration, f: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Whether `pid` runs (a zombie nobody reaped does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s[s.rfind(')')? + 1..].split_whitespace().next()?.to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// Whether anything listens on loopback `port`.
+fn taken(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+}
+
+impl Server {
+    /// The pid and port of replica 0 once its engine was started (from the log).
+    fn engine(&self) -> (u32, u16) {
+        let found = || {
+            let log = self.log.lock().unwrap();
+            let pid = log
+                .lines()
+                .rev()
+                .find_map(|l| l.split("gemma/0: started proc-").nth(1))?
+                .rsplit('-')
+                .next()?
+                .trim()
+                .parse()
+                .ok()?;
+            let port = log
+                .lines()
+                .rev()
+                .find_map(|l| l.split("gemma/0: plan: ").nth(1))?
+                .split(" --port ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((pid, port))
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(found) = found() {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "no engine was started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `SIGKILL`: nothing of `cortex serve` runs its shutdown.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Chaos: `cortex serve` killed with SIGKILL while a model loads and while it serves. Its engine
+/// dies with it (the parent-death signal) and frees its port; the next `cortex serve` on the same
+/// state directory removes what the last one recorded, starts afresh and serves; at the end
+/// nothing is left running or recorded.
+#[test]
+fn a_manager_killed_while_starting_or_serving_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config(dir.path(), port);
+    let state = dir.path().join("state");
+
+    // Killed while the model loads.
+    let mut server = Server::start(path.clone(), port);
+    let (first, first_port) = server.engine();
+    server.kill();
+    assert!(
+        within(Duration::from_secs(10), || !running(first)),
+        "llama-server {first} outlived a killed cortex serve"
+    );
+    assert!(within(Duration::from_secs(10), || !taken(first_port)));
+    drop(server);
+
+    // The next one clears the record, starts afresh, serves; then is killed while serving.
+    let mut server = Server::start(path.clone(), port);
+    server.wait_ready();
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.contains(&format!(
+            "removed proc-1-{first} left by an earlier manager"
+        )),
+        "{log}"
+    );
+    let chat = sdk_chat(&server.base, CLIENT, "gemma-3-270m");
+    assert!(!chat["content"].as_str().unwrap().is_empty(), "{chat}");
+    let (second, second_port) = server.engine();
+    assert_ne!(second, first);
+    server.kill();
+    assert!(
+        within(Duration::from_secs(10), || !running(second)),
+        "llama-server {second} outlived a killed cortex serve"
+    );
+    assert!(within(Duration::from_secs(10), || !taken(second_port)));
+    drop(server);
+
+    // A third serves, and a clean stop leaves nothing running and nothing recorded.
+    let mut server = Server::start(path, port);
+    server.wait_ready();
+    let chat = sdk_chat(&server.base, CLIENT, "gemma-3-270m");
+    assert!(!chat["content"].as_str().unwrap().is_empty(), "{chat}");
+    let (third, _) = server.engine();
+    assert!(server.interrupt().success());
+    assert!(!running(third));
+    let records: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "lock")
+        .collect();
+    assert!(
+        records.is_empty(),
+        "left in the state directory: {records:?}"
+    );
+}
+
+/// With `outlive_manager`, an engine keeps serving through a SIGKILL of `cortex serve`, and the
+/// next one adopts it, the same process on the same port, without loading the model again.
+#[test]
+fn an_engine_that_outlives_a_killed_manager_is_adopted_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config(dir.path(), port);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("[runtime]\n", "[runtime]\noutlive_manager = true\n", 1),
+    )
+    .unwrap();
+
+    let mut server = Server::start(path.clone(), port);
+    server.wait_ready();
+    let (engine, engine_port) = server.engine();
+    server.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(running(engine), "the engine died with its manager");
+    drop(server);
+
+    let mut server = Server::start(path, port);
+    server.wait_ready();
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("gemma/0: adopted proc-1-"), "{log}");
+    assert!(
+        !log.contains("gemma/0: plan:"),
+        "a new engine was planned: {log}"
+    );
+    let chat = sdk_chat(&server.base, CLIENT, "gemma-3-270m");
+    assert!(!chat["content"].as_str().unwrap().is_empty(), "{chat}");
+    let status: Value =
+        serde_json::from_slice(&server.models(&["status", "gemma-3-270m"]).stdout).unwrap();
+    assert_eq!(instance_pids(&status), vec![engine], "{status}");
+    assert!(server.interrupt().success());
+    assert!(!running(engine));
+    assert!(!taken(engine_port));
 }
