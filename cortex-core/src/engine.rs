@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use crate::{BoxError, Diagnostics, EngineKind, LaunchPlan, ModelId, ModelSpec, TargetKind};
+use crate::{
+    BoxError, Diagnostics, EngineKind, LaunchPlan, LogLine, ModelId, ModelSpec, TargetKind,
+};
 
 /// Turns a [`ModelSpec`] into an exact, validated [`LaunchPlan`] for one engine.
 ///
@@ -26,6 +28,19 @@ pub trait Engine: fmt::Debug + Send + Sync + 'static {
     /// [`PlanError::Invalid`] with every error found in the settings and custom arguments (not just
     /// the first), or [`PlanError::Other`] when a needed file cannot be read.
     fn plan(&self, spec: &ModelSpec, cx: &PlanContext) -> Result<Planned, PlanError>;
+
+    /// Whether an instance that exited while starting did so because its port was taken (between
+    /// the supervisor's choice of the port and the engine's bind), judged from the end of its log;
+    /// the supervisor then starts it again on another port. The default recognises the C
+    /// library's message for `EADDRINUSE` ("Address already in use"), which Python, Go and Rust
+    /// servers print; an engine with its own wording adds it.
+    fn port_taken(&self, log_tail: &[LogLine]) -> bool {
+        log_tail.iter().any(|l| {
+            l.line
+                .to_ascii_lowercase()
+                .contains("address already in use")
+        })
+    }
 }
 
 /// Where and how a plan will run, decided by the supervisor before planning.

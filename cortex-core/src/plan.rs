@@ -187,17 +187,8 @@ impl LaunchPlan {
         let mut unlabelled = self.clone();
         unlabelled.labels.clear();
         // Each manager chooses a local process's port afresh: where it listens is not what runs.
-        let port = self.port.to_string();
+        unlabelled.replace_port("{port}");
         unlabelled.port = 0;
-        for value in unlabelled
-            .args
-            .iter_mut()
-            .chain(unlabelled.env.values_mut())
-        {
-            if *value == port {
-                "{port}".clone_into(value);
-            }
-        }
         // Serializing plain data with string keys cannot fail.
         let mut json = serde_json::to_vec(&unlabelled).unwrap_or_default();
         // Secrets are left out of the serialized plan; a changed key is a changed plan, and
@@ -216,6 +207,43 @@ impl LaunchPlan {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
         format!("{hash:016x}")
+    }
+
+    /// The same plan listening on `port`: the [`port`](Self::port) field and every argument or
+    /// environment value equal to the old port (`--port 8080`, `PORT=8080`) — what
+    /// [`fingerprint`](Self::fingerprint) masks, so the fingerprint stays the same.
+    ///
+    /// ```
+    /// # use cortex_core::{LaunchPlan, Target, HealthSpec};
+    /// let mut plan = LaunchPlan::new(
+    ///     "m".parse().unwrap(),
+    ///     "llamacpp".into(),
+    ///     Target::Process { program: "llama-server".into() },
+    ///     41000,
+    ///     HealthSpec::new("/health"),
+    /// );
+    /// plan.args = vec!["--port".into(), "41000".into(), "-c".into(), "4096".into()];
+    /// let moved = plan.with_port(41001);
+    /// assert_eq!(moved.args, ["--port", "41001", "-c", "4096"]);
+    /// assert_eq!(moved.port, 41001);
+    /// assert_eq!(moved.fingerprint(), plan.fingerprint());
+    /// ```
+    #[must_use]
+    pub fn with_port(&self, port: u16) -> Self {
+        let mut moved = self.clone();
+        moved.replace_port(&port.to_string());
+        moved.port = port;
+        moved
+    }
+
+    /// Replaces every argument and environment value equal to the port by `with`.
+    fn replace_port(&mut self, with: &str) {
+        let port = self.port.to_string();
+        for value in self.args.iter_mut().chain(self.env.values_mut()) {
+            if *value == port {
+                with.clone_into(value);
+            }
+        }
     }
 
     /// The command line as a person would type it in a POSIX shell: the program (or, for a

@@ -28,6 +28,8 @@ pub(super) struct Actor {
     model: ModelId,
     served: Arc<str>,
     engine: EngineKind,
+    /// The engine's own judgement of a start's log (whether its port was taken).
+    engine_impl: Option<Arc<dyn crate::Engine>>,
     restart: RestartPolicy,
     /// Every stop that failed during this run; a run with any ends `Failed`.
     stop_errors: Mutex<Vec<String>>,
@@ -37,6 +39,20 @@ pub(super) struct Actor {
 struct Up {
     instance: Instance,
     endpoint: Endpoint,
+    /// The plan it runs: the one it was given, or the same on another port when that one was
+    /// taken.
+    plan: Arc<LaunchPlan>,
+}
+
+/// How many times a replica is started on a fresh port when its engine finds the port taken.
+const PORT_TRIES: u32 = 3;
+
+/// How one start of a replica went.
+enum Attempt {
+    Up(Box<Up>),
+    NotUp(NotUp),
+    /// It exited because its port was taken; it was stopped.
+    PortTaken(Failure),
 }
 
 /// Why a replica did not come up.
@@ -63,6 +79,9 @@ enum Outcome {
 /// In-flight restarts: replica index and how the start went.
 type Restarts<'a> = FuturesUnordered<BoxFuture<'a, (u32, Result<Up, NotUp>)>>;
 
+/// Removals of exited instances in flight: replica index and why it went (with its log).
+type Cleanups<'a> = FuturesUnordered<BoxFuture<'a, (u32, Failure)>>;
+
 /// Waits for instance exits: replica index, instance and how it exited.
 type Exits = FuturesUnordered<BoxFuture<'static, (u32, InstanceId, Result<Exit, RuntimeError>)>>;
 
@@ -81,6 +100,7 @@ struct Live {
 impl Actor {
     pub(super) fn new(shared: Arc<Shared>, slot: Arc<Slot>, spec: &ModelSpec) -> Self {
         Self {
+            engine_impl: shared.engines.get(&spec.engine).cloned(),
             shared,
             slot,
             model: spec.id.clone(),
@@ -200,30 +220,77 @@ impl Actor {
     /// Starts one replica (or takes over `adopted`, already running) and probes it until it is
     /// ready, it exits, the startup timeout passes, or `cancel` fires. On anything but ready, the
     /// instance is stopped before this returns.
+    ///
+    /// A local process that exits because its port was taken (another program bound it between
+    /// the choice of the port and the engine's start: the engine says so in its log) is started
+    /// again on a fresh port, up to [`PORT_TRIES`] starts in all.
     async fn start_replica(
         &self,
         plan: &Arc<LaunchPlan>,
         adopted: Option<Instance>,
         cancel: &CancellationToken,
     ) -> Result<Up, NotUp> {
+        let mut plan = plan.clone();
+        let mut adopted = adopted;
+        for tries in 1.. {
+            let failure = match self.start_once(&plan, adopted.take(), cancel).await {
+                Attempt::Up(up) => return Ok(*up),
+                Attempt::NotUp(not) => return Err(not),
+                Attempt::PortTaken(failure) => failure,
+            };
+            let port = (tries < PORT_TRIES)
+                .then(|| super::choose_ports(crate::TargetKind::Process, 0, 1).ok())
+                .flatten()
+                .and_then(|ports| ports.first().copied());
+            let Some(port) = port else {
+                return Err(NotUp::Failed(Failure {
+                    reason: format!(
+                        "{} (its port was taken, {tries} starts in all)",
+                        failure.reason
+                    ),
+                    log_tail: failure.log_tail,
+                }));
+            };
+            tracing::warn!(
+                model = %self.model,
+                replica = plan.replica,
+                taken = plan.port,
+                port,
+                "the engine's port was taken before it could bind; starting it on another"
+            );
+            plan = Arc::new(plan.with_port(port));
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// One start of [`start_replica`](Self::start_replica).
+    async fn start_once(
+        &self,
+        plan: &Arc<LaunchPlan>,
+        adopted: Option<Instance>,
+        cancel: &CancellationToken,
+    ) -> Attempt {
         let replica = plan.replica;
         if cancel.is_cancelled() {
-            return Err(NotUp::Cancelled);
+            return Attempt::NotUp(NotUp::Cancelled);
         }
         let adopting = adopted.is_some();
         let instance = if let Some(instance) = adopted {
             instance
         } else {
             // Never dropped half-way: a runtime may have created something by the time it fails.
-            self.shared.runtime.start(plan).await.map_err(|e| {
-                NotUp::Failed(Failure {
-                    reason: format!(
-                        "replica {replica} could not be started: {}",
-                        error_chain(&e)
-                    ),
-                    log_tail: Vec::new(),
-                })
-            })?
+            match self.shared.runtime.start(plan).await {
+                Ok(instance) => instance,
+                Err(e) => {
+                    return Attempt::NotUp(NotUp::Failed(Failure {
+                        reason: format!(
+                            "replica {replica} could not be started: {}",
+                            error_chain(&e)
+                        ),
+                        log_tail: Vec::new(),
+                    }));
+                }
+            }
         };
         let endpoint = Endpoint::new(
             self.model.clone(),
@@ -261,13 +328,21 @@ impl Actor {
             () = sleep_until(deadline) => Outcome::TimedOut,
             () = self.probe_until_ready(&endpoint, &plan.health, &last) => Outcome::Ready,
         };
+        let mut exited = false;
         let reason = match outcome {
-            Outcome::Ready => return Ok(Up { instance, endpoint }),
+            Outcome::Ready => {
+                return Attempt::Up(Box::new(Up {
+                    instance,
+                    endpoint,
+                    plan: plan.clone(),
+                }));
+            }
             Outcome::Cancelled => {
                 self.stop_replica(&endpoint, plan).await;
-                return Err(NotUp::Cancelled);
+                return Attempt::NotUp(NotUp::Cancelled);
             }
             Outcome::Exited(exit) => {
+                exited = true;
                 let exit = self.exited(&endpoint, exit);
                 format!("replica {replica} exited while starting, with {exit}")
             }
@@ -283,7 +358,18 @@ impl Actor {
         // Read the log before the stop removes it.
         let log_tail = self.log_tail(&instance.id).await;
         self.stop_replica(&endpoint, plan).await;
-        Err(NotUp::Failed(Failure { reason, log_tail }))
+        let failure = Failure { reason, log_tail };
+        let port_taken = exited
+            && matches!(plan.target, crate::Target::Process { .. })
+            && self
+                .engine_impl
+                .as_ref()
+                .is_some_and(|e| e.port_taken(&failure.log_tail));
+        if port_taken {
+            Attempt::PortTaken(failure)
+        } else {
+            Attempt::NotUp(NotUp::Failed(failure))
+        }
     }
 
     /// Probes with a doubling interval until one probe says ready; never returns otherwise.
@@ -315,11 +401,11 @@ impl Actor {
     /// The running phase: probe, watch for exits, restart when allowed, until stopped or failed.
     async fn running(self, plans: Vec<Arc<LaunchPlan>>, ups: Vec<Up>) {
         let config = &self.shared.config;
-        let mut live: Vec<Live> = plans
+        debug_assert_eq!(plans.len(), ups.len());
+        let mut live: Vec<Live> = ups
             .into_iter()
-            .zip(ups)
-            .map(|(plan, up)| Live {
-                plan,
+            .map(|up| Live {
+                plan: up.plan.clone(),
                 up: Some(up),
                 registered: false,
                 failures: 0,
@@ -337,6 +423,7 @@ impl Actor {
         let mut probes: FuturesUnordered<BoxFuture<'static, (u32, InstanceId, HealthStatus)>> =
             FuturesUnordered::new();
         let mut restarts = Restarts::new();
+        let mut cleanups = Cleanups::new();
         // Cancelled by a stop, or when the model fails: ends in-flight restarts.
         let run = self.slot.stop.child_token();
         let mut tick = tokio::time::interval_at(
@@ -360,7 +447,10 @@ impl Actor {
                     self.on_probe(&mut live, replica, &instance, &status);
                 }
                 Some((replica, instance, exit)) = exits.next() => {
-                    if let Some(f) = self.on_exit(&mut live, replica, &instance, exit, &run, &mut restarts).await {
+                    self.on_exit(&mut live, replica, &instance, exit, &mut cleanups);
+                }
+                Some((replica, failure)) = cleanups.next() => {
+                    if let Some(f) = self.try_restart(&mut live, replica, failure, &run, &mut restarts) {
                         break Some(f);
                     }
                 }
@@ -371,29 +461,37 @@ impl Actor {
                 }
             }
         };
-        self.wind_down(live, restarts, &run, failure).await;
+        self.wind_down(live, restarts, cleanups, &run, failure)
+            .await;
     }
 
-    /// An instance exited: out of the registry, logs kept, removed; then restarted if the policy
-    /// allows, else the model fails (returned).
-    async fn on_exit<'a>(
+    /// An instance exited: out of the registry at once; its log kept and the instance removed in
+    /// the background (`cleanups`, so that a runtime slow to remove it holds up neither the other
+    /// replicas' probes nor a stop), then restarted if the policy allows, else the model fails.
+    fn on_exit<'a>(
         &'a self,
         live: &mut [Live],
         replica: u32,
         instance: &InstanceId,
         exit: Result<Exit, RuntimeError>,
-        run: &CancellationToken,
-        restarts: &mut Restarts<'a>,
-    ) -> Option<Failure> {
-        let r = live.get_mut(replica as usize)?;
+        cleanups: &mut Cleanups<'a>,
+    ) {
+        let Some(r) = live.get_mut(replica as usize) else {
+            return;
+        };
         // An exit of an instance already replaced is old news.
-        let up = r.up.take_if(|up| &up.instance.id == instance)?;
+        let Some(up) = r.up.take_if(|up| &up.instance.id == instance) else {
+            return;
+        };
         let exit = self.exited(&up.endpoint, exit);
         self.deregister(r, &up.endpoint, &format!("instance exited with {exit}"));
-        let log_tail = self.log_tail(&up.instance.id).await;
-        self.stop_replica(&up.endpoint, &r.plan).await;
-        let reason = format!("replica {replica} exited with {exit}");
-        self.try_restart(live, replica, Failure { reason, log_tail }, run, restarts)
+        let plan = r.plan.clone();
+        cleanups.push(Box::pin(async move {
+            let log_tail = self.log_tail(&up.instance.id).await;
+            self.stop_replica(&up.endpoint, &plan).await;
+            let reason = format!("replica {replica} exited with {exit}");
+            (replica, Failure { reason, log_tail })
+        }));
     }
 
     /// A restart finished: back in the registry, or another attempt, or the model fails (returned).
@@ -409,6 +507,7 @@ impl Actor {
         let r = live.get_mut(replica as usize)?;
         match result {
             Ok(up) => {
+                r.plan = up.plan.clone();
                 r.up = Some(up);
                 r.failures = 0;
                 self.register(r);
@@ -455,6 +554,7 @@ impl Actor {
         &self,
         mut live: Vec<Live>,
         mut restarts: Restarts<'_>,
+        cleanups: Cleanups<'_>,
         run: &CancellationToken,
         failure: Option<Failure>,
     ) {
@@ -480,11 +580,12 @@ impl Actor {
                 r.up = Some(up);
             }
         }
-        join_all(live.iter().filter_map(|r| {
+        // Removals of exited instances still in flight finish alongside the stops.
+        let stops = join_all(live.iter().filter_map(|r| {
             r.up.as_ref()
                 .map(|up| self.stop_replica(&up.endpoint, &r.plan))
-        }))
-        .await;
+        }));
+        tokio::join!(stops, cleanups.collect::<Vec<_>>());
         self.finish(failure);
     }
 

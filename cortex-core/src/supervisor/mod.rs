@@ -272,7 +272,7 @@ pub(crate) struct Shared {
     pub(crate) registry: Arc<dyn Registry>,
     pub(crate) runtime: Arc<dyn DynRuntime>,
     pub(crate) probe: Arc<dyn DynHealthProbe>,
-    engines: HashMap<EngineKind, Arc<dyn Engine>>,
+    pub(crate) engines: HashMap<EngineKind, Arc<dyn Engine>>,
     pub(crate) config: SupervisorConfig,
     events: broadcast::Sender<Event>,
     models: Mutex<HashMap<ModelId, Arc<Slot>>>,
@@ -294,7 +294,7 @@ pub struct SupervisorBuilder {
     runtime: Arc<dyn DynRuntime>,
     probe: Arc<dyn DynHealthProbe>,
     registry: Option<Arc<dyn Registry>>,
-    engines: HashMap<EngineKind, Arc<dyn Engine>>,
+    pub(crate) engines: HashMap<EngineKind, Arc<dyn Engine>>,
     config: SupervisorConfig,
 }
 

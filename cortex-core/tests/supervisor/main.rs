@@ -915,3 +915,58 @@ async fn planning_runs_off_the_async_executor() {
         "the executor stalled for {longest:?} while the engine planned"
     );
 }
+
+/// An exited instance whose removal is slow (a runtime that takes its grace period to clean up)
+/// does not hold the model up: the other replica is still probed meanwhile, and a stop request
+/// is acted on at once.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_slow_cleanup_after_an_exit_stalls_neither_probes_nor_a_stop() {
+    let mut h = Harness::new();
+    let m = id("slowgone");
+    h.world
+        .script_replica(&m, 0, Script::default().with_stop_delay(s(120.0)));
+    h.sup
+        .start(
+            spec("slowgone")
+                .with_replicas(NonZeroU32::new(2).unwrap())
+                .with_restart(RestartPolicy::on_failure(3, s(1.0))),
+        )
+        .await
+        .unwrap();
+    let first = h.status(&m).replicas[0].instance.clone().unwrap();
+    let second = h.status(&m).replicas[1].instance.clone().unwrap();
+    h.drain();
+    let killed_at = h.elapsed();
+    h.world.kill(&first, 1);
+
+    // While replica 0's instance is being removed (120 s), replica 1 is probed as usual: a change
+    // of its health is seen at the next probe.
+    h.at(killed_at + s(1.0)).await;
+    h.world
+        .set_health(&second, Some(HealthStatus::down("overheated")));
+    h.at(killed_at + s(40.0)).await;
+    let seen = h.drain().iter().any(|e| {
+        matches!(&e.kind, EventKind::Health { replica: 1, status: HealthStatus::Down { reason }, .. } if reason == "overheated")
+    });
+    assert!(
+        seen,
+        "replica 1 was not probed while replica 0 was being removed"
+    );
+
+    // And a stop is acted on at once: the model is Stopping within a second.
+    let stop = tokio::spawn({
+        let sup = h.sup.clone();
+        let m = m.clone();
+        async move { sup.stop(&m).await }
+    });
+    let asked = Instant::now();
+    state_where(&h.sup, &m, |st| *st == ModelState::Stopping).await;
+    assert!(
+        asked.elapsed() < s(1.0),
+        "the stop waited {:?} for the slow cleanup",
+        asked.elapsed()
+    );
+    stop.await.unwrap().unwrap();
+    assert_eq!(h.status(&m).state, ModelState::Stopped);
+    assert!(h.world.live_of(&m).is_empty());
+}

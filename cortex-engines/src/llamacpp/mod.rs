@@ -290,6 +290,15 @@ impl Engine for LlamaCppEngine {
         CONTAINER_PORT
     }
 
+    /// llama-server b11434 checks its port before loading the model and exits 1 with
+    /// `start: couldn't bind HTTP server socket, hostname: …, port: …` (captured in
+    /// `testdata/llama-server/port-taken.txt`).
+    fn port_taken(&self, log_tail: &[cortex_core::LogLine]) -> bool {
+        log_tail
+            .iter()
+            .any(|l| l.line.contains("couldn't bind HTTP server socket"))
+    }
+
     // The command line, flag by flag in llama-server's order: long, but one straight list.
     #[allow(clippy::too_many_lines)]
     fn plan(&self, spec: &ModelSpec, cx: &PlanContext) -> Result<Planned, PlanError> {

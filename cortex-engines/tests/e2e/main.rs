@@ -259,3 +259,125 @@ async fn time_to_registered() {
     );
     assert!(s.runtime.list().await.unwrap().is_empty());
 }
+
+/// A runtime that, once, binds the port of the plan it is asked to start just before starting it:
+/// what happens when another program takes the port between the supervisor's choice and the
+/// engine's bind.
+#[derive(Debug, Clone)]
+struct PortThief {
+    inner: ProcessRuntime,
+    /// One per start: the listener holding the plan's port (none if someone else had it).
+    stolen: Arc<std::sync::Mutex<Vec<Option<std::net::TcpListener>>>>,
+    times: usize,
+}
+
+impl Runtime for PortThief {
+    fn target(&self) -> cortex_core::TargetKind {
+        self.inner.target()
+    }
+    async fn start(
+        &self,
+        plan: &cortex_core::LaunchPlan,
+    ) -> Result<cortex_core::Instance, cortex_core::RuntimeError> {
+        {
+            let mut stolen = self.stolen.lock().unwrap();
+            if stolen.len() < self.times {
+                // Taken by someone else already (another test's engine) is as good.
+                stolen.push(std::net::TcpListener::bind(("127.0.0.1", plan.port)).ok());
+            }
+        }
+        self.inner.start(plan).await
+    }
+    async fn wait(
+        &self,
+        id: &cortex_core::InstanceId,
+    ) -> Result<cortex_core::Exit, cortex_core::RuntimeError> {
+        self.inner.wait(id).await
+    }
+    async fn inspect(
+        &self,
+        id: &cortex_core::InstanceId,
+    ) -> Result<cortex_core::InstanceState, cortex_core::RuntimeError> {
+        self.inner.inspect(id).await
+    }
+    async fn logs(
+        &self,
+        id: &cortex_core::InstanceId,
+        tail: usize,
+    ) -> Result<Vec<cortex_core::LogLine>, cortex_core::RuntimeError> {
+        self.inner.logs(id, tail).await
+    }
+    async fn follow(
+        &self,
+        id: &cortex_core::InstanceId,
+    ) -> Result<cortex_core::LogStream, cortex_core::RuntimeError> {
+        self.inner.follow(id).await
+    }
+    async fn stop(
+        &self,
+        id: &cortex_core::InstanceId,
+        grace: Duration,
+    ) -> Result<(), cortex_core::RuntimeError> {
+        self.inner.stop(id, grace).await
+    }
+    async fn list(&self) -> Result<Vec<cortex_core::InstanceInfo>, cortex_core::RuntimeError> {
+        self.inner.list().await
+    }
+}
+
+fn thief_stack(times: usize) -> (Supervisor, Arc<InMemoryRegistry>, PortThief) {
+    let thief = PortThief {
+        inner: ProcessRuntime::new(),
+        stolen: Arc::default(),
+        times,
+    };
+    let registry = Arc::new(InMemoryRegistry::new());
+    let sup = Supervisor::builder(Arc::new(thief.clone()), Arc::new(HttpProbe::default()))
+        .engine(Arc::new(LlamaCppEngine::new()))
+        .registry(registry.clone())
+        .build();
+    (sup, registry, thief)
+}
+
+/// The chosen port is taken just before llama-server starts: it exits saying so, and the
+/// supervisor starts it again on another port, which serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_taken_before_the_start_is_retried_on_another() {
+    let (sup, registry, thief) = thief_stack(1);
+    sup.start(spec("moved", &gemma(), "").with_served_name("moved"))
+        .await
+        .unwrap();
+    let endpoint = registry.resolve("moved").expect("registered")[0].clone();
+    let taken = thief.stolen.lock().unwrap()[0]
+        .as_ref()
+        .map(|l| l.local_addr().unwrap().port());
+    assert_ne!(endpoint.base_url.port_u16(), taken);
+    let (status, body) = chat(&endpoint.base_url.to_string(), "moved").await;
+    assert_eq!(status, 200, "{body}");
+    sup.stop(&ModelId::new("moved").unwrap()).await.unwrap();
+}
+
+/// A port taken at every start: after three starts the model fails, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_taken_at_every_start_fails_after_three() {
+    let (sup, registry, thief) = thief_stack(usize::MAX);
+    let err = sup.start(spec("unlucky", &gemma(), "")).await.unwrap_err();
+    let SupervisorError::Failed {
+        reason, log_tail, ..
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert!(
+        reason.contains("its port was taken, 3 starts in all"),
+        "{reason}"
+    );
+    assert!(
+        log_tail
+            .iter()
+            .any(|l| l.line.contains("couldn't bind HTTP server socket")),
+        "{log_tail:?}"
+    );
+    assert_eq!(thief.stolen.lock().unwrap().len(), 3);
+    assert!(registry.resolve("unlucky").is_none());
+}
