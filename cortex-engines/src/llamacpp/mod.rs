@@ -89,6 +89,10 @@ const MANAGED: &[(&[&str], &str)] = &[
         &["--api-key", "--api-key-file"],
         "a key on the command line is visible to every user in `ps`; set `settings.api_key`, which reaches llama-server in its environment (LLAMA_API_KEY)",
     ),
+    (
+        &["-hft", "--hf-token"],
+        "a token on the command line is visible to every user in `ps`; set `settings.hf_token`, which reaches llama-server in its environment (HF_TOKEN)",
+    ),
 ];
 
 /// Plans `llama-server` launches; see [`LlamaCppSettings`] for what can be set.
@@ -155,6 +159,12 @@ impl LlamaCppEngine {
             }),
             _ => None,
         };
+        if s.hf_token.is_some() && !matches!(spec.source, ModelSource::Hub(_)) {
+            d.push(Diagnostic::warning(
+                "settings.hf_token",
+                "a token is used only to download a hub source; this model is a local file",
+            ));
+        }
         let quantized = |t: &Option<String>| {
             t.as_deref()
                 .is_some_and(|t| !matches!(t, "f32" | "f16" | "bf16"))
@@ -321,6 +331,23 @@ impl Engine for LlamaCppEngine {
             });
         };
         let container = cx.target == TargetKind::Container;
+        if container && s.hf_token.is_some() && s.image == LlamaCppSettings::default().image {
+            // Secrets reach a container as files; llama-server reads only the API key's itself,
+            // and this image has no shell to export the token from its file.
+            return Err(PlanError::Invalid {
+                model: spec.id.clone(),
+                diagnostics: std::iter::once(
+                    Diagnostic::error(
+                        "settings.hf_token",
+                        "the default image has no shell to pass the token to llama-server from its secret file",
+                    )
+                    .with_suggestion(
+                        "download the model on the host and give its path, or use an image with /bin/sh (settings.image)",
+                    ),
+                )
+                .collect(),
+            });
+        }
         let mut mounts = Mounts::new(container);
         let mut args: Vec<String> = Vec::new();
         let mut arg = |a: &str, v: String| {
@@ -520,6 +547,10 @@ impl Engine for LlamaCppEngine {
         plan.replica = cx.replica;
         plan.args = args;
         plan.env = spec.env.clone();
+        if let Some(token) = &s.hf_token {
+            plan.secrets
+                .insert("HF_TOKEN".to_owned(), Secret::new(token.as_str()));
+        }
         if let Some(key) = &s.api_key {
             plan.secrets
                 .insert("LLAMA_API_KEY".to_owned(), Secret::new(key.as_str()));

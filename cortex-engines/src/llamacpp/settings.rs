@@ -109,6 +109,9 @@ pub struct LlamaCppSettings {
     /// A key the engine requires (the gateway sends it upstream), given to llama-server in its
     /// environment (`LLAMA_API_KEY`), never on its command line.
     pub api_key: Option<String>,
+    /// A Hugging Face token, for a hub source that needs one, given to llama-server in its
+    /// environment (`HF_TOKEN`), never on its command line.
+    pub hf_token: Option<String>,
 }
 
 impl Default for LlamaCppSettings {
@@ -157,6 +160,7 @@ impl Default for LlamaCppSettings {
             defaults: RequestDefaults::default(),
             timeout: None,
             api_key: None,
+            hf_token: None,
         }
     }
 }

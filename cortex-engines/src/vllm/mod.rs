@@ -111,6 +111,10 @@ const MANAGED: &[(&[&str], &str)] = &[
         &["--api-key"],
         "a key on the command line is visible to every user in `ps`; set `settings.api_key`, which reaches vLLM in its environment (VLLM_API_KEY)",
     ),
+    (
+        &["--hf-token"],
+        "a token on the command line is visible to every user in `ps`; set `settings.hf_token`, which reaches vLLM in its environment (HF_TOKEN)",
+    ),
 ];
 
 /// Settings of a vLLM model, as written under `[settings]` of a model in a config file.
@@ -160,7 +164,8 @@ pub struct VllmSettings {
     pub tokenizer: Option<String>,
     /// `--hf-config-path`: for GGUF models, the original model's config.
     pub hf_config_path: Option<String>,
-    /// The hub token, passed as `HF_TOKEN` in the environment (never on the command line).
+    /// The hub token, a secret of the plan that reaches vLLM as `HF_TOKEN` in its environment
+    /// (never on its command line, in the plan's printed forms or in `docker inspect`).
     pub hf_token: Option<String>,
     /// A key the engine requires (the gateway sends it upstream), given to vLLM in its
     /// environment (`VLLM_API_KEY`), never on its command line.
@@ -352,9 +357,6 @@ impl Engine for VllmEngine {
                 });
             }
         };
-        if let Some(token) = &s.hf_token {
-            env.insert("HF_TOKEN".into(), token.clone());
-        }
         env.extend(spec.env.clone());
 
         let mut args: Vec<String> = Vec::new();
@@ -484,6 +486,10 @@ impl Engine for VllmEngine {
         if let Some(key) = &s.api_key {
             plan.secrets
                 .insert("VLLM_API_KEY".to_owned(), Secret::new(key.as_str()));
+        }
+        if let Some(token) = &s.hf_token {
+            plan.secrets
+                .insert("HF_TOKEN".to_owned(), Secret::new(token.as_str()));
         }
         plan.mounts = mounts;
         plan.stop_grace = Duration::from_secs(5);

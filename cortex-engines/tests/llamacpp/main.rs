@@ -643,3 +643,100 @@ fn managed_flags_are_refused_under_every_spelling_llama_server_accepts() {
         );
     }
 }
+
+/// An engine key and a hub token reach llama-server only in its environment: never its command
+/// line, the plan's debug or JSON form, the shell preview, the fingerprint (a public label), or
+/// the supervisor's `Planned` event; neither can be slipped in as a custom argument; and the
+/// default image, which has no shell, refuses a token it could not pass on.
+#[tokio::test(flavor = "current_thread")]
+async fn keys_and_tokens_travel_only_as_secrets() {
+    let settings = "api_key = \"sk-engine-secret\"\nhf_token = \"hf_hub_secret\"";
+    let settings: EngineSettings = toml::from_str(settings).unwrap();
+    let hub = ModelSpec::new(
+        ModelId::new("hub").unwrap(),
+        "llamacpp".into(),
+        ModelSource::Hub(cortex_core::HubRepo::new("ggml-org/gemma-3-270m-GGUF").unwrap()),
+    )
+    .with_settings(settings);
+    let p = plan(&hub, TargetKind::Process).unwrap().plan;
+    assert_eq!(p.secrets["LLAMA_API_KEY"].expose(), "sk-engine-secret");
+    assert_eq!(p.secrets["HF_TOKEN"].expose(), "hf_hub_secret");
+    for shown in [
+        p.command_line(),
+        format!("{p:?}"),
+        cortex_engines::preview(&p),
+        serde_json::to_string(&p).unwrap(),
+        p.fingerprint(),
+    ] {
+        assert!(
+            !shown.contains("sk-engine-secret") && !shown.contains("hf_hub_secret"),
+            "{shown}"
+        );
+    }
+    let preview = cortex_engines::preview(&p);
+    assert!(
+        preview.contains("HF_TOKEN=***") && preview.contains("LLAMA_API_KEY=***"),
+        "{preview}"
+    );
+
+    // The Planned event carries the command line only.
+    let world = cortex_core::test_util::FakeWorld::new();
+    let sup = cortex_core::Supervisor::builder(
+        std::sync::Arc::new(world.runtime()),
+        std::sync::Arc::new(world.probe()),
+    )
+    .engine(std::sync::Arc::new(LlamaCppEngine::new()))
+    .build();
+    let mut events = sup.subscribe();
+    sup.start(hub.clone()).await.unwrap();
+    let mut planned = 0;
+    while let Ok(event) = events.try_recv() {
+        let shown = format!("{event:?}");
+        assert!(
+            !shown.contains("sk-engine-secret") && !shown.contains("hf_hub_secret"),
+            "{shown}"
+        );
+        planned += usize::from(matches!(event.kind, cortex_core::EventKind::Planned { .. }));
+    }
+    assert_eq!(planned, 1);
+    let started = world.plan_of(&world.live()[0]).unwrap();
+    assert_eq!(started.secrets["HF_TOKEN"].expose(), "hf_hub_secret");
+    sup.shutdown().await;
+
+    // Not as custom arguments, under any spelling.
+    for args in [
+        vec!["--hf-token", "x"],
+        vec!["-hft", "x"],
+        vec!["--hf-token=x"],
+        vec!["--api-key-file", "/k"],
+    ] {
+        let spec = hub
+            .clone()
+            .with_args(args.iter().map(ToString::to_string).collect::<Vec<_>>());
+        let errors = errors(&spec);
+        assert!(
+            errors
+                .iter()
+                .any(|d| d.message.contains("visible to every user in `ps`")),
+            "{args:?}: {errors:?}"
+        );
+    }
+
+    // The default image has no shell to export the token from its file.
+    let Err(PlanError::Invalid { diagnostics, .. }) = plan(&hub, TargetKind::Container) else {
+        panic!("a token was accepted for the shell-less default image");
+    };
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.field == "settings.hf_token" && d.is_error())
+    );
+    // A model file needs no token: said, not refused.
+    let dir = Dir::new("token-local", &["m.gguf"]);
+    let local = spec(&dir.0.join("m.gguf"), "hf_token = \"hf_hub_secret\"");
+    assert!(
+        warnings(&local)
+            .iter()
+            .any(|d| d.field == "settings.hf_token")
+    );
+}

@@ -85,8 +85,16 @@ fn process_and_container_plans_are_exact() {
     let p = plan(&hub, TargetKind::Container).unwrap().plan;
     assert!(p.command_line().contains("Qwen/Qwen3-8B --revision main"));
     assert!(!p.env.contains_key("HF_HUB_OFFLINE"));
-    assert_eq!(p.env["HF_TOKEN"], "hf_secret");
-    assert!(!p.command_line().contains("hf_secret"));
+    assert_eq!(p.secrets["HF_TOKEN"].expose(), "hf_secret");
+    for shown in [
+        p.command_line(),
+        format!("{p:?}"),
+        cortex_engines::preview(&p),
+        serde_json::to_string(&p).unwrap(),
+        p.fingerprint(),
+    ] {
+        assert!(!shown.contains("hf_secret"), "{shown}");
+    }
     assert!(!p.mounts[0].read_only);
     assert_eq!(
         p.mounts[0].target.to_str(),
