@@ -73,7 +73,15 @@ pub fn scan(body: &[u8]) -> Result<Scanned, ScanError> {
             "the request body must be a JSON object".to_owned(),
         ));
     }
-    let de = &mut serde_json::Deserializer::from_slice(body);
+    // JSON is UTF-8 (RFC 8259 §8.1); serde_json checks only the strings it reads, not those of the
+    // fields it skips, so the whole body is checked first (found by the `body_scan` fuzz target).
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ScanError(format!(
+            "the request body is not valid JSON: invalid UTF-8 at byte {}",
+            e.valid_up_to()
+        ))
+    })?;
+    let de = &mut serde_json::Deserializer::from_str(text);
     let probe: Probe<'_> = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -188,6 +196,11 @@ mod tests {
             (b"{\"stream\":\"yes\"}", "`stream`: invalid type"),
             (b"{} x", "not valid JSON: trailing characters"),
             (b"", "not valid JSON"),
+            // Invalid UTF-8 in a field the scan skips (found by the `body_scan` fuzz target).
+            (
+                b" {\" \":\"\xff\xff\" }",
+                "not valid JSON: invalid UTF-8 at byte 7",
+            ),
         ] {
             let err = scan(body).unwrap_err().to_string();
             assert!(err.contains(want), "{body:?}: {err}");

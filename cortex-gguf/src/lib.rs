@@ -44,8 +44,10 @@
 //! # Safety
 //!
 //! The parser is safe code that reads through a bounds-checked cursor, with
-//! `clippy::indexing_slicing` and `clippy::arithmetic_side_effects` denied in this crate. The only
-//! `unsafe` is the memory map of the `mmap` feature (see [`GgufFile::open`]).
+//! `clippy::indexing_slicing` and `clippy::arithmetic_side_effects` denied in this crate, the
+//! estimator included (no module allows either): hostile metadata or options are an error naming
+//! the key or flag, in debug and release alike. The only `unsafe` is the memory map of the `mmap`
+//! feature (see [`GgufFile::open`]).
 //!
 //! # Feature flags
 //!

@@ -8,7 +8,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(gguf) = Gguf::parse(data) else {
         return;
     };
-    let _ = (gguf.version(), gguf.byte_order(), gguf.alignment(), gguf.data_offset());
+    let _ = (
+        gguf.version(),
+        gguf.byte_order(),
+        gguf.alignment(),
+        gguf.data_offset(),
+    );
     for kv in gguf.kvs() {
         // Compared by their Debug form: a NaN value is the same record but never equal to itself.
         assert_eq!(
@@ -30,10 +35,16 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for t in gguf.tensors() {
-        assert_eq!(gguf.tensor(t.name()), Some(t), "lookup by name finds the same tensor");
+        assert_eq!(
+            gguf.tensor(t.name()),
+            Some(t),
+            "lookup by name finds the same tensor"
+        );
         let _ = (t.dims(), t.elements(), t.ggml_type().to_string());
         let bytes = t.bytes().expect("a parsed tensor has a size");
-        let data = gguf.tensor_data(&t).expect("a parsed tensor's data is inside the input");
+        let data = gguf
+            .tensor_data(&t)
+            .expect("a parsed tensor's data is inside the input");
         assert_eq!(data.len() as u64, bytes);
     }
     let _ = ModelInfo::new(&gguf);

@@ -11,13 +11,19 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(spec) = toml::from_str::<ModelSpec>(text) {
         let again = toml::to_string(&spec).expect("a parsed spec serializes");
-        assert_eq!(toml::from_str::<ModelSpec>(&again).expect("and parses again"), spec);
+        assert_eq!(
+            toml::from_str::<ModelSpec>(&again).expect("and parses again"),
+            spec
+        );
         let _ = spec.served_name();
         let _ = spec.source.to_string();
     }
     if let Ok(spec) = serde_json::from_str::<ModelSpec>(text) {
         let again = serde_json::to_string(&spec).expect("a parsed spec serializes");
-        assert_eq!(serde_json::from_str::<ModelSpec>(&again).expect("and parses again"), spec);
+        assert_eq!(
+            serde_json::from_str::<ModelSpec>(&again).expect("and parses again"),
+            spec
+        );
     }
     let _ = toml::from_str::<SupervisorConfig>(text);
 });

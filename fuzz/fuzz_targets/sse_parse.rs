@@ -16,7 +16,10 @@ fn run(data: &[u8], cut: usize) -> (Vec<Vec<u8>>, String) {
             events.push(d.to_vec());
         });
     }
-    (events, format!("{:?} {} {}", t.usage(), t.saw_error(), t.saw_done()))
+    (
+        events,
+        format!("{:?} {} {}", t.usage(), t.saw_error(), t.saw_done()),
+    )
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -18,6 +18,12 @@
 //! The activation peak and vLLM's non-PyTorch memory (CUDA graphs, NCCL, the CUDA context) are
 //! approximations here (no GPU or vLLM to measure them on in CI); docs/estimator.md says how.
 //! Hand-written: no crate models vLLM's allocations.
+//!
+//! Every number from `config.json` and every option is bounded before use (an error names the
+//! field or flag); the arithmetic is checked besides (`clippy::arithmetic_side_effects` is denied
+//! here), so hostile input is an error in debug and release alike.
+
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::fs::File;
 use std::io::Read as _;
@@ -70,6 +76,28 @@ pub enum SizingError {
         /// What is wrong.
         problem: String,
     },
+    /// A byte count would not fit in 64 bits: the guard behind the bounds on every input.
+    #[error("{what} does not fit in 64 bits: the model or the options are implausible")]
+    Overflow {
+        /// What was being computed.
+        what: &'static str,
+    },
+}
+
+/// The sum of `parts`, or [`SizingError::Overflow`] naming `what`.
+fn sum(what: &'static str, parts: impl IntoIterator<Item = u64>) -> Result<u64, SizingError> {
+    parts
+        .into_iter()
+        .try_fold(0_u64, u64::checked_add)
+        .ok_or(SizingError::Overflow { what })
+}
+
+/// The product of `parts`, or [`SizingError::Overflow`] naming `what`.
+fn product(what: &'static str, parts: impl IntoIterator<Item = u64>) -> Result<u64, SizingError> {
+    parts
+        .into_iter()
+        .try_fold(1_u64, u64::checked_mul)
+        .ok_or(SizingError::Overflow { what })
 }
 
 /// A Hugging Face model directory as vLLM sizes it.
@@ -119,8 +147,32 @@ impl HfModel {
             path: path.clone(),
             source,
         })?;
-        let root: Value = serde_json::from_str(&text).map_err(|e| SizingError::Config {
-            path: path.clone(),
+        let mut model = Self::parse_config(&text, &path)?;
+        (model.weight_bytes, model.parameters) = read_weights(dir)?;
+        Ok(model)
+    }
+
+    /// A model from the text of its `config.json` and the totals of its weights (bytes as stored
+    /// and parameters), as a hub's API gives them without a download.
+    ///
+    /// # Errors
+    ///
+    /// [`SizingError::Config`] naming the field.
+    pub fn from_config(
+        config_json: &str,
+        weight_bytes: u64,
+        parameters: u64,
+    ) -> Result<Self, SizingError> {
+        let mut model = Self::parse_config(config_json, Path::new("config.json"))?;
+        model.weight_bytes = weight_bytes;
+        model.parameters = parameters;
+        Ok(model)
+    }
+
+    /// Reads `config.json` (its text; `path` names it in errors); the weights are left at 0.
+    fn parse_config(text: &str, path: &Path) -> Result<Self, SizingError> {
+        let root: Value = serde_json::from_str(text).map_err(|e| SizingError::Config {
+            path: path.to_owned(),
             field: "(file)",
             problem: e.to_string(),
         })?;
@@ -134,46 +186,52 @@ impl HfModel {
                 .or_else(|| root.get(field))
                 .and_then(Value::as_u64)
         };
-        let need = |field: &'static str| {
-            num(field)
-                .filter(|n| *n > 0 && *n < 1 << 32)
-                .ok_or_else(|| SizingError::Config {
-                    path: path.clone(),
-                    field,
-                    problem: "missing or not a positive integer".to_owned(),
-                })
-        };
-        let layers = need("num_hidden_layers")?;
-        let hidden = need("hidden_size")?;
-        let heads = need("num_attention_heads")?;
-        let kv_heads = num("num_key_value_heads").unwrap_or(heads);
-        let head_dim = num("head_dim").unwrap_or(hidden / heads);
-        let dtype = cfg
-            .get("torch_dtype")
-            .or_else(|| cfg.get("dtype"))
-            .or_else(|| root.get("torch_dtype"))
-            .and_then(Value::as_str)
-            .unwrap_or("bfloat16");
-        let dtype_bytes = match dtype {
-            "float32" => 4,
-            "float16" | "bfloat16" => 2,
-            other => {
+        // Bounds far above any published model, which keep every product in 64 bits.
+        let at_most = |field: &'static str, n: u64, max: u64| {
+            if n > max {
                 return Err(SizingError::Config {
-                    path,
-                    field: "torch_dtype",
-                    problem: format!("`{other}`: expected float32, float16 or bfloat16"),
+                    path: path.to_owned(),
+                    field,
+                    problem: format!("{n} is implausible (at most {max})"),
                 });
             }
+            Ok(n)
         };
+        let need = |field: &'static str, max: u64| {
+            let n = num(field)
+                .filter(|n| *n > 0)
+                .ok_or_else(|| SizingError::Config {
+                    path: path.to_owned(),
+                    field,
+                    problem: "missing or not a positive integer".to_owned(),
+                })?;
+            at_most(field, n, max)
+        };
+        let optional =
+            |field: &'static str, max: u64| num(field).map(|n| at_most(field, n, max)).transpose();
+        let layers = need("num_hidden_layers", 1 << 16)?;
+        let hidden = need("hidden_size", 1 << 20)?;
+        let heads = need("num_attention_heads", 1 << 16)?;
+        let kv_heads = optional("num_key_value_heads", 1 << 16)?.unwrap_or(heads);
+        let head_dim =
+            optional("head_dim", 1 << 16)?.unwrap_or(hidden.checked_div(heads).unwrap_or(0));
+        let dtype_bytes = dtype_bytes(cfg, &root, path)?;
         let quantization = root
             .get("quantization_config")
             .or_else(|| cfg.get("quantization_config"))
             .and_then(|q| q.get("quant_method"))
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let mla_width = num("kv_lora_rank").map(|r| r + num("qk_rope_head_dim").unwrap_or(0));
+        let mla_width = optional("kv_lora_rank", 1 << 16)?
+            .map(|r| {
+                let rope = optional("qk_rope_head_dim", 1 << 16)?.unwrap_or(0);
+                Ok::<_, SizingError>(r.saturating_add(rope))
+            })
+            .transpose()?;
+        let intermediate = optional("intermediate_size", 1 << 24)?.unwrap_or(0);
+        let vocab = optional("vocab_size", 1 << 24)?.unwrap_or(0);
+        let max_position = optional("max_position_embeddings", 1 << 32)?.unwrap_or(0);
 
-        let (weight_bytes, parameters) = read_weights(dir)?;
         Ok(Self {
             architecture: root
                 .get("architectures")
@@ -183,19 +241,40 @@ impl HfModel {
                 .to_owned(),
             layers,
             hidden,
-            intermediate: num("intermediate_size").unwrap_or(0),
+            intermediate,
             heads,
             kv_heads,
             head_dim,
-            vocab: num("vocab_size").unwrap_or(0),
-            max_position: num("max_position_embeddings").unwrap_or(0),
+            vocab,
+            max_position,
             dtype_bytes,
             quantization,
             mla_width,
-            weight_bytes,
-            parameters,
+            weight_bytes: 0,
+            parameters: 0,
         })
     }
+}
+
+/// Bytes per weight of the model's `torch_dtype` (`dtype` in newer configs).
+fn dtype_bytes(cfg: &Value, root: &Value, path: &Path) -> Result<u64, SizingError> {
+    let dtype = cfg
+        .get("torch_dtype")
+        .or_else(|| cfg.get("dtype"))
+        .or_else(|| root.get("torch_dtype"))
+        .and_then(Value::as_str)
+        .unwrap_or("bfloat16");
+    Ok(match dtype {
+        "float32" => 4,
+        "float16" | "bfloat16" => 2,
+        other => {
+            return Err(SizingError::Config {
+                path: path.to_owned(),
+                field: "torch_dtype",
+                problem: format!("`{other}`: expected float32, float16 or bfloat16"),
+            });
+        }
+    })
 }
 
 /// Sums the tensors of every `*.safetensors` file in `dir`, reading headers only.
@@ -217,9 +296,13 @@ fn read_weights(dir: &Path) -> Result<(u64, u64), SizingError> {
     for path in files {
         let meta = read_header(&path)?;
         for info in meta.tensors().values() {
-            let n: u64 = info.shape.iter().map(|d| *d as u64).product();
+            let n = info
+                .shape
+                .iter()
+                .fold(1_u64, |n, d| n.saturating_mul(*d as u64));
             params = params.saturating_add(n);
-            bytes = bytes.saturating_add((info.data_offsets.1 - info.data_offsets.0) as u64);
+            let (begin, end) = info.data_offsets;
+            bytes = bytes.saturating_add(end.saturating_sub(begin) as u64);
         }
     }
     Ok((bytes, params))
@@ -283,6 +366,41 @@ pub struct VllmParams {
     pub block_size: u64,
 }
 
+impl VllmParams {
+    /// Bounds far above any deployment, which keep the sizing's arithmetic in 64 bits.
+    fn check(&self) -> Result<(), SizingError> {
+        let limits: [(&'static str, u64, u64); 6] = [
+            (
+                "--tensor-parallel-size",
+                u64::from(self.tensor_parallel),
+                1 << 16,
+            ),
+            (
+                "--pipeline-parallel-size",
+                u64::from(self.pipeline_parallel),
+                1 << 16,
+            ),
+            ("--max-num-seqs", self.max_num_seqs, 1 << 24),
+            (
+                "--max-num-batched-tokens",
+                self.max_num_batched_tokens,
+                1 << 32,
+            ),
+            ("--max-model-len", self.max_model_len.unwrap_or(0), 1 << 32),
+            ("--block-size", self.block_size, 1 << 16),
+        ];
+        for (flag, value, max) in limits {
+            if value > max {
+                return Err(SizingError::Param {
+                    flag,
+                    problem: format!("{value} is implausible (at most {max})"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for VllmParams {
     fn default() -> Self {
         Self {
@@ -344,16 +462,18 @@ pub struct VllmSuggestion {
 /// [`SizingError::Param`] when the parallel sizes ask for more GPUs than given, or split heads
 /// unevenly (vLLM refuses that too).
 pub fn size(model: &HfModel, params: &VllmParams, gpus: &[Gpu]) -> Result<VllmSizing, SizingError> {
+    params.check()?;
     let tp = u64::from(params.tensor_parallel.max(1));
     let pp = u64::from(params.pipeline_parallel.max(1));
-    let used = usize::try_from(tp * pp).unwrap_or(usize::MAX);
+    let gpus_used = product("the GPU count", [tp, pp])?;
+    let used = usize::try_from(gpus_used).unwrap_or(usize::MAX);
     if used > gpus.len() {
         return Err(SizingError::Param {
             flag: "--tensor-parallel-size",
             problem: format!("TP {tp} × PP {pp} needs {used} GPUs; {} given", gpus.len()),
         });
     }
-    if model.heads % tp != 0 {
+    if model.heads.checked_rem(tp) != Some(0) {
         return Err(SizingError::Param {
             flag: "--tensor-parallel-size",
             problem: format!("{} attention heads are not divisible by {tp}", model.heads),
@@ -384,33 +504,36 @@ pub fn size(model: &HfModel, params: &VllmParams, gpus: &[Gpu]) -> Result<VllmSi
     if params.quantize_fp8 && model.quantization.is_none() {
         // Online FP8: linear weights to one byte; embeddings and norms stay (approximated as the
         // embedding matrix, twice when untied, kept at the model dtype).
-        let embed = model.vocab * model.hidden * model.dtype_bytes;
-        weights = (weights.saturating_sub(2 * embed)) / model.dtype_bytes + 2 * embed;
+        let embeds = product(
+            "the embeddings",
+            [2, model.vocab, model.hidden, model.dtype_bytes],
+        )?;
+        let linear = weights
+            .saturating_sub(embeds)
+            .checked_div(model.dtype_bytes)
+            .unwrap_or(0);
+        weights = sum("the weights", [linear, embeds])?;
     }
-    let weights_per_gpu = weights.div_ceil(tp * pp);
+    let weights_per_gpu = weights.div_ceil(gpus_used);
 
     let dtype = model.dtype_bytes;
-    let activation =
-        params.max_num_batched_tokens * (4 * model.hidden + 2 * model.intermediate / tp) * dtype
-            + params.max_num_seqs.min(params.max_num_batched_tokens) * model.vocab * 4;
+    let activation = activation_bytes(model, params, tp)?;
     let non_torch = 512 * MIB;
 
     let kv_dtype = match params.kv_cache_dtype {
         KvCacheDtype::Auto => dtype,
         KvCacheDtype::Fp8 => 1,
     };
-    let layers_here = model.layers.div_ceil(pp);
-    let kv_bytes_per_token = match model.mla_width {
-        Some(w) => layers_here * w * kv_dtype,
-        None => layers_here * (model.kv_heads / tp).max(1) * model.head_dim * 2 * kv_dtype,
-    };
-    let kv_per_gpu = budget.saturating_sub(weights_per_gpu + activation + non_torch);
+    let kv_bytes_per_token = kv_bytes_per_token(model, tp, pp, kv_dtype)?;
+    let kv_per_gpu = budget.saturating_sub(sum(
+        "the memory used",
+        [weights_per_gpu, activation, non_torch],
+    )?);
     let block = params.block_size.max(1);
-    let kv_tokens = if kv_bytes_per_token == 0 {
-        0
-    } else {
-        kv_per_gpu / (kv_bytes_per_token * block) * block
-    };
+    let block_bytes = product("the KV cache", [kv_bytes_per_token, block])?;
+    let kv_tokens = kv_per_gpu
+        .checked_div(block_bytes)
+        .map_or(0, |blocks| blocks.saturating_mul(block));
     let max_model_len = params.max_model_len.unwrap_or(model.max_position);
     #[allow(clippy::cast_precision_loss, reason = "a ratio")]
     let max_concurrency = if max_model_len == 0 {
@@ -419,7 +542,7 @@ pub fn size(model: &HfModel, params: &VllmParams, gpus: &[Gpu]) -> Result<VllmSi
         kv_tokens as f64 / max_model_len as f64
     };
     Ok(VllmSizing {
-        gpus_used: u32::try_from(tp * pp).unwrap_or(u32::MAX),
+        gpus_used: u32::try_from(gpus_used).unwrap_or(u32::MAX),
         weights_per_gpu,
         activation_per_gpu: activation,
         non_torch_per_gpu: non_torch,
@@ -431,6 +554,62 @@ pub fn size(model: &HfModel, params: &VllmParams, gpus: &[Gpu]) -> Result<VllmSi
         max_concurrency,
         fits: kv_tokens >= max_model_len && max_model_len > 0,
     })
+}
+
+/// The activation peak of the profiled forward pass, per GPU (approximate).
+fn activation_bytes(model: &HfModel, params: &VllmParams, tp: u64) -> Result<u64, SizingError> {
+    const ACT: &str = "the activation peak";
+    let width = sum(
+        ACT,
+        [
+            product(ACT, [4, model.hidden])?,
+            product(ACT, [2, model.intermediate])?
+                .checked_div(tp)
+                .unwrap_or(0),
+        ],
+    )?;
+    sum(
+        ACT,
+        [
+            product(
+                ACT,
+                [params.max_num_batched_tokens, width, model.dtype_bytes],
+            )?,
+            product(
+                ACT,
+                [
+                    params.max_num_seqs.min(params.max_num_batched_tokens),
+                    model.vocab,
+                    4,
+                ],
+            )?,
+        ],
+    )
+}
+
+/// KV bytes per token per GPU: `layers/PP × max(1, kv_heads/TP) × head_dim × 2 × dtype` (MLA:
+/// its compressed width, K only).
+fn kv_bytes_per_token(
+    model: &HfModel,
+    tp: u64,
+    pp: u64,
+    kv_dtype: u64,
+) -> Result<u64, SizingError> {
+    const KV: &str = "the KV cache";
+    let layers_here = model.layers.div_ceil(pp);
+    match model.mla_width {
+        Some(w) => product(KV, [layers_here, w, kv_dtype]),
+        None => product(
+            KV,
+            [
+                layers_here,
+                model.kv_heads.checked_div(tp).unwrap_or(0).max(1),
+                model.head_dim,
+                2,
+                kv_dtype,
+            ],
+        ),
+    }
 }
 
 /// When `params` does not fit, the ladder vLLM's documentation gives, each step with its sizing:
@@ -470,9 +649,10 @@ pub fn suggestions(
             sizing: size(model, &p, gpus)?,
         });
     }
-    let mut tp = params.tensor_parallel.max(1) * 2;
-    while (tp * params.pipeline_parallel.max(1)) as usize <= gpus.len() {
-        if u64::from(tp) <= model.heads && model.heads % u64::from(tp) == 0 {
+    let pp = params.pipeline_parallel.max(1);
+    let mut tp = params.tensor_parallel.max(1).saturating_mul(2);
+    while usize::try_from(tp.saturating_mul(pp)).is_ok_and(|n| n <= gpus.len()) {
+        if u64::from(tp) <= model.heads && model.heads.checked_rem(u64::from(tp)) == Some(0) {
             let p = VllmParams {
                 tensor_parallel: tp,
                 ..params.clone()
@@ -487,7 +667,10 @@ pub fn suggestions(
                 break;
             }
         }
-        tp *= 2;
+        tp = match tp.checked_mul(2) {
+            Some(next) => next,
+            None => break,
+        };
     }
     if base.kv_tokens >= params.block_size.max(1) {
         let len = base.kv_tokens;

@@ -243,3 +243,260 @@ fn bad_directories_name_the_file_and_field() {
     std::fs::write(dir.join("model.safetensors"), [1u8, 2, 3]).unwrap();
     assert!(matches!(HfModel::open(&dir), Err(SizingError::Io { .. })));
 }
+
+/// `config.json` fields near the limits and hostile options: an error naming the field or flag,
+/// in debug and release alike, never an overflow.
+#[test]
+fn hostile_fields_and_flags_name_themselves() {
+    let dir = tmp("hostile");
+    llama3_8b(&dir);
+    let config = |patch: serde_json::Value| {
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        for (k, v) in patch.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        std::fs::write(dir.join("config.json.hostile"), c.to_string()).unwrap();
+        let hostile = tmp("hostile-case");
+        std::fs::create_dir_all(&hostile).unwrap();
+        std::fs::copy(dir.join("config.json.hostile"), hostile.join("config.json")).unwrap();
+        for f in [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+        ] {
+            std::fs::copy(dir.join(f), hostile.join(f)).unwrap();
+        }
+        HfModel::open(&hostile)
+    };
+    for (field, value) in [
+        ("vocab_size", json!(u64::MAX)),
+        ("hidden_size", json!(u64::MAX - 1)),
+        ("num_key_value_heads", json!(1u64 << 40)),
+        ("head_dim", json!(u64::from(u32::MAX))),
+        ("intermediate_size", json!(1u64 << 60)),
+        ("max_position_embeddings", json!(u64::MAX)),
+        ("kv_lora_rank", json!(u64::MAX)),
+    ] {
+        let err = config(json!({ field: value })).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("`{field}`: ")) && err.contains("implausible"),
+            "{field}: {err}"
+        );
+    }
+
+    let model = HfModel::open(&dir).unwrap();
+    let gpus = [Gpu::new(0, "H100", 80 * GIB)];
+    for (params, flag) in [
+        (
+            VllmParams {
+                max_num_batched_tokens: u64::MAX,
+                ..VllmParams::default()
+            },
+            "--max-num-batched-tokens",
+        ),
+        (
+            VllmParams {
+                max_num_seqs: u64::MAX,
+                ..VllmParams::default()
+            },
+            "--max-num-seqs",
+        ),
+        (
+            VllmParams {
+                max_model_len: Some(u64::MAX),
+                ..VllmParams::default()
+            },
+            "--max-model-len",
+        ),
+        (
+            VllmParams {
+                block_size: u64::MAX,
+                ..VllmParams::default()
+            },
+            "--block-size",
+        ),
+        (
+            VllmParams {
+                tensor_parallel: u32::MAX,
+                pipeline_parallel: u32::MAX,
+                ..VllmParams::default()
+            },
+            "--tensor-parallel-size",
+        ),
+    ] {
+        let err = sizing::size(&model, &params, &gpus)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(flag), "{flag}: {err}");
+        // The ladder of suggestions says the same.
+        assert!(sizing::suggestions(&model, &params, &gpus).is_err());
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+    /// Any options within or beyond the bounds size the model or give an error: never a panic.
+    #[test]
+    fn any_options_size_or_fail_cleanly(
+        tp in proptest::prop_oneof![4 => 0u32..=4, 1 => proptest::num::u32::ANY],
+        pp in proptest::prop_oneof![4 => 0u32..=2, 1 => proptest::num::u32::ANY],
+        seqs in proptest::num::u64::ANY,
+        batched in proptest::prop_oneof![0u64..=1 << 32, proptest::num::u64::ANY],
+        len in proptest::option::of(proptest::num::u64::ANY),
+        block in proptest::prop_oneof![0u64..=1 << 16, proptest::num::u64::ANY],
+        utilization in 0.0f64..=1.5,
+        fp8 in proptest::bool::ANY,
+    ) {
+        let dir = tmp("any-options");
+        if !dir.join("config.json").exists() {
+            llama3_8b(&dir);
+        }
+        let model = HfModel::open(&dir).unwrap();
+        let gpus = vec![Gpu::new(0, "g", u64::MAX); 8];
+        let params = VllmParams {
+            tensor_parallel: tp,
+            pipeline_parallel: pp,
+            max_num_seqs: seqs,
+            max_num_batched_tokens: batched,
+            max_model_len: len,
+            block_size: block,
+            gpu_memory_utilization: utilization,
+            kv_cache_dtype: if fp8 { KvCacheDtype::Fp8 } else { KvCacheDtype::Auto },
+            quantize_fp8: fp8,
+        };
+        let _ = sizing::suggestions(&model, &params, &gpus);
+    }
+}
+
+/// A `vllm_sizing` fuzz input (see the target's docs for the framing).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the target's framing, field by field"
+)]
+fn framed(
+    (tp, pp): (u32, u32),
+    words: [u64; 6],
+    utilization: u16,
+    flags: u8,
+    gpus_mib: &[u32],
+    config: &serde_json::Value,
+) -> Vec<u8> {
+    let mut out = tp.to_le_bytes().to_vec();
+    out.extend_from_slice(&pp.to_le_bytes());
+    for w in words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out.extend_from_slice(&utilization.to_le_bytes());
+    out.push(flags);
+    out.push(u8::try_from(gpus_mib.len()).unwrap());
+    for mib in gpus_mib {
+        out.extend_from_slice(&mib.to_le_bytes());
+    }
+    out.extend_from_slice(config.to_string().as_bytes());
+    out
+}
+
+/// The configurations of the `vllm_sizing` seeds: a dense GQA model, MLA with FP8 weights, a
+/// multimodal config with its text model under `text_config`.
+fn seed_configs() -> [serde_json::Value; 3] {
+    let llama = json!({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "intermediate_size": 14336,
+        "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+        "vocab_size": 128_256, "max_position_embeddings": 8192, "torch_dtype": "bfloat16"
+    });
+    let mla = json!({
+        "architectures": ["DeepseekV2ForCausalLM"], "hidden_size": 2048, "intermediate_size": 10944,
+        "num_attention_heads": 16, "num_hidden_layers": 27, "kv_lora_rank": 512,
+        "qk_rope_head_dim": 64, "vocab_size": 102_400, "max_position_embeddings": 163_840,
+        "torch_dtype": "bfloat16", "quantization_config": {"quant_method": "fp8"}
+    });
+    let multimodal = json!({
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "text_config": {"hidden_size": 2560, "num_attention_heads": 8, "num_hidden_layers": 34,
+            "num_key_value_heads": 4, "head_dim": 256, "intermediate_size": 10240,
+            "vocab_size": 262_208, "max_position_embeddings": 131_072, "dtype": "bfloat16"}
+    });
+    [llama, mla, multimodal]
+}
+
+/// The `vllm_sizing` fuzz target's seeds (`fuzz/seeds/vllm_sizing`), framed as the target reads
+/// them: each sizes cleanly. Regenerate after a deliberate change with
+/// `CORTEX_WRITE_SEEDS=1 cargo test -p cortex-engines --test sizing`.
+#[test]
+fn committed_fuzz_seeds_are_what_this_makes() {
+    let [llama, mla, multimodal] = seed_configs();
+    let gb16 = 16_060_522_496;
+    let seeds = [
+        (
+            "llama-one-h100.bin",
+            framed(
+                (1, 1),
+                [256, 8192, 0, 16, gb16, gb16 / 2],
+                920,
+                0,
+                &[81_559],
+                &llama,
+            ),
+        ),
+        (
+            "llama-tp2-fp8.bin",
+            framed(
+                (2, 1),
+                [64, 2048, 8192, 16, gb16, gb16 / 2],
+                900,
+                3,
+                &[24_576, 24_576],
+                &llama,
+            ),
+        ),
+        (
+            "mla-fp8.bin",
+            framed(
+                (1, 1),
+                [32, 4096, 32_768, 16, 15 << 30, 15 << 30],
+                950,
+                1,
+                &[81_559],
+                &mla,
+            ),
+        ),
+        (
+            "multimodal-text-config.bin",
+            framed(
+                (1, 2),
+                [128, 8192, 0, 32, 8 << 30, 4 << 30],
+                850,
+                0,
+                &[24_576, 24_576, 24_576],
+                &multimodal,
+            ),
+        ),
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/vllm_sizing");
+    let write = std::env::var_os("CORTEX_WRITE_SEEDS").is_some();
+    for (name, bytes) in seeds {
+        let path = root.join(name);
+        if write {
+            std::fs::create_dir_all(&root).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            committed == bytes,
+            "{} differs; regenerate with CORTEX_WRITE_SEEDS=1",
+            path.display()
+        );
+    }
+    // Each reaches the sizing.
+    for config in [&llama, &mla, &multimodal] {
+        let model = HfModel::from_config(&config.to_string(), gb16, gb16 / 2).unwrap();
+        sizing::size(
+            &model,
+            &VllmParams::default(),
+            &[Gpu::new(0, "g", 80 * GIB)],
+        )
+        .unwrap();
+    }
+}

@@ -34,16 +34,29 @@ pub fn max_context(
         };
         Ok(fits_with(&estimate(model, &p, gpus)?, margin))
     };
-    let (mut lo, mut hi) = (1u32, cap / 256);
+    let best = largest(1, cap / 256, |blocks| try_ctx(blocks.saturating_mul(256)))?;
+    Ok(best.map(|blocks| blocks.saturating_mul(256)))
+}
+
+/// The largest `x` in `lo..=hi` for which `fits` holds, where it holds up to some point and not
+/// after (a binary search); `None` where it holds for none.
+fn largest(
+    lo: u32,
+    hi: u32,
+    mut fits: impl FnMut(u32) -> Result<bool, EstimateError>,
+) -> Result<Option<u32>, EstimateError> {
+    let (mut lo, mut hi) = (lo, hi);
     let mut best = None;
     while lo <= hi {
-        let mid = lo + (hi - lo) / 2;
-        if try_ctx(mid * 256)? {
-            best = Some(mid * 256);
-            lo = mid + 1;
+        let mid = lo.midpoint(hi);
+        let next = if fits(mid)? {
+            best = Some(mid);
+            mid.checked_add(1).map(|n| (n, hi))
         } else {
-            hi = mid - 1;
-        }
+            mid.checked_sub(1).map(|n| (lo, n))
+        };
+        let Some(next) = next else { break };
+        (lo, hi) = next;
     }
     Ok(best)
 }
@@ -60,24 +73,14 @@ pub fn max_gpu_layers(
     gpus: &[Gpu],
     margin: u64,
 ) -> Result<u32, EstimateError> {
-    let mut best = 0;
-    let (mut lo, mut hi) = (0u32, model.n_layer + 1);
-    while lo <= hi {
-        let mid = lo + (hi - lo) / 2;
+    let best = largest(0, model.n_layer.saturating_add(1), |ngl| {
         let p = LlamaParams {
-            gpu_layers: GpuLayers::Count(mid),
+            gpu_layers: GpuLayers::Count(ngl),
             ..params.clone()
         };
-        if fits_with(&estimate(model, &p, gpus)?, margin) {
-            best = mid;
-            lo = mid + 1;
-        } else if mid == 0 {
-            break;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    Ok(best)
+        Ok(fits_with(&estimate(model, &p, gpus)?, margin))
+    })?;
+    Ok(best.unwrap_or(0))
 }
 
 /// A `-ts` value proportional to each GPU's free memory (what llama.cpp does with no `-ts`),
@@ -180,7 +183,7 @@ pub fn suggestions(
             format!("-ngl {ngl}"),
             format!(
                 "offload {ngl} of {} layers; the rest run on the CPU",
-                model.n_layer + 1
+                model.n_layer.saturating_add(1)
             ),
             LlamaParams {
                 gpu_layers: GpuLayers::Count(ngl),

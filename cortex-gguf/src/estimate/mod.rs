@@ -50,12 +50,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#![allow(
-    clippy::arithmetic_side_effects,
-    reason = "every input is bounded by `model::limits` or `LlamaParams::validate` before use, so \
-              the u64 byte counts cannot overflow"
-)]
-
 mod args;
 mod inverse;
 mod model;
@@ -93,6 +87,13 @@ pub enum EstimateError {
         /// llama-server's message, as it logs it.
         reason: String,
     },
+    /// A byte count would not fit in 64 bits. Inputs are bounded before anything is computed
+    /// (each with its own [`Metadata`](Self::Metadata) or [`Param`](Self::Param) error); this
+    /// is the guard behind the bounds.
+    Overflow {
+        /// What was being computed (`the KV cache`).
+        what: &'static str,
+    },
 }
 
 impl EstimateError {
@@ -117,6 +118,12 @@ impl fmt::Display for EstimateError {
             Self::Metadata { key, problem } => write!(f, "model metadata `{key}`: {problem}"),
             Self::Param { flag, problem } => write!(f, "option {flag}: {problem}"),
             Self::Refused { reason } => write!(f, "llama-server refuses these options: {reason}"),
+            Self::Overflow { what } => {
+                write!(
+                    f,
+                    "{what} does not fit in 64 bits: the model or the options are implausible"
+                )
+            }
         }
     }
 }
@@ -387,12 +394,17 @@ pub struct DeviceTotals {
 impl DeviceTotals {
     /// All context memory: both KV kinds and recurrent state.
     pub fn kv(&self) -> u64 {
-        self.kv_full + self.kv_swa + self.recurrent
+        self.kv_full
+            .saturating_add(self.kv_swa)
+            .saturating_add(self.recurrent)
     }
 
     /// Everything.
     pub fn total(&self) -> u64 {
-        self.weights + self.kv() + self.output + self.compute
+        self.weights
+            .saturating_add(self.kv())
+            .saturating_add(self.output)
+            .saturating_add(self.compute)
     }
 }
 
@@ -455,7 +467,7 @@ impl Estimate {
                 BufferKind::Output => &mut t.output,
                 BufferKind::Compute => &mut t.compute,
             };
-            *slot += b.bytes;
+            *slot = slot.saturating_add(b.bytes);
         }
         t
     }
@@ -472,7 +484,9 @@ impl Estimate {
 
     /// Everything on every device.
     pub fn total(&self) -> u64 {
-        self.buffers.iter().map(|b| b.bytes).sum()
+        self.buffers
+            .iter()
+            .fold(0_u64, |all, b| all.saturating_add(b.bytes))
     }
 
     /// Bytes short on each GPU that would not hold its share (free memory, or total when the
@@ -483,7 +497,7 @@ impl Estimate {
             .enumerate()
             .filter_map(|(i, g)| {
                 let need = self.totals(Device::Gpu(i)).total();
-                (need > g.free()).then(|| (i, need - g.free()))
+                (need > g.free()).then(|| (i, need.saturating_sub(g.free())))
             })
             .collect()
     }
@@ -526,7 +540,7 @@ pub fn estimate(
         let device = if gpus.is_empty() {
             Device::Host
         } else {
-            Device::Gpu(params.main_gpu.min(gpus.len() - 1))
+            Device::Gpu(params.main_gpu.min(gpus.len().saturating_sub(1)))
         };
         let bytes = weights_alloc(mmproj.tensors.iter(), device);
         est.buffers.push(Buffer {
@@ -549,7 +563,7 @@ pub fn estimate(
             };
             let bytes = tensor_alloc(t, device);
             match per.iter_mut().find(|(d, _)| *d == device) {
-                Some((_, b)) => *b += bytes,
+                Some((_, b)) => add_to(b, bytes, "a LoRA adapter's weights")?,
                 None => per.push((device, bytes)),
             }
         }
@@ -617,6 +631,14 @@ impl LlamaParams {
                 ));
             }
         }
+        if let Some(draft) = &self.draft {
+            if draft.n_max > model::limits::CTX {
+                return Err(EstimateError::param(
+                    "--spec-draft-n-max",
+                    format!("{} draft tokens: must be at most 2^24", draft.n_max),
+                ));
+            }
+        }
         if !self.tensor_split.iter().all(|x| x.is_finite() && *x >= 0.0) {
             return Err(EstimateError::param(
                 "-ts",
@@ -653,7 +675,7 @@ impl LlamaParams {
                 };
                 for l in &model.layers {
                     let head = if which == "K" { l.head_k } else { l.head_v };
-                    if u64::from(head) % block.elements != 0 {
+                    if u64::from(head).checked_rem(block.elements) != Some(0) {
                         return Err(EstimateError::Refused {
                             reason: format!(
                                 "{which} cache type {} with block size {} does not divide n_embd_head_{}={head}",
@@ -681,7 +703,7 @@ fn resolve_gpu_layers(
     params: &LlamaParams,
     gpus: &[Gpu],
 ) -> Result<u32, EstimateError> {
-    let all = model.n_layer + 1;
+    let all = model.n_layer.saturating_add(1);
     Ok(match params.gpu_layers {
         _ if gpus.is_empty() => 0,
         GpuLayers::All => all,
@@ -697,7 +719,7 @@ fn layer_devices(params: &LlamaParams, gpus: &[Gpu]) -> Vec<(usize, f64)> {
     if gpus.is_empty() {
         return Vec::new();
     }
-    let main = params.main_gpu.min(gpus.len() - 1);
+    let main = params.main_gpu.min(gpus.len().saturating_sub(1));
     // `-sm none` uses the main GPU only; `-sm row` spreads each matrix over all GPUs but keeps
     // the layer's home (KV, compute) on the main GPU.
     if matches!(params.split_mode, SplitMode::None | SplitMode::Row) {
@@ -755,12 +777,15 @@ fn estimate_with(
     let n_ctx_seq = if kv_unified {
         n_ctx
     } else {
-        let per = pad(n_ctx / n_seq, 256);
+        let per = pad(n_ctx.checked_div(n_seq).unwrap_or(0), 256);
         if per == 0 {
             return Err(EstimateError::param("-c", "n_ctx_seq == 0"));
         }
-        if n_ctx != per * n_seq {
-            n_ctx = per * n_seq;
+        let whole = per
+            .checked_mul(n_seq)
+            .ok_or_else(|| EstimateError::param("-c", "n_ctx_seq × n_seq overflows"))?;
+        if n_ctx != whole {
+            n_ctx = whole;
             notes.push(format!(
                 "n_ctx is not divisible by n_seq_max - rounding down to {n_ctx}"
             ));
@@ -771,7 +796,13 @@ fn estimate_with(
     let n_batch = n_ctx.min(params.batch);
     let n_ubatch = n_batch.min(params.ubatch);
     let n_draft = params.draft.as_ref().map_or(0, |d| d.n_max);
-    let n_outputs = n_batch.min(n_seq * (1 + n_draft));
+    // Both bounded by `validate` (256 slots, 2^24 draft tokens): the product fits in u64.
+    let n_outputs = u32::try_from(
+        u64::from(n_seq)
+            .saturating_mul(u64::from(n_draft).saturating_add(1))
+            .min(u64::from(n_batch)),
+    )
+    .unwrap_or(n_batch);
 
     // --- layer placement (llama_model::load_tensors) ---
     let n_layer = model.n_layer;
@@ -779,19 +810,19 @@ fn estimate_with(
     let act = if devices.is_empty() {
         0
     } else {
-        ngl.min(n_layer + 1)
+        ngl.min(n_layer.saturating_add(1))
     };
-    let gpu_start = (n_layer + 1).saturating_sub(ngl);
+    let gpu_start = n_layer.saturating_add(1).saturating_sub(ngl);
     let device_of = |il: u32| -> Device {
-        if il < gpu_start || il - gpu_start >= act {
+        let Some(offloaded) = il.checked_sub(gpu_start).filter(|i| *i < act) else {
             return Device::Host;
-        }
+        };
         #[allow(clippy::cast_precision_loss, reason = "layer counts are small")]
-        let x = f64::from(il - gpu_start) / f64::from(act);
+        let x = f64::from(offloaded) / f64::from(act);
         let pos = devices
             .iter()
             .position(|(_, s)| *s > x)
-            .unwrap_or(devices.len() - 1);
+            .unwrap_or(devices.len().saturating_sub(1));
         Device::Gpu(devices.get(pos).map_or(0, |(i, _)| *i))
     };
     let layers: Vec<Device> = (0..n_layer).map(device_of).collect();
@@ -825,7 +856,7 @@ fn estimate_with(
                     && model::is_matmul_weight(t)
                     && params.cpu.repacks(t)
                 {
-                    host_repack += t.bytes;
+                    add_to(&mut host_repack, t.bytes, "the repacked host weights")?;
                 } else if params.mmap {
                     // The tied output projection is the token embedding tensor itself when
                     // both are on the host: mapped once.
@@ -837,12 +868,12 @@ fn estimate_with(
                     && model.tied_output
                     && t.name == "token_embd.weight")
                 {
-                    host_alloc += align(t.bytes, 32);
+                    add_to(&mut host_alloc, align(t.bytes, 32), "the host weights")?;
                 }
             }
             Device::Gpu(i) => {
                 if let Some(slot) = gpu_alloc.get_mut(i) {
-                    *slot += tensor_alloc(t, device);
+                    add_to(slot, tensor_alloc(t, device), "a GPU's weights")?;
                 }
             }
         }
@@ -903,10 +934,11 @@ fn estimate_with(
         if params.swa_full {
             n_ctx_seq
         } else {
-            pad(
-                n_ctx_seq.min(model.n_swa * if kv_unified { n_seq } else { 1 } + n_ubatch),
-                256,
-            )
+            let window = model
+                .n_swa
+                .saturating_mul(if kv_unified { n_seq } else { 1 })
+                .saturating_add(n_ubatch);
+            pad(n_ctx_seq.min(window), 256)
         }
     } else {
         0
@@ -920,12 +952,12 @@ fn estimate_with(
         MemoryKind::Recurrent | MemoryKind::None => false,
     };
     let mut kv: Vec<(Device, BufferKind, u64)> = Vec::new();
-    let mut add = |device: Device, kind: BufferKind, bytes: u64| match kv
-        .iter_mut()
-        .find(|(d, k, _)| *d == device && *k == kind)
-    {
-        Some((_, _, b)) => *b += bytes,
-        None => kv.push((device, kind, bytes)),
+    let mut add = |device: Device, kind: BufferKind, bytes: u64| -> Result<(), EstimateError> {
+        match kv.iter_mut().find(|(d, k, _)| *d == device && *k == kind) {
+            Some((_, _, b)) => add_to(b, bytes, "the KV cache")?,
+            None => kv.push((device, kind, bytes)),
+        }
+        Ok(())
     };
     for (il, l) in model.layers.iter().enumerate() {
         if attn_layer(l) {
@@ -934,8 +966,11 @@ fn estimate_with(
             } else {
                 (n_ctx_seq, BufferKind::KvFull)
             };
-            let rows = u64::from(cells) * u64::from(n_stream);
-            let k = row_bytes(params.cache_type_k, l.k_row()) * rows;
+            let rows = product("the KV cache", [u64::from(cells), u64::from(n_stream)])?;
+            let k = product(
+                "the K cache",
+                [row_bytes(params.cache_type_k, l.k_row()), rows],
+            )?;
             // V rows are as wide as the widest layer's when V is stored transposed (no FA) and
             // widths vary.
             let v_row = if fa {
@@ -952,14 +987,18 @@ fn estimate_with(
             let v = if model.mla {
                 0
             } else {
-                row_bytes(params.cache_type_v, v_row) * rows
+                product("the V cache", [row_bytes(params.cache_type_v, v_row), rows])?
             };
-            add(kv_device(il), kind, k + v);
+            add(kv_device(il), kind, sum("the KV cache", [k, v])?)?;
         }
         if l.recurrent {
             if let Some(r) = model.recurrent {
                 let mem = u64::from(n_seq.max(1));
-                add(kv_device(il), BufferKind::Recurrent, (r.r + r.s) * 4 * mem);
+                let state = product(
+                    "the recurrent state",
+                    [sum("the recurrent state", [r.r, r.s])?, 4, mem],
+                )?;
+                add(kv_device(il), BufferKind::Recurrent, state)?;
             }
         }
     }
@@ -974,7 +1013,10 @@ fn estimate_with(
     }
 
     // --- output buffer (llama_context::output_reserve) ---
-    let output_bytes = u64::from(model.n_vocab) * u64::from(n_outputs.max(n_seq)) * 4;
+    let output_bytes = product(
+        "the output buffer",
+        [u64::from(model.n_vocab), u64::from(n_outputs.max(n_seq)), 4],
+    )?;
     if model.memory != MemoryKind::None || model.n_vocab > 0 {
         let name = if output_layer == Device::Host {
             "CPU".to_owned()
@@ -1001,7 +1043,7 @@ fn estimate_with(
         n_outputs,
         &layers,
         output_layer,
-    );
+    )?;
     for (device, bytes) in compute {
         buffers.push(Buffer {
             device,
@@ -1059,7 +1101,8 @@ fn compute_bytes(
     n_outputs: u32,
     layers: &[Device],
     output_layer: Device,
-) -> Vec<(Device, u64)> {
+) -> Result<Vec<(Device, u64)>, EstimateError> {
+    const WHAT: &str = "the compute buffer";
     let ub = u64::from(n_ubatch);
     let mask_elem = if fa { 2 } else { 4 };
     let has_full = model
@@ -1072,23 +1115,23 @@ fn compute_bytes(
         MemoryKind::Recurrent | MemoryKind::None => 0,
         _ => {
             let full = if has_full {
-                u64::from(n_ctx_seq) * ub * mask_elem
+                product(WHAT, [u64::from(n_ctx_seq), ub, mask_elem])?
             } else {
                 0
             };
             let swa = if has_swa {
-                u64::from(swa_cells) * ub * mask_elem
+                product(WHAT, [u64::from(swa_cells), ub, mask_elem])?
             } else {
                 0
             };
-            full + swa
+            sum(WHAT, [full, swa])?
         }
     };
     let n_embd = u64::from(model.n_embd);
     let q = model
         .layers
         .iter()
-        .map(|l| u64::from(l.n_head) * u64::from(l.head_k))
+        .map(|l| u64::from(l.n_head).saturating_mul(u64::from(l.head_k)))
         .max()
         .unwrap_or(0);
     let n_head = model
@@ -1097,28 +1140,26 @@ fn compute_bytes(
         .map(|l| u64::from(l.n_head))
         .max()
         .unwrap_or(0);
-    let ff = if model.n_expert > 0 {
-        u64::from(model.n_expert_used) * u64::from(model.n_ff_exp.max(1))
-            + u64::from(model.n_expert)
-    } else {
-        model
-            .layers
-            .iter()
-            .map(|l| u64::from(l.n_ff))
-            .max()
-            .unwrap_or(0)
-    };
+    let ff = ff_width(model)?;
     let ssm = model.recurrent.map_or(0, |r| r.working);
+    let (embd2, q2) = (product(WHAT, [2, n_embd])?, product(WHAT, [2, q])?);
     let per_token = if fa {
-        2 * n_embd + 2 * q + 3 * ff
+        sum(WHAT, [embd2, q2, product(WHAT, [3, ff])?])?
     } else {
-        2 * n_embd + 2 * q + (3 * ff) / 2 + n_head * u64::from(n_ctx_seq)
+        let scores = product(WHAT, [n_head, u64::from(n_ctx_seq)])?;
+        sum(WHAT, [embd2, q2, product(WHAT, [3, ff])? / 2, scores])?
     }
     .max(ssm);
     let quantized_k = params.cache_type_k.block().is_some_and(|b| b.elements > 1);
-    let q8 = if quantized_k { q * ub * 34 / 32 } else { 0 };
-    let working = per_token * ub * 4 + q8;
-    let logits = u64::from(model.n_vocab) * u64::from(n_outputs) * 4;
+    let q8 = if quantized_k {
+        product(WHAT, [q, ub, 34])? / 32
+    } else {
+        0
+    };
+    let working = sum(WHAT, [product(WHAT, [per_token, ub, 4])?, q8])?;
+    let logits = product(WHAT, [u64::from(model.n_vocab), u64::from(n_outputs), 4])?;
+    let output_stage = sum(WHAT, [masks, logits, product(WHAT, [5, n_embd, ub, 4])?])?;
+    let layer_stage = sum(WHAT, [masks, working])?;
 
     // Each device running layers holds the masks and a working set; on the output layer's
     // device the output stage can be the peak instead (small micro-batches, large vocabularies).
@@ -1128,18 +1169,53 @@ fn compute_bytes(
     devs.sort();
     devs.dedup();
     for d in devs {
-        let mut bytes = masks + working;
-        if d == output_layer {
+        let bytes = if d == output_layer {
             // The output stage: the logits beside the last layer's activations.
-            bytes = bytes.max(masks + logits + 5 * n_embd * ub * 4);
-        }
+            layer_stage.max(output_stage)
+        } else {
+            layer_stage
+        };
         out.push((d, bytes));
     }
     if !out.iter().any(|(d, _)| *d == Device::Host) {
         // Fully offloaded: the host keeps the inputs (token embeddings looked up on the CPU).
-        out.push((Device::Host, n_embd * ub * 4 + ub * 8));
+        out.push((
+            Device::Host,
+            sum(
+                WHAT,
+                [product(WHAT, [n_embd, ub, 4])?, product(WHAT, [ub, 8])?],
+            )?,
+        ));
     }
-    out
+    Ok(out)
+}
+
+/// The feed-forward width a token passes through: the widest layer's, or for `MoE` the used
+/// experts' together plus the router's logits.
+fn ff_width(model: &Model) -> Result<u64, EstimateError> {
+    const WHAT: &str = "the compute buffer";
+    Ok(if model.n_expert > 0 {
+        sum(
+            WHAT,
+            [
+                product(
+                    WHAT,
+                    [
+                        u64::from(model.n_expert_used),
+                        u64::from(model.n_ff_exp.max(1)),
+                    ],
+                )?,
+                u64::from(model.n_expert),
+            ],
+        )?
+    } else {
+        model
+            .layers
+            .iter()
+            .map(|l| u64::from(l.n_ff))
+            .max()
+            .unwrap_or(0)
+    })
 }
 
 /// Bytes llama.cpp allocates for a weight on `device` (CUDA pads quantized rows to 512 values
@@ -1151,8 +1227,9 @@ fn tensor_alloc(t: &Tensor, device: Device) -> u64 {
             let mut size = t.bytes;
             let quantized = t.ggml_type.block().is_some_and(|b| b.elements > 1);
             let ne0 = t.dims.first().copied().unwrap_or(0);
-            if quantized && ne0 % 512 != 0 {
-                size += row_bytes(t.ggml_type, 512 - ne0 % 512);
+            let partial = ne0 % 512;
+            if quantized && partial != 0 {
+                size = size.saturating_add(row_bytes(t.ggml_type, 512_u64.saturating_sub(partial)));
             }
             align(size, 128)
         }
@@ -1160,7 +1237,7 @@ fn tensor_alloc(t: &Tensor, device: Device) -> u64 {
 }
 
 fn weights_alloc<'t>(tensors: impl Iterator<Item = &'t Tensor>, device: Device) -> u64 {
-    tensors.map(|t| tensor_alloc(t, device)).sum()
+    tensors.fold(0_u64, |all, t| all.saturating_add(tensor_alloc(t, device)))
 }
 
 /// The host mapping of mmapped weights: per file, from the first tensor's data to the end of the
@@ -1168,7 +1245,7 @@ fn weights_alloc<'t>(tensors: impl Iterator<Item = &'t Tensor>, device: Device) 
 fn mapped_span(tensors: &[&Tensor]) -> u64 {
     let mut shards: Vec<(usize, u64, u64)> = Vec::new();
     for t in tensors {
-        let end = t.offset + t.bytes;
+        let end = t.offset.saturating_add(t.bytes);
         match shards.iter_mut().find(|(s, ..)| *s == t.shard) {
             Some((_, lo, hi)) => {
                 *lo = (*lo).min(t.offset);
@@ -1177,7 +1254,9 @@ fn mapped_span(tensors: &[&Tensor]) -> u64 {
             None => shards.push((t.shard, t.offset, end)),
         }
     }
-    shards.iter().map(|(_, lo, hi)| hi - lo).sum()
+    shards.iter().fold(0_u64, |all, (_, lo, hi)| {
+        all.saturating_add(hi.saturating_sub(*lo))
+    })
 }
 
 fn buffer_name(device: Device, host_pinned: bool) -> String {
@@ -1190,16 +1269,44 @@ fn buffer_name(device: Device, host_pinned: bool) -> String {
 
 /// Bytes of `n` values of `ty` (`ggml_row_size`), rounding partial blocks up.
 fn row_bytes(ty: GgmlType, n: u64) -> u64 {
-    ty.block()
-        .map_or(n * 4, |b| n.div_ceil(b.elements) * b.bytes)
+    ty.block().map_or(n.saturating_mul(4), |b| {
+        n.div_ceil(b.elements).saturating_mul(b.bytes)
+    })
 }
 
+/// `x` rounded up to a multiple of `n` (`GGML_PAD`), saturating (inputs are bounded first).
 fn pad(x: u32, n: u32) -> u32 {
-    x.div_ceil(n) * n
+    x.div_ceil(n).saturating_mul(n)
 }
 
+/// `x` rounded up to a multiple of `n`, saturating (a saturated size fails any fit check, and the
+/// sums that use it are checked).
 fn align(x: u64, n: u64) -> u64 {
-    x.div_ceil(n) * n
+    x.div_ceil(n).saturating_mul(n)
+}
+
+/// The sum of `parts`, or [`EstimateError::Overflow`] naming `what`.
+///
+/// Written by hand, as the two below: checked arithmetic with the error this module reports.
+fn sum(what: &'static str, parts: impl IntoIterator<Item = u64>) -> Result<u64, EstimateError> {
+    parts
+        .into_iter()
+        .try_fold(0_u64, u64::checked_add)
+        .ok_or(EstimateError::Overflow { what })
+}
+
+/// The product of `parts`, or [`EstimateError::Overflow`] naming `what`.
+fn product(what: &'static str, parts: impl IntoIterator<Item = u64>) -> Result<u64, EstimateError> {
+    parts
+        .into_iter()
+        .try_fold(1_u64, u64::checked_mul)
+        .ok_or(EstimateError::Overflow { what })
+}
+
+/// `*to += bytes`, or [`EstimateError::Overflow`] naming `what`.
+fn add_to(to: &mut u64, bytes: u64, what: &'static str) -> Result<(), EstimateError> {
+    *to = sum(what, [*to, bytes])?;
+    Ok(())
 }
 
 /// Formats bytes as llama.cpp prints them: MiB with two decimals.

@@ -16,6 +16,7 @@ pub(super) mod limits {
     pub(crate) const FF: u32 = 1 << 24;
     pub(crate) const CTX: u32 = 1 << 24;
     pub(crate) const STATE: u64 = 1 << 30;
+    pub(crate) const EXPERTS: u32 = 1 << 16;
 }
 
 /// One repeating layer's shape.
@@ -43,12 +44,12 @@ pub struct LayerShape {
 impl LayerShape {
     /// K values per token: `head_k × n_head_kv` (llama.cpp's `n_embd_k_gqa`).
     pub fn k_row(&self) -> u64 {
-        u64::from(self.head_k) * u64::from(self.n_head_kv)
+        u64::from(self.head_k).saturating_mul(u64::from(self.n_head_kv))
     }
 
     /// V values per token: `head_v × n_head_kv` (`n_embd_v_gqa`).
     pub fn v_row(&self) -> u64 {
-        u64::from(self.head_v) * u64::from(self.n_head_kv)
+        u64::from(self.head_v).saturating_mul(u64::from(self.n_head_kv))
     }
 }
 
@@ -198,13 +199,11 @@ impl Model {
         let n_head0 = heads.as_ref().and_then(|h| h.first().copied()).unwrap_or(0);
         let head_k = match md.u32_opt("attention.key_length")? {
             Some(k) => k,
-            None if n_head0 > 0 => n_embd / n_head0,
-            None => 0,
+            None => n_embd.checked_div(n_head0).unwrap_or(0),
         };
         let head_v = match md.u32_opt("attention.value_length")? {
             Some(v) => v,
-            None if n_head0 > 0 => n_embd / n_head0,
-            None => 0,
+            None => n_embd.checked_div(n_head0).unwrap_or(0),
         };
         let head_k_swa = md.u32_opt("attention.key_length_swa")?.unwrap_or(head_k);
         let swa_head_v = md.u32_opt("attention.value_length_swa")?.unwrap_or(head_v);
@@ -303,13 +302,21 @@ impl Model {
         // tensors whose `offset()` is relative to their own shard, which keeps spans per shard
         // right as long as each shard is measured on its own (what llama.cpp does).
 
+        let n_expert = md.u32_opt("expert_count")?.unwrap_or(0);
+        check(&md.key("expert_count"), n_expert, 0, limits::EXPERTS)?;
+        let n_expert_used = md.u32_opt("expert_used_count")?.unwrap_or(0);
+        check(&md.key("expert_used_count"), n_expert_used, 0, n_expert)?;
+        let n_ff_exp = md.u32_opt("expert_feed_forward_length")?.unwrap_or(0);
+        check(
+            &md.key("expert_feed_forward_length"),
+            n_ff_exp,
+            0,
+            limits::FF,
+        )?;
         Ok(Self {
-            n_expert: md.u32_opt("expert_count")?.unwrap_or(0).min(1 << 16),
-            n_expert_used: md.u32_opt("expert_used_count")?.unwrap_or(0).min(1 << 16),
-            n_ff_exp: md
-                .u32_opt("expert_feed_forward_length")?
-                .unwrap_or(0)
-                .min(limits::FF),
+            n_expert,
+            n_expert_used,
+            n_ff_exp,
             architecture: arch,
             n_layer,
             n_ctx_train,
@@ -332,7 +339,9 @@ impl Model {
 
     /// Bytes of all tensor data.
     pub fn weight_bytes(&self) -> u64 {
-        self.tensors.iter().map(|t| t.bytes).sum()
+        self.tensors
+            .iter()
+            .fold(0_u64, |all, t| all.saturating_add(t.bytes))
     }
 }
 
@@ -455,9 +464,9 @@ fn swa_layers(md: &Meta<'_, '_>, n_layer: u32, n_swa: u32) -> Result<Vec<bool>, 
             if period == 0 {
                 true
             } else if dense_first {
-                il % period != 0
+                il.checked_rem(period) != Some(0)
             } else {
-                il % period < period - 1
+                il.checked_rem(period) < period.checked_sub(1)
             }
         })
         .collect())
@@ -494,7 +503,9 @@ fn recurrent_layers(
             // Linear-attention layers between every `full_attention_interval`-th full one.
             "qwen3next" | "qwen35" | "qwen35moe" | "kimi-linear" | "minimax-01" => {
                 let every = md.u32_opt("full_attention_interval")?.unwrap_or(4).max(1);
-                (0..n_layer).map(|il| (il + 1) % every != 0).collect()
+                (1..=n_layer)
+                    .map(|il| il.checked_rem(every) != Some(0))
+                    .collect()
             }
             // Nemotron-H: a layer with neither attention heads nor an FFN is a Mamba layer.
             "nemotron_h" | "nemotron_h_moe" => (0..n)
@@ -518,11 +529,11 @@ fn recurrent_state(md: &Meta<'_, '_>, n_embd: u32) -> Result<Recurrent, Estimate
     let wkv = u64::from(md.u32_opt("wkv.head_size")?.unwrap_or(0));
     if wkv != 0 {
         let shift = u64::from(md.u32_opt("token_shift_count")?.unwrap_or(2));
-        return bounded(md, shift * n_embd, n_embd * wkv);
+        return bounded(md, shift.saturating_mul(n_embd), n_embd.saturating_mul(wkv));
     }
     let l_cache = u64::from(md.u32_opt("shortconv.l_cache")?.unwrap_or(0));
     if l_cache != 0 {
-        return bounded(md, n_embd * l_cache.saturating_sub(1), 0);
+        return bounded(md, n_embd.saturating_mul(l_cache.saturating_sub(1)), 0);
     }
     let d_conv = u64::from(md.u32_opt("ssm.conv_kernel")?.unwrap_or(0));
     let d_inner = u64::from(md.u32_opt("ssm.inner_size")?.unwrap_or(0));
@@ -541,10 +552,15 @@ fn recurrent_state(md: &Meta<'_, '_>, n_embd: u32) -> Result<Recurrent, Estimate
             ));
         }
     }
+    // Each factor is at most 2^24 (checked above): saturation only marks the implausible, which
+    // `bounded` refuses.
+    let groups = n_group.saturating_mul(2).saturating_mul(d_state);
     bounded(
         md,
-        d_conv.saturating_sub(1) * (d_inner + 2 * n_group * d_state),
-        d_state * d_inner,
+        d_conv
+            .saturating_sub(1)
+            .saturating_mul(d_inner.saturating_add(groups)),
+        d_state.saturating_mul(d_inner),
     )
 }
 
@@ -572,7 +588,12 @@ fn ssm_working(tensors: &[Tensor], n_embd: u32) -> u64 {
     if d_in_proj == 0 {
         return 0;
     }
-    2 * d_in_proj + 2 * dim(".ssm_conv1d.weight", 1) + dim(".ssm_out.weight", 0) + u64::from(n_embd)
+    // Each dimension is capped at 2^24: the sum cannot overflow, saturating says so.
+    d_in_proj
+        .saturating_mul(2)
+        .saturating_add(dim(".ssm_conv1d.weight", 1).saturating_mul(2))
+        .saturating_add(dim(".ssm_out.weight", 0))
+        .saturating_add(u64::from(n_embd))
 }
 
 /// Where a tensor belongs, by llama.cpp's naming (`LLM_TN`).

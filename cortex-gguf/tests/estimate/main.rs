@@ -384,6 +384,17 @@ fn draft_projector_and_lora_are_counted_where_llama_cpp_puts_them() {
     assert_eq!(on_gpu, 2 * 1024 * 16 * 4);
 }
 
+/// Each file is refused by `Model::from_gguf` with an error starting with its message.
+fn assert_refused<const N: usize>(cases: [(GgufBuilder, &str); N]) {
+    for (b, want) in cases {
+        let bytes = b.build();
+        let err = Model::from_gguf(&Gguf::parse(&bytes).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(want), "{err}");
+    }
+}
+
 #[test]
 fn hostile_metadata_is_an_error_not_a_panic() {
     let base = || {
@@ -417,11 +428,140 @@ fn hostile_metadata_is_an_error_not_a_panic() {
             "model metadata `llama.attention.head_count_kv`: layer 0",
         ),
     ];
-    for (b, want) in cases {
-        let bytes = b.build();
-        let err = Model::from_gguf(&Gguf::parse(&bytes).unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with(want), "{err}");
+    assert_refused(cases);
+}
+
+/// Expert counts and widths out of range, a u64 vocabulary count and an expert count near
+/// `u64::MAX`: each an error naming its key, in debug and release alike.
+#[test]
+fn hostile_expert_and_vocabulary_counts_name_their_key() {
+    let base = || {
+        GgufBuilder::new()
+            .kv("general.architecture", "llama")
+            .kv("llama.block_count", 2u32)
+            .kv("llama.embedding_length", 64u32)
+            .kv("llama.attention.head_count", 4u32)
+    };
+    // Each a file llama.cpp would refuse to load, or load into an estimate that overflows.
+    let cases = [
+        (
+            base().kv("llama.expert_count", u32::MAX),
+            "model metadata `llama.expert_count`: 4294967295 is out of range",
+        ),
+        (
+            base().kv("llama.expert_count", u64::MAX - 1),
+            "model metadata `llama.expert_count`: 18446744073709551614 is not a count",
+        ),
+        (
+            base()
+                .kv("llama.expert_count", 8u32)
+                .kv("llama.expert_used_count", 9u32),
+            "model metadata `llama.expert_used_count`: 9 is out of range (0..=8)",
+        ),
+        (
+            base()
+                .kv("llama.expert_count", 8u32)
+                .kv("llama.expert_feed_forward_length", u32::MAX),
+            "model metadata `llama.expert_feed_forward_length`: 4294967295 is out of range",
+        ),
+        (
+            base().kv("llama.vocab_size", u64::MAX),
+            "model metadata `llama.vocab_size`: 18446744073709551615 is not a count",
+        ),
+    ];
+    assert_refused(cases);
+}
+
+/// Hostile options as llama-server spells them: errors naming the flag, never an overflow.
+#[test]
+fn hostile_flags_name_the_flag() {
+    let m = model(2);
+    for (args, want) in [
+        (
+            "-md draft.gguf --spec-draft-n-max 4294967295",
+            "option --spec-draft-n-max: 4294967295 draft tokens",
+        ),
+        ("-ub 4294967295", "option -ub: 4294967295: must be 1..=2^24"),
+        ("-b 4294967295", "option -b: 4294967295: must be 1..=2^24"),
+        (
+            "-c 4294967295",
+            "option -c: 4294967295 tokens is implausible",
+        ),
+        ("-np 4294967295", "option -np: 4294967295 slots"),
+    ] {
+        let args: Vec<String> = args.split(' ').map(str::to_owned).collect();
+        let parsed = parse_llama_args(&args).unwrap();
+        let mut p = parsed.params;
+        if parsed.draft.is_some() {
+            let mut draft = Draft::new(model(1));
+            draft.n_max = parsed.draft_n_max;
+            p.draft = Some(draft);
+        }
+        let err = estimate::estimate(&m, &p, &[]).unwrap_err().to_string();
+        assert!(err.starts_with(want), "{args:?}: {err}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+    /// Any option values and any MoE shape give an estimate or an error: no overflow anywhere
+    /// (the tests run in debug, where an overflow panics).
+    #[test]
+    fn any_options_and_shapes_give_an_estimate_or_an_error(
+        // Mostly inside what `validate` and the metadata checks let through, where the
+        // arithmetic happens; now and then beyond.
+        ctx in proptest::prop_oneof![0u32..=1 << 24, proptest::num::u32::ANY],
+        batch in proptest::prop_oneof![1u32..=1 << 24, proptest::num::u32::ANY],
+        ubatch in proptest::prop_oneof![1u32..=1 << 24, proptest::num::u32::ANY],
+        slots in 0u32..=300,
+        n_max in proptest::prop_oneof![0u32..=1 << 24, proptest::num::u32::ANY],
+        ngl in proptest::num::u32::ANY,
+        experts in 0u32..=70_000,
+        used in 0u32..=70_000,
+        ff_exp in proptest::prop_oneof![0u32..=1 << 24, proptest::num::u32::ANY],
+        heads in 1u32..=1 << 14,
+        head_dim in 1u32..=1 << 16,
+        swa in proptest::prop_oneof![0u32..=1 << 24, proptest::num::u32::ANY],
+        fa in proptest::bool::ANY,
+        unified in proptest::bool::ANY,
+    ) {
+        let bytes = GgufBuilder::new()
+            .kv("general.architecture", "llama")
+            .kv("llama.block_count", 2u32)
+            .kv("llama.context_length", u32::MAX)
+            .kv("llama.embedding_length", 64u32)
+            .kv("llama.attention.head_count", heads)
+            .kv("llama.attention.head_count_kv", 1u32)
+            .kv("llama.attention.key_length", head_dim)
+            .kv("llama.attention.value_length", head_dim)
+            .kv("llama.attention.sliding_window", swa)
+            .kv("llama.expert_count", experts)
+            .kv("llama.expert_used_count", used)
+            .kv("llama.expert_feed_forward_length", ff_exp)
+            .kv("llama.vocab_size", 1u32 << 24)
+            .tensor("token_embd.weight", [64u64, 256], GgmlType::F16)
+            .build();
+        let Ok(m) = Model::from_gguf(&Gguf::parse(&bytes).unwrap()) else {
+            return Ok(());
+        };
+        let mut draft = Draft::new(m.clone());
+        draft.n_max = n_max;
+        let p = LlamaParams {
+            ctx_size: ctx,
+            batch,
+            ubatch,
+            parallel: Parallel::Slots(slots),
+            kv_unified: Some(unified),
+            flash_attn: if fa { FlashAttn::On } else { FlashAttn::Off },
+            cache_type_v: GgmlType::F16,
+            gpu_layers: GpuLayers::Count(ngl),
+            draft: Some(draft),
+            ..LlamaParams::default()
+        };
+        let gpus = [Gpu::new(0, "g", u64::MAX)];
+        if let Ok(e) = estimate::estimate(&m, &p, &gpus) {
+            let _ = (e.total(), e.fits(), e.host().total());
+        }
     }
 }

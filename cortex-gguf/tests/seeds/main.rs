@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use cortex_gguf::{ByteOrder, GgmlType, Gguf, GgufBuilder, OwnedValue, ValueType};
+use cortex_gguf::{ByteOrder, GgmlType, Gguf, GgufBuilder, Gpu, OwnedValue, ValueType, estimate};
 
 fn model(b: GgufBuilder) -> GgufBuilder {
     b.kv("general.architecture", "llama")
@@ -40,6 +40,65 @@ fn model(b: GgufBuilder) -> GgufBuilder {
         .tensor("token_embd.weight", [256, 4], GgmlType::Q4_K)
         .tensor("blk.0.attn_norm.weight", [8], GgmlType::F32)
         .tensor("output.weight", [32, 4], GgmlType::Q8_0)
+}
+
+/// A model the estimator takes: llama-shaped, `n` layers; with experts and a sliding window on
+/// request (the shapes whose arithmetic differs).
+fn estimable(n: u32, experts: bool, swa: bool) -> Vec<u8> {
+    let arch = if swa { "gemma3" } else { "llama" };
+    let mut b = GgufBuilder::new()
+        .kv("general.architecture", arch)
+        .kv(format!("{arch}.block_count"), n)
+        .kv(format!("{arch}.context_length"), 8192u32)
+        .kv(format!("{arch}.embedding_length"), 256u32)
+        .kv(format!("{arch}.feed_forward_length"), 1024u32)
+        .kv(format!("{arch}.attention.head_count"), 8u32)
+        .kv(format!("{arch}.attention.head_count_kv"), 2u32)
+        .kv(format!("{arch}.vocab_size"), 1000u32)
+        .tensor("token_embd.weight", [256, 1000], GgmlType::Q4_K)
+        .tensor("output.weight", [256, 1000], GgmlType::Q8_0);
+    if experts {
+        b = b
+            .kv(format!("{arch}.expert_count"), 8u32)
+            .kv(format!("{arch}.expert_used_count"), 2u32)
+            .kv(format!("{arch}.expert_feed_forward_length"), 512u32);
+    }
+    if swa {
+        b = b.kv(format!("{arch}.attention.sliding_window"), 512u32);
+    }
+    for i in 0..n {
+        b = b
+            .tensor(format!("blk.{i}.attn_q.weight"), [256, 256], GgmlType::Q4_K)
+            .tensor(format!("blk.{i}.attn_k.weight"), [256, 64], GgmlType::Q4_K)
+            .tensor(
+                format!("blk.{i}.ffn_up.weight"),
+                [256, 1024],
+                GgmlType::Q4_K,
+            )
+            .tensor(format!("blk.{i}.attn_norm.weight"), [256], GgmlType::F32);
+    }
+    b.build()
+}
+
+/// A `vram_estimate` input: flags, GPU sizes in MiB, then the file (see the target's docs).
+fn framed(flags: &str, gpus_mib: &[u32], gguf: &[u8]) -> Vec<u8> {
+    // A seed reaches the estimate: the model loads, the flags parse, the estimate is made.
+    let model = estimate::Model::from_gguf(&Gguf::parse(gguf).unwrap()).unwrap();
+    let args: Vec<String> = flags.split_whitespace().map(str::to_owned).collect();
+    let parsed = estimate::parse_llama_args(&args).unwrap();
+    let gpus: Vec<Gpu> = (0..)
+        .zip(gpus_mib)
+        .map(|(i, mib)| Gpu::new(i, "seed", u64::from(*mib) << 20))
+        .collect();
+    estimate::estimate(&model, &parsed.params, &gpus).unwrap_or_else(|e| panic!("{flags}: {e}"));
+    let mut out = u16::try_from(flags.len()).unwrap().to_le_bytes().to_vec();
+    out.extend_from_slice(flags.as_bytes());
+    out.push(u8::try_from(gpus_mib.len()).unwrap());
+    for mib in gpus_mib {
+        out.extend_from_slice(&mib.to_le_bytes());
+    }
+    out.extend_from_slice(gguf);
+    out
 }
 
 fn shard(no: u16, count: u16, tensors: &[&str]) -> Vec<u8> {
@@ -85,6 +144,42 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ),
         ("gguf_parse", "empty.gguf", GgufBuilder::new().build()),
         ("gguf_split", "two-shards.bin", split),
+        (
+            "vram_estimate",
+            "dense-one-gpu.bin",
+            framed(
+                "-c 4096 -ngl all -fa on",
+                &[24_576],
+                &estimable(4, false, false),
+            ),
+        ),
+        (
+            "vram_estimate",
+            "dense-cpu-quantized-cache.bin",
+            framed(
+                "-c 0 -np 4 -ctk q8_0 -ctv q8_0 -b 2048 -ub 512 --no-mmap",
+                &[],
+                &estimable(2, false, false),
+            ),
+        ),
+        (
+            "vram_estimate",
+            "moe-two-gpus-draft.bin",
+            framed(
+                "-c 8192 -ngl 3 -ts 3,1 -md draft.gguf --spec-draft-n-max 16 -ngld all -fa off",
+                &[24_576, 16_384],
+                &estimable(4, true, false),
+            ),
+        ),
+        (
+            "vram_estimate",
+            "swa-unified.bin",
+            framed(
+                "-c 16384 -np 2 --kv-unified -ngl 2 --swa-full",
+                &[8192],
+                &estimable(3, false, true),
+            ),
+        ),
     ]
 }
 
