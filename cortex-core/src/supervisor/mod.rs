@@ -59,203 +59,31 @@
 //! ```
 
 mod actor;
+mod builder;
+mod config;
+mod error;
+mod planning;
+mod reconcile;
+
+pub use builder::SupervisorBuilder;
+pub(crate) use config::RETRY_STOP_GRACE;
+pub use config::SupervisorConfig;
+pub use error::SupervisorError;
+pub(crate) use planning::choose_ports;
+use planning::plan_all;
+pub use reconcile::{Adoption, Reconciliation, Removal};
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{Ipv4Addr, TcpListener};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::labels;
 use crate::{
-    DynHealthProbe, DynRuntime, Engine, EngineKind, Event, EventKind, InMemoryRegistry, Instance,
-    InstanceId, InstanceInfo, InstanceState, LaunchPlan, LogLine, ModelId, ModelSpec, ModelState,
-    ModelStatus, PlanContext, PlanError, Registry, ReplicaStatus, TargetKind,
+    DynHealthProbe, DynRuntime, Engine, EngineKind, Event, EventKind, Instance, InstanceId,
+    LaunchPlan, ModelId, ModelSpec, ModelState, ModelStatus, Registry, ReplicaStatus,
 };
-
-/// Tunables of a [`Supervisor`]; every field has a default.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct SupervisorConfig {
-    /// How often a running replica is probed. Default 15 s.
-    #[serde(with = "humantime_serde")]
-    pub probe_interval: Duration,
-    /// Failed probes in a row that take a replica out of the registry. Default 3.
-    pub failure_threshold: u32,
-    /// The longest one probe may take before it counts as failed. Default 5 s.
-    #[serde(with = "humantime_serde")]
-    pub probe_timeout: Duration,
-    /// Log lines kept in a [`Failed`](ModelState::Failed) state. Default 50.
-    pub log_tail_lines: usize,
-    /// Events buffered for each subscriber before a slow one starts missing them. Default 1024.
-    pub event_capacity: usize,
-    /// The value of the [`MANAGED_BY`](labels::MANAGED_BY) label on everything this supervisor
-    /// starts; [`Supervisor::reconcile`] considers only instances with the same owner. Default
-    /// `cortex`; give each manager sharing a Docker Engine its own.
-    pub owner: String,
-}
-
-impl Default for SupervisorConfig {
-    fn default() -> Self {
-        Self {
-            probe_interval: Duration::from_secs(15),
-            failure_threshold: 3,
-            probe_timeout: Duration::from_secs(5),
-            log_tail_lines: 50,
-            event_capacity: 1024,
-            owner: labels::MANAGED_BY_VALUE.to_owned(),
-        }
-    }
-}
-
-/// The grace period of a stop retried after a failed one (the plan is not kept that long).
-const RETRY_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Why a supervisor operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SupervisorError {
-    /// No engine of the spec's kind was given to the supervisor.
-    #[error(
-        "model {model} asks for engine {engine:?}, which this supervisor does not have (known: {known})"
-    )]
-    UnknownEngine {
-        /// The model.
-        model: ModelId,
-        /// The kind asked for.
-        engine: EngineKind,
-        /// The kinds the supervisor has, comma-separated.
-        known: String,
-    },
-    /// The model is already starting or running.
-    #[error("model {model} is already {}", state.name())]
-    AlreadyStarted {
-        /// The model.
-        model: ModelId,
-        /// Its state.
-        state: ModelState,
-    },
-    /// The supervisor does not manage this model.
-    #[error("model {model} is not managed by this supervisor")]
-    NotFound {
-        /// The model.
-        model: ModelId,
-    },
-    /// The engine refused the spec; nothing was started.
-    #[error("model {model} was refused before starting")]
-    Plan {
-        /// The model.
-        model: ModelId,
-        /// What the engine found.
-        #[source]
-        source: PlanError,
-    },
-    /// No free port could be found for a replica.
-    #[error("cannot choose a port for model {model}")]
-    Port {
-        /// The model.
-        model: ModelId,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The model failed to start; nothing of it is left running.
-    #[error("model {model} failed to start: {reason}")]
-    Failed {
-        /// The model.
-        model: ModelId,
-        /// What happened.
-        reason: String,
-        /// The last lines the failed instance wrote.
-        log_tail: Vec<LogLine>,
-    },
-    /// A stop arrived while the model was starting; the start was abandoned.
-    #[error("start of model {model} was cancelled by a stop")]
-    StartCancelled {
-        /// The model.
-        model: ModelId,
-    },
-    /// The runtime could not be asked what it runs.
-    #[error("the runtime cannot list its instances")]
-    Runtime {
-        /// The cause.
-        #[source]
-        source: crate::RuntimeError,
-    },
-    /// [`Supervisor::reconcile`] could not remove an instance; it may still be running.
-    #[error("instance {instance} could not be removed (it was to go because {reason})")]
-    RemoveFailed {
-        /// The instance.
-        instance: InstanceId,
-        /// Why it was to be removed.
-        reason: String,
-        /// The cause.
-        #[source]
-        source: crate::RuntimeError,
-    },
-    /// The model's last stop failed and instances may still run: it is not started over them
-    /// until [`stop`](Supervisor::stop) (which tries again) or
-    /// [`reconcile`](Supervisor::reconcile) succeeds.
-    #[error(
-        "model {model} is not started: its last stop failed ({reason}) and its instances may still run; stop it again (or reconcile) first"
-    )]
-    NotStopped {
-        /// The model.
-        model: ModelId,
-        /// Why the stop failed.
-        reason: String,
-    },
-    /// Stopping failed; an instance may still be running.
-    #[error("model {model} could not be stopped cleanly: {reason}")]
-    StopFailed {
-        /// The model.
-        model: ModelId,
-        /// What failed.
-        reason: String,
-    },
-}
-
-/// What [`Supervisor::reconcile`] did.
-#[derive(Debug, Default)]
-#[non_exhaustive]
-pub struct Reconciliation {
-    /// Instances taken over, ordered by model and replica; their models run.
-    pub adopted: Vec<Adoption>,
-    /// Instances stopped and removed, with why.
-    pub removed: Vec<Removal>,
-    /// What went wrong: a model whose adopted instances did not become ready (they were stopped),
-    /// a model refused by its engine, an instance that could not be removed.
-    pub failed: Vec<SupervisorError>,
-}
-
-/// An instance [`Supervisor::reconcile`] adopted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Adoption {
-    /// The model.
-    pub model: ModelId,
-    /// The replica it serves.
-    pub replica: u32,
-    /// The instance.
-    pub instance: InstanceId,
-}
-
-/// An instance [`Supervisor::reconcile`] stopped and removed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Removal {
-    /// The instance.
-    pub instance: InstanceId,
-    /// The model its labels name, when they name a valid one.
-    pub model: Option<ModelId>,
-    /// Why it was not adopted.
-    pub reason: String,
-}
 
 /// Drives models through their lifecycle and keeps the [`Registry`] true; see the
 /// [module docs](self).
@@ -288,65 +116,6 @@ pub(crate) struct Slot {
     pub(crate) stop_error: Mutex<Option<String>>,
 }
 
-/// Builds a [`Supervisor`].
-#[must_use]
-pub struct SupervisorBuilder {
-    runtime: Arc<dyn DynRuntime>,
-    probe: Arc<dyn DynHealthProbe>,
-    registry: Option<Arc<dyn Registry>>,
-    pub(crate) engines: HashMap<EngineKind, Arc<dyn Engine>>,
-    config: SupervisorConfig,
-}
-
-// === impl SupervisorBuilder ===
-
-impl SupervisorBuilder {
-    /// Adds an engine; a later engine of the same [`kind`](Engine::kind) replaces an earlier one.
-    pub fn engine(mut self, engine: Arc<dyn Engine>) -> Self {
-        self.engines.insert(engine.kind(), engine);
-        self
-    }
-
-    /// Uses `registry` instead of a new [`InMemoryRegistry`].
-    pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
-        self.registry = Some(registry);
-        self
-    }
-
-    /// Sets the configuration.
-    pub fn config(mut self, config: SupervisorConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Builds the supervisor.
-    pub fn build(self) -> Supervisor {
-        let (events, _) = broadcast::channel(self.config.event_capacity.max(1));
-        Supervisor {
-            shared: Arc::new(Shared {
-                registry: self
-                    .registry
-                    .unwrap_or_else(|| Arc::new(InMemoryRegistry::new())),
-                runtime: self.runtime,
-                probe: self.probe,
-                engines: self.engines,
-                config: self.config,
-                events,
-                models: Mutex::new(HashMap::new()),
-            }),
-        }
-    }
-}
-
-impl fmt::Debug for SupervisorBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SupervisorBuilder")
-            .field("engines", &self.engines.keys().collect::<Vec<_>>())
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
 // === impl Supervisor ===
 
 impl Supervisor {
@@ -355,13 +124,7 @@ impl Supervisor {
         runtime: Arc<dyn DynRuntime>,
         probe: Arc<dyn DynHealthProbe>,
     ) -> SupervisorBuilder {
-        SupervisorBuilder {
-            runtime,
-            probe,
-            registry: None,
-            engines: HashMap::new(),
-            config: SupervisorConfig::default(),
-        }
+        SupervisorBuilder::new(runtime, probe)
     }
 
     /// The registry the supervisor keeps; give it to the gateway.
@@ -572,211 +335,6 @@ impl Supervisor {
         results.into_iter().filter_map(Result::err).collect()
     }
 
-    /// Takes stock of the instances an earlier manager left (the runtime's
-    /// [`list`](crate::Runtime::list) of what carries the ownership label with this supervisor's
-    /// [`owner`](SupervisorConfig::owner)) against the models configured now, `specs`:
-    ///
-    /// - a **running** instance of a configured model, for a replica the spec still has, started
-    ///   from the same plan (its [`PLAN`](labels::PLAN) label equals the fingerprint of the plan
-    ///   made now) is **adopted**: the model is started with that instance as the replica, probed
-    ///   until ready, then registered. Replicas with nothing to adopt are started as usual;
-    /// - every other instance (exited or created, of a model not configured, of a replica beyond
-    ///   the spec, from a changed plan, a duplicate, of a model refused by its engine) is stopped
-    ///   and **removed**.
-    ///
-    /// Configured models with nothing to adopt are left for the caller to [`start`](Self::start).
-    /// Models this supervisor already runs, and their instances, are left alone. Each adoption and
-    /// removal is also sent as an [`Event`] ([`EventKind::Adopted`], [`EventKind::Removed`]).
-    /// Call it once when a manager starts, before starting models.
-    ///
-    /// # Errors
-    ///
-    /// [`SupervisorError::Runtime`] when the runtime cannot list its instances; nothing was done.
-    /// Failures of single adoptions and removals are reported in [`Reconciliation::failed`].
-    pub async fn reconcile(&self, specs: &[ModelSpec]) -> Result<Reconciliation, SupervisorError> {
-        let instances = self
-            .shared
-            .runtime
-            .list()
-            .await
-            .map_err(|source| SupervisorError::Runtime { source })?;
-        let mut report = Reconciliation::default();
-
-        // What each configured model would run now; a model that cannot be planned adopts nothing.
-        let mut wanted: HashMap<&ModelId, (&ModelSpec, Vec<LaunchPlan>)> = HashMap::new();
-        for spec in specs {
-            if self.is_active(&spec.id) {
-                continue;
-            }
-            let planned = match self.engine_for(spec) {
-                Ok(engine) => self.plan_all(spec, engine).await,
-                Err(e) => Err(e),
-            };
-            match planned {
-                Ok(plans) => {
-                    let plans = plans.into_iter().map(|(plan, _)| plan).collect();
-                    wanted.insert(&spec.id, (spec, plans));
-                }
-                Err(e) => report.failed.push(e),
-            }
-        }
-
-        let mut adopt: HashMap<ModelId, Vec<Option<Instance>>> = HashMap::new();
-        let mut removals = Vec::new();
-        let owner = &self.shared.config.owner;
-        for info in instances {
-            if info.labels.get(labels::MANAGED_BY) != Some(owner) {
-                continue; // another manager's
-            }
-            let model = info
-                .labels
-                .get(labels::MODEL_ID)
-                .and_then(|m| m.parse::<ModelId>().ok());
-            if model.as_ref().is_some_and(|m| self.is_active(m)) {
-                continue;
-            }
-            let verdict = Self::judge(&info, model.as_ref(), &wanted, &adopt);
-            match verdict {
-                Ok((model, replica, base_url)) => {
-                    let slots = adopt
-                        .entry(model.clone())
-                        .or_insert_with(|| vec![None; wanted[&model].1.len()]);
-                    slots[replica] = Some(Instance::new(info.id.clone(), base_url));
-                }
-                Err(reason) => {
-                    let grace = model
-                        .as_ref()
-                        .and_then(|m| wanted.get(m))
-                        .and_then(|(_, plans)| plans.first())
-                        .map_or(Duration::from_secs(10), |p| p.stop_grace);
-                    removals.push((info.id, model, reason, grace));
-                }
-            }
-        }
-
-        self.remove_all(removals, &mut report).await;
-
-        let starts = adopt.into_iter().map(|(model, slots)| {
-            let spec = wanted[&model].0.clone();
-            let adopted: Vec<(u32, InstanceId)> = (0..)
-                .zip(&slots)
-                .filter_map(|(replica, slot)| slot.as_ref().map(|i| (replica, i.id.clone())))
-                .collect();
-            async move {
-                let result = self.start_adopting(spec, slots).await;
-                (model, adopted, result)
-            }
-        });
-        for (model, adopted, result) in futures_util::future::join_all(starts).await {
-            match result {
-                Ok(()) => report
-                    .adopted
-                    .extend(adopted.into_iter().map(|(replica, instance)| Adoption {
-                        model: model.clone(),
-                        replica,
-                        instance,
-                    })),
-                Err(e) => report.failed.push(e),
-            }
-        }
-        report
-            .adopted
-            .sort_by(|a, b| (&a.model, a.replica).cmp(&(&b.model, b.replica)));
-        Ok(report)
-    }
-
-    /// Stops and removes what [`reconcile`](Self::reconcile) does not adopt, concurrently.
-    async fn remove_all(
-        &self,
-        removals: Vec<(InstanceId, Option<ModelId>, String, Duration)>,
-        report: &mut Reconciliation,
-    ) {
-        let removed = futures_util::future::join_all(removals.into_iter().map(
-            |(instance, model, reason, grace)| async move {
-                let result = self.shared.runtime.stop(&instance, grace).await;
-                (instance, model, reason, result)
-            },
-        ))
-        .await;
-        for (instance, model, reason, result) in removed {
-            match result {
-                Ok(()) => {
-                    tracing::info!(%instance, %reason, "removed an instance left by an earlier manager");
-                    if let Some(model) = &model {
-                        self.emit(
-                            model,
-                            EventKind::Removed {
-                                instance: instance.clone(),
-                                reason: reason.clone(),
-                            },
-                        );
-                    }
-                    report.removed.push(Removal {
-                        instance,
-                        model,
-                        reason,
-                    });
-                }
-                Err(source) => report.failed.push(SupervisorError::RemoveFailed {
-                    instance,
-                    reason,
-                    source,
-                }),
-            }
-        }
-    }
-
-    /// Whether `info` can be adopted, and as what; else why not.
-    fn judge(
-        info: &InstanceInfo,
-        model: Option<&ModelId>,
-        wanted: &HashMap<&ModelId, (&ModelSpec, Vec<LaunchPlan>)>,
-        adopt: &HashMap<ModelId, Vec<Option<Instance>>>,
-    ) -> Result<(ModelId, usize, http::Uri), String> {
-        let Some(model) = model else {
-            return Err(format!(
-                "its {} label is missing or invalid",
-                labels::MODEL_ID
-            ));
-        };
-        let Some((_, plans)) = wanted.get(model) else {
-            return Err(format!("model {model} is not configured"));
-        };
-        if info.state != InstanceState::Running {
-            return Err(match info.state {
-                InstanceState::Exited(exit) => format!("it is not running (exited with {exit})"),
-                _ => "it is not running".to_owned(),
-            });
-        }
-        let replica = info
-            .labels
-            .get(labels::REPLICA)
-            .and_then(|r| r.parse::<usize>().ok())
-            .ok_or_else(|| format!("its {} label is missing or invalid", labels::REPLICA))?;
-        let Some(plan) = plans.get(replica) else {
-            return Err(format!(
-                "replica {replica} is beyond the {} configured",
-                plans.len()
-            ));
-        };
-        if info.labels.get(labels::PLAN) != plan.labels.get(labels::PLAN) {
-            return Err("it was started from a different plan (the configuration changed)".into());
-        }
-        if adopt
-            .get(model)
-            .is_some_and(|slots| slots[replica].is_some())
-        {
-            return Err(format!(
-                "replica {replica} is already adopted from another instance"
-            ));
-        }
-        let base_url = info
-            .base_url
-            .clone()
-            .ok_or_else(|| "the runtime does not know its address".to_owned())?;
-        Ok((model.clone(), replica, base_url))
-    }
-
     /// Whether this supervisor is starting, running or stopping the model.
     fn is_active(&self, id: &ModelId) -> bool {
         self.slot(id)
@@ -971,63 +529,4 @@ pub(crate) fn set_state(shared: &Shared, slot: &Slot, to: ModelState) {
         }
         emit(shared, &slot.id, EventKind::StateChanged { from, to });
     }
-}
-
-/// The ports for a model's replicas: the engine's own port inside containers (each has its own
-/// network namespace), distinct free loopback ports for local processes.
-fn choose_ports(target: TargetKind, default_port: u16, replicas: u32) -> std::io::Result<Vec<u16>> {
-    if target != TargetKind::Process {
-        return Ok(vec![default_port; replicas as usize]);
-    }
-    // Hold every listener until all are bound, so the replicas get distinct ports.
-    let listeners = (0..replicas)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
-}
-
-/// Plans every replica of `spec` with `engine`, labelled for `owner`.
-fn plan_all(
-    target: TargetKind,
-    owner: &str,
-    spec: &ModelSpec,
-    engine: &dyn Engine,
-) -> Result<Vec<(LaunchPlan, crate::Diagnostics)>, SupervisorError> {
-    let ports =
-        choose_ports(target, engine.default_port(), spec.replicas.get()).map_err(|source| {
-            SupervisorError::Port {
-                model: spec.id.clone(),
-                source,
-            }
-        })?;
-    let mut plans = Vec::with_capacity(ports.len());
-    for (replica, port) in (0..).zip(ports) {
-        let cx = PlanContext::new(target, replica, port);
-        let planned = engine
-            .plan(spec, &cx)
-            .map_err(|source| SupervisorError::Plan {
-                model: spec.id.clone(),
-                source,
-            })?;
-        let mut plan = planned.plan;
-        plan.replica = replica;
-        if let Some(timeout) = spec.startup_timeout {
-            plan.health.startup_timeout = timeout;
-        }
-        let fingerprint = plan.fingerprint();
-        for (key, value) in [
-            (labels::MANAGED_BY, owner.to_owned()),
-            (labels::MODEL_ID, spec.id.to_string()),
-            (labels::REPLICA, replica.to_string()),
-            (labels::ENGINE, spec.engine.to_string()),
-            (labels::PLAN, fingerprint),
-        ] {
-            plan.labels.insert(key.to_owned(), value);
-        }
-        plans.push((plan, planned.warnings));
-    }
-    Ok(plans)
 }
