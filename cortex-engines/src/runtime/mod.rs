@@ -2,6 +2,7 @@
 
 #[cfg(feature = "docker")]
 mod docker;
+mod logs;
 mod process;
 
 #[cfg(feature = "docker")]
@@ -9,10 +10,8 @@ mod process;
 pub use docker::{DockerRuntime, DockerRuntimeBuilder};
 pub use process::{ProcessRuntime, ProcessRuntimeBuilder, StateDirError};
 
-use std::collections::VecDeque;
-
-use cortex_core::{Exit, InstanceId, LogLine, LogStream, RuntimeError};
-use tokio::sync::{broadcast, watch};
+use cortex_core::{Exit, InstanceId, RuntimeError};
+use tokio::sync::watch;
 
 /// Waits for the exit an instance's watcher records; a watcher dropped first (the instance was
 /// stopped and removed meanwhile) means the instance is gone.
@@ -26,30 +25,4 @@ pub(crate) async fn wait_exit(
             instance: id.clone(),
         }),
     }
-}
-
-/// The last `n` lines of a ring buffer, oldest first.
-pub(crate) fn tail(lines: &VecDeque<LogLine>, n: usize) -> Vec<LogLine> {
-    lines
-        .iter()
-        .skip(lines.len().saturating_sub(n))
-        .cloned()
-        .collect()
-}
-
-/// A live log stream from a broadcast subscription (`None`: the instance exited, nothing more
-/// comes). A slow follower skips lines rather than holding the instance back.
-pub(crate) fn live_stream(rx: Option<broadcast::Receiver<LogLine>>) -> LogStream {
-    let Some(rx) = rx else {
-        return Box::pin(futures_util::stream::empty());
-    };
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(line) => return Some((line, rx)),
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }))
 }

@@ -1,16 +1,20 @@
 //! [`DockerRuntime`]: plans run as containers on a Docker Engine, through bollard.
 
+mod connect;
+mod error;
+mod follow;
 mod spec;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+pub use connect::DockerRuntimeBuilder;
+
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummaryStateEnum,
@@ -18,17 +22,20 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use cortex_core::plan::labels;
 use cortex_core::{
     BoxError, Exit, Instance, InstanceId, InstanceInfo, InstanceState, LaunchPlan, LogLine,
-    LogSource, LogStream, Runtime, RuntimeError, Target, TargetKind,
+    LogStream, Runtime, RuntimeError, Target, TargetKind,
 };
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
+
+use self::error::{CallError, call_message, message, operation_error, status};
+use self::follow::{Framer, follow_container, push};
+use crate::runtime::logs::LogRing;
 
 /// The Docker API version Cortex needs at least: Docker Engine 20.10.
 const MIN_API: (usize, usize) = (1, 41);
@@ -89,7 +96,7 @@ struct Inner {
 
 /// A container whose output is being followed.
 struct Tracked {
-    logs: Arc<LogBuffer>,
+    logs: Arc<LogRing>,
     exit: watch::Receiver<Option<Exit>>,
     follower: AbortHandle,
 }
@@ -97,144 +104,6 @@ struct Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         self.follower.abort();
-    }
-}
-
-/// The last lines of one container and the live stream of new ones.
-struct LogBuffer {
-    lines: Mutex<VecDeque<LogLine>>,
-    /// Dropped when the container exits, which ends every follower's stream.
-    live: Mutex<Option<broadcast::Sender<LogLine>>>,
-    capacity: usize,
-}
-
-/// bollard's own timeout covers every call of the client, long stops included; ours are per call,
-/// so its is set out of the way.
-const NO_TIMEOUT: u64 = 365 * 24 * 3600;
-
-/// The Docker Engine's address as the Docker CLI finds it: `DOCKER_HOST` when set (a `unix://`
-/// socket or a `tcp://` address), else the default socket.
-fn docker_host(env: Option<String>) -> String {
-    env.filter(|h| !h.trim().is_empty())
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
-}
-
-/// Builds a [`DockerRuntime`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct DockerRuntimeBuilder {
-    host: Option<String>,
-    publish_ip: IpAddr,
-    call_timeout: Duration,
-    log_lines: usize,
-}
-
-// === impl DockerRuntimeBuilder ===
-
-impl DockerRuntimeBuilder {
-    /// The Docker Engine to use, as `unix:///path/to/docker.sock` or `tcp://host:port` (without
-    /// TLS); default: `DOCKER_HOST` as the Docker CLI reads it, else
-    /// `unix:///var/run/docker.sock`.
-    pub fn host(mut self, host: impl Into<String>) -> Self {
-        self.host = Some(host.into());
-        self
-    }
-
-    /// The host address engine ports are published on (default 127.0.0.1: only this machine can
-    /// reach the engines, and the gateway in front of them).
-    pub fn publish_ip(mut self, ip: IpAddr) -> Self {
-        self.publish_ip = ip;
-        self
-    }
-
-    /// The limit of each Docker call but the waits for an exit (default 30 s). A stop is given the
-    /// plan's grace period on top of it.
-    pub fn call_timeout(mut self, timeout: Duration) -> Self {
-        self.call_timeout = timeout;
-        self
-    }
-
-    /// How many recent log lines each instance keeps (default 1,000).
-    pub fn log_lines(mut self, n: usize) -> Self {
-        self.log_lines = n.max(1);
-        self
-    }
-
-    /// Connects: checks the socket, agrees on an API version, and refuses engines older than
-    /// Docker 20.10 (API 1.41).
-    ///
-    /// # Errors
-    ///
-    /// [`RuntimeError::Unavailable`] when the socket is missing, the engine does not answer, or
-    /// it is too old; the message says which and at what address.
-    pub async fn connect(self) -> Result<DockerRuntime, RuntimeError> {
-        let host = self
-            .host
-            .unwrap_or_else(|| docker_host(std::env::var("DOCKER_HOST").ok()));
-        let unavailable = |what: String, source: BoxError| RuntimeError::Unavailable {
-            context: format!("cannot use the Docker Engine at {host}: {what}"),
-            source,
-        };
-        let docker = if let Some(path) = host.strip_prefix("unix://") {
-            if !std::path::Path::new(path).exists() {
-                return Err(unavailable(
-                    "the socket does not exist; is Docker installed and its daemon running?".into(),
-                    format!("{path}: no such file").into(),
-                ));
-            }
-            Docker::connect_with_unix(&host, NO_TIMEOUT, bollard::API_DEFAULT_VERSION)
-                .map_err(|e| unavailable("cannot open the socket".into(), e.into()))?
-        } else if host.starts_with("tcp://") || host.starts_with("http://") {
-            if std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty()) {
-                return Err(unavailable(
-                    "DOCKER_TLS_VERIFY asks for TLS, which this runtime does not speak; use a \
-                     unix socket, or a tcp:// address reached without TLS (an SSH tunnel)"
-                        .into(),
-                    "TLS not supported".into(),
-                ));
-            }
-            Docker::connect_with_http(&host, NO_TIMEOUT, bollard::API_DEFAULT_VERSION)
-                .map_err(|e| unavailable("cannot use the address".into(), e.into()))?
-        } else {
-            return Err(unavailable(
-                "only unix:// sockets and tcp:// addresses are supported".into(),
-                "unsupported address".into(),
-            ));
-        };
-        let docker = tokio::time::timeout(self.call_timeout, docker.negotiate_version())
-            .await
-            .map_err(|_| {
-                unavailable(
-                    format!("no answer within {:?}", self.call_timeout),
-                    "timed out".into(),
-                )
-            })?
-            .map_err(|e| {
-                unavailable(
-                    "it did not answer (is this user allowed to use the socket?)".into(),
-                    e.into(),
-                )
-            })?;
-        let version = docker.client_version();
-        if (version.major_version, version.minor_version) < MIN_API {
-            return Err(unavailable(
-                format!(
-                    "it speaks Docker API {}.{}; Cortex needs {}.{} (Docker 20.10) or newer",
-                    version.major_version, version.minor_version, MIN_API.0, MIN_API.1
-                ),
-                "too old".into(),
-            ));
-        }
-        Ok(DockerRuntime {
-            inner: Arc::new(Inner {
-                docker,
-                host,
-                publish_ip: self.publish_ip,
-                call_timeout: self.call_timeout,
-                log_lines: self.log_lines,
-                tracked: Mutex::new(HashMap::new()),
-            }),
-        })
     }
 }
 
@@ -253,12 +122,7 @@ impl DockerRuntime {
 
     /// A builder.
     pub fn builder() -> DockerRuntimeBuilder {
-        DockerRuntimeBuilder {
-            host: None,
-            publish_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            call_timeout: Duration::from_secs(30),
-            log_lines: 1000,
-        }
+        DockerRuntimeBuilder::new()
     }
 
     /// Creates the container of `plan` without starting it, and returns its id: for looking at
@@ -440,11 +304,7 @@ impl DockerRuntime {
 
     /// Starts following `id`'s output and exit.
     async fn track(&self, id: &InstanceId) -> Arc<Tracked> {
-        let logs = Arc::new(LogBuffer {
-            lines: Mutex::new(VecDeque::new()),
-            live: Mutex::new(Some(broadcast::channel(1024).0)),
-            capacity: self.inner.log_lines,
-        });
+        let logs = Arc::new(LogRing::new(self.inner.log_lines));
         // What Docker kept so far, then everything after it.
         let backlog = LogsOptionsBuilder::new()
             .stdout(true)
@@ -460,13 +320,13 @@ impl DockerRuntime {
         loop {
             tokio::select! {
                 item = lines.next() => match item {
-                    Some(Ok(output)) => framer.feed(output, |l| logs.push(l, &mut last)),
+                    Some(Ok(output)) => framer.feed(output, |l| push(&logs, l, &mut last)),
                     _ => break,
                 },
                 () = &mut deadline => break,
             }
         }
-        framer.finish(|l| logs.push(l, &mut last));
+        framer.finish(|l| push(&logs, l, &mut last));
 
         let (exit_tx, exit) = watch::channel(None);
         let follower = tokio::spawn(follow_container(
@@ -610,26 +470,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn logs(&self, id: &InstanceId, tail: usize) -> Result<Vec<LogLine>, RuntimeError> {
-        let tracked = self.tracked(id).await?;
-        let lines = tracked
-            .logs
-            .lines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Ok(super::tail(&lines, tail))
+        Ok(self.tracked(id).await?.logs.tail(tail))
     }
 
     async fn follow(&self, id: &InstanceId) -> Result<LogStream, RuntimeError> {
-        let rx = self
-            .tracked(id)
-            .await?
-            .logs
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(broadcast::Sender::subscribe);
-        Ok(super::live_stream(rx))
+        Ok(self.tracked(id).await?.logs.follow())
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {
@@ -720,149 +565,6 @@ impl Runtime for DockerRuntime {
     }
 }
 
-/// Follows a container's output into `logs` until it ends, then records how it exited.
-async fn follow_container(
-    docker: Docker,
-    id: InstanceId,
-    logs: Arc<LogBuffer>,
-    mut last: Option<String>,
-    exit_tx: watch::Sender<Option<Exit>>,
-) {
-    // Lines already loaded come again (the tail overlaps); their timestamps skip them.
-    let options = LogsOptionsBuilder::new()
-        .follow(true)
-        .stdout(true)
-        .stderr(true)
-        .timestamps(true)
-        .tail(&logs.capacity.to_string())
-        .build();
-    let seen = last.clone();
-    let mut stream = docker.logs(id.as_str(), Some(options));
-    let mut framer = Framer::default();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(output) => framer.feed(output, |line| {
-                if seen.as_ref().is_none_or(|s| line.0 > *s) {
-                    logs.push(line, &mut last);
-                }
-            }),
-            Err(e) => {
-                tracing::debug!(instance = %id, error = %e, "log stream ended");
-                break;
-            }
-        }
-    }
-    framer.finish(|line| logs.push(line, &mut last));
-
-    let wait = WaitContainerOptionsBuilder::new()
-        .condition("not-running")
-        .build();
-    let exit = match docker.wait_container(id.as_str(), Some(wait)).next().await {
-        Some(Ok(response)) => Exit::code(i32::try_from(response.status_code).unwrap_or(i32::MAX)),
-        Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
-            Exit::code(i32::try_from(code).unwrap_or(i32::MAX))
-        }
-        _ => Exit::unknown(),
-    };
-    let oom = docker
-        .inspect_container(
-            id.as_str(),
-            None::<bollard::query_parameters::InspectContainerOptions>,
-        )
-        .await
-        .ok()
-        .and_then(|i| i.state)
-        .and_then(|s| s.oom_killed)
-        .unwrap_or(false);
-    if oom {
-        logs.push(
-            (
-                String::new(),
-                LogLine::new(
-                    LogSource::Stderr,
-                    "[cortex] the container was killed for lack of memory (Docker reports OOMKilled)",
-                ),
-            ),
-            &mut last,
-        );
-    }
-    *logs.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
-    let _ = exit_tx.send(Some(exit));
-}
-
-// === impl LogBuffer ===
-
-impl LogBuffer {
-    /// Keeps a `(timestamp, line)` and sends it to live followers.
-    fn push(&self, (stamp, line): (String, LogLine), last: &mut Option<String>) {
-        if !stamp.is_empty() {
-            *last = Some(stamp);
-        }
-        {
-            let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-            if lines.len() == self.capacity {
-                lines.pop_front();
-            }
-            lines.push_back(line.clone());
-        }
-        if let Some(live) = &*self.live.lock().unwrap_or_else(PoisonError::into_inner) {
-            let _ = live.send(line);
-        }
-    }
-}
-
-/// Turns Docker's log frames into whole lines, each with the timestamp Docker put before it (fixed
-/// width RFC 3339 with nanoseconds, so timestamps order as strings). A frame usually holds one
-/// line; a long line may come in several frames, and a last line may lack its newline.
-#[derive(Default)]
-struct Framer {
-    partial: [Vec<u8>; 2],
-}
-
-impl Framer {
-    fn feed(&mut self, output: LogOutput, mut emit: impl FnMut((String, LogLine))) {
-        let (source, message) = match output {
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                (LogSource::Stdout, message)
-            }
-            LogOutput::StdErr { message } => (LogSource::Stderr, message),
-            LogOutput::StdIn { .. } => return,
-        };
-        let buf = &mut self.partial[usize::from(source == LogSource::Stderr)];
-        buf.extend_from_slice(&message);
-        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=end).collect();
-            emit(split_stamp(source, &line[..end]));
-        }
-    }
-
-    fn finish(&mut self, mut emit: impl FnMut((String, LogLine))) {
-        for (i, buf) in self.partial.iter_mut().enumerate() {
-            if !buf.is_empty() {
-                let source = if i == 0 {
-                    LogSource::Stdout
-                } else {
-                    LogSource::Stderr
-                };
-                emit(split_stamp(source, buf));
-                buf.clear();
-            }
-        }
-    }
-}
-
-/// Splits `2026-11-21T22:07:33.123456789Z text` into the timestamp and the line.
-fn split_stamp(source: LogSource, raw: &[u8]) -> (String, LogLine) {
-    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-    let text = String::from_utf8_lossy(raw);
-    match text.split_once(' ') {
-        Some((stamp, rest)) if stamp.len() >= 20 && stamp.as_bytes()[4] == b'-' => {
-            (stamp.to_owned(), LogLine::new(source, rest))
-        }
-        _ => (String::new(), LogLine::new(source, text.into_owned())),
-    }
-}
-
 /// The host port Docker published for the container's `port`.
 fn host_port(info: &ContainerInspectResponse, port: u16) -> Option<u16> {
     info.network_settings
@@ -902,57 +604,15 @@ fn url_host(ip: IpAddr) -> String {
     }
 }
 
-/// A Docker call that failed or timed out.
-#[derive(Debug, thiserror::Error)]
-enum CallError {
-    #[error(transparent)]
-    Docker(DockerError),
-    #[error("Docker did not answer {what} within {limit:?}")]
-    TimedOut { what: &'static str, limit: Duration },
-}
-
-fn status(e: &CallError) -> Option<u16> {
-    match e {
-        CallError::Docker(DockerError::DockerResponseServerError { status_code, .. }) => {
-            Some(*status_code)
-        }
-        _ => None,
-    }
-}
-
-/// Docker's own message, when it sent one.
-fn message(e: &CallError) -> &str {
-    match e {
-        CallError::Docker(DockerError::DockerResponseServerError { message, .. }) => message,
-        _ => "",
-    }
-}
-
-fn call_message(e: &CallError) -> String {
-    match e {
-        CallError::Docker(DockerError::DockerResponseServerError { message, .. }) => {
-            message.clone()
-        }
-        other => other.to_string(),
-    }
-}
-
-fn operation_error(operation: &'static str, id: &InstanceId, e: CallError) -> RuntimeError {
-    if status(&e) == Some(404) {
-        return RuntimeError::NotFound {
-            instance: id.clone(),
-        };
-    }
-    RuntimeError::Operation {
-        operation,
-        instance: id.clone(),
-        source: Box::new(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+
+    use bollard::container::LogOutput;
+    use cortex_core::LogSource;
+
+    use self::connect::docker_host;
 
     #[test]
     fn docker_host_is_read_as_the_docker_cli_reads_it() {

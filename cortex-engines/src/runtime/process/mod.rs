@@ -5,7 +5,7 @@ mod state;
 
 pub use state::StateDirError;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,8 +21,9 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
+use super::logs::{Lines, LogRing, line};
 use state::{Record, StateDir};
 
 /// How often an engine this process did not start (found in the state directory) is checked for
@@ -104,9 +105,8 @@ struct Child {
     /// the engine's and the group is signalled as a whole (checked and set under this lock).
     gone: Mutex<bool>,
     labels: BTreeMap<String, String>,
-    logs: Mutex<VecDeque<LogLine>>,
-    /// Dropped when the process exits, which ends every follower's stream.
-    live: Mutex<Option<broadcast::Sender<LogLine>>>,
+    /// Closed when the process's output ends, which ends every follower's stream.
+    logs: LogRing,
     exit: watch::Receiver<Option<Exit>>,
 }
 
@@ -242,7 +242,6 @@ impl ProcessRuntime {
             return;
         };
         let (exit_tx, exit) = watch::channel((!alive).then(Exit::unknown));
-        let (live, _) = broadcast::channel(1024);
         let child = Arc::new(Child {
             pid: record.pid,
             start_ticks: record.start_ticks,
@@ -250,16 +249,14 @@ impl ProcessRuntime {
             own: false,
             gone: Mutex::new(!alive || record.boot_id != self.inner.boot_id),
             labels: record.labels,
-            logs: Mutex::new(VecDeque::new()),
-            live: Mutex::new(Some(live.clone())),
+            logs: LogRing::new(self.inner.log_lines),
             exit,
         });
         tracing::info!(instance = %id, pid = record.pid, alive, "found an engine an earlier manager started");
         if let Some(paths) = record.logs {
-            tokio::spawn(tail_files(paths, child.clone(), live, self.inner.log_lines));
+            tokio::spawn(tail_files(paths, child.clone()));
         } else {
-            drop(live);
-            *child.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            child.logs.close();
         }
         if alive {
             let watched = child.clone();
@@ -435,7 +432,6 @@ impl Runtime for ProcessRuntime {
             .parse()
             .map_err(|e: http::uri::InvalidUri| start_error(e.into()))?;
 
-        let (live, _) = broadcast::channel(1024);
         let (exit_tx, exit) = watch::channel(None);
         let record = Arc::new(Child {
             pid,
@@ -444,8 +440,7 @@ impl Runtime for ProcessRuntime {
             own: true,
             gone: Mutex::new(false),
             labels: plan.labels.clone(),
-            logs: Mutex::new(VecDeque::new()),
-            live: Mutex::new(Some(live.clone())),
+            logs: LogRing::new(self.inner.log_lines),
             exit,
         });
 
@@ -459,37 +454,23 @@ impl Runtime for ProcessRuntime {
             }
         };
 
-        let capacity = self.inner.log_lines;
         if let Some(paths) = logs {
-            tokio::spawn(tail_files(paths, record.clone(), live, capacity));
+            tokio::spawn(tail_files(paths, record.clone()));
         } else {
             let stdout = child
                 .stdout
                 .take()
-                .map(tokio::process::ChildStdout::from_std);
+                .and_then(|o| tokio::process::ChildStdout::from_std(o).ok());
             let stderr = child
                 .stderr
                 .take()
-                .map(tokio::process::ChildStderr::from_std);
+                .and_then(|e| tokio::process::ChildStderr::from_std(e).ok());
             let pumped = record.clone();
             tokio::spawn(async move {
-                let out = pump(
-                    stdout.and_then(Result::ok),
-                    LogSource::Stdout,
-                    &pumped,
-                    &live,
-                    capacity,
-                );
-                let err = pump(
-                    stderr.and_then(Result::ok),
-                    LogSource::Stderr,
-                    &pumped,
-                    &live,
-                    capacity,
-                );
+                let out = pump(stdout, LogSource::Stdout, &pumped);
+                let err = pump(stderr, LogSource::Stderr, &pumped);
                 tokio::join!(out, err);
-                drop(live);
-                *pumped.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                pumped.logs.close();
             });
         }
         tokio::spawn(watch_child(child, record.clone(), exit_tx));
@@ -512,20 +493,11 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn logs(&self, id: &InstanceId, tail: usize) -> Result<Vec<LogLine>, RuntimeError> {
-        let child = self.child(id)?;
-        let logs = child.logs.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(super::tail(&logs, tail))
+        Ok(self.child(id)?.logs.tail(tail))
     }
 
     async fn follow(&self, id: &InstanceId) -> Result<LogStream, RuntimeError> {
-        let rx = self
-            .child(id)?
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(broadcast::Sender::subscribe);
-        Ok(super::live_stream(rx))
+        Ok(self.child(id)?.logs.follow())
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {
@@ -669,68 +641,31 @@ fn exit_of(status: std::process::ExitStatus) -> Exit {
     }
 }
 
-/// Reads `stream` line by line (lossy UTF-8) into the child's ring buffer and live stream.
-async fn pump(
-    stream: Option<impl AsyncRead + Unpin>,
-    source: LogSource,
-    child: &Child,
-    live: &broadcast::Sender<LogLine>,
-    capacity: usize,
-) {
+/// Reads `stream` line by line (lossy UTF-8) into the child's log.
+async fn pump(stream: Option<impl AsyncRead + Unpin>, source: LogSource, child: &Child) {
     let Some(stream) = stream else { return };
     let mut lines = BufReader::new(stream).split(b'\n');
     while let Ok(Some(bytes)) = lines.next_segment().await {
-        child.push(source, &bytes, live, capacity);
-    }
-}
-
-impl Child {
-    /// Keeps one line of output (lossy UTF-8, without its `\r`), and sends it to followers.
-    fn push(
-        &self,
-        source: LogSource,
-        bytes: &[u8],
-        live: &broadcast::Sender<LogLine>,
-        capacity: usize,
-    ) {
-        let text = String::from_utf8_lossy(bytes.strip_suffix(b"\r").unwrap_or(bytes)).into_owned();
-        let entry = LogLine::new(source, text);
-        {
-            let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
-            if logs.len() == capacity {
-                logs.pop_front();
-            }
-            logs.push_back(entry.clone());
-        }
-        let _ = live.send(entry);
+        child.logs.push(line(source, &bytes));
     }
 }
 
 /// Follows the log files of an engine that may outlive its manager, until it exits: new lines
 /// every [`POLL`], a file read past [`LOG_FILE_LIMIT`] emptied (the engine appends, so it goes on
 /// writing at the new end).
-async fn tail_files(
-    paths: [PathBuf; 2],
-    child: Arc<Child>,
-    live: broadcast::Sender<LogLine>,
-    capacity: usize,
-) {
+async fn tail_files(paths: [PathBuf; 2], child: Arc<Child>) {
     let mut exit = child.exit.clone();
     let mut files = [
-        (&paths[0], LogSource::Stdout, 0_u64, Vec::new()),
-        (&paths[1], LogSource::Stderr, 0_u64, Vec::new()),
+        (&paths[0], LogSource::Stdout, 0_u64, Lines::default()),
+        (&paths[1], LogSource::Stderr, 0_u64, Lines::default()),
     ];
     loop {
         let done = exit.borrow().is_some();
-        for (path, source, offset, partial) in &mut files {
+        for (path, source, offset, lines) in &mut files {
             let Ok(bytes) = read_from(path, offset).await else {
                 continue;
             };
-            partial.extend_from_slice(&bytes);
-            while let Some(end) = partial.iter().position(|&b| b == b'\n') {
-                let bytes: Vec<u8> = partial.drain(..=end).collect();
-                child.push(*source, &bytes[..end], &live, capacity);
-            }
+            lines.feed(&bytes, |l| child.logs.push(line(*source, l)));
             if *offset > LOG_FILE_LIMIT
                 && std::fs::OpenOptions::new()
                     .write(true)
@@ -749,13 +684,10 @@ async fn tail_files(
             _ = exit.changed() => {}
         }
     }
-    for (_, source, _, partial) in &files {
-        if !partial.is_empty() {
-            child.push(*source, partial, &live, capacity);
-        }
+    for (_, source, _, lines) in &mut files {
+        lines.finish(|l| child.logs.push(line(*source, l)));
     }
-    drop(live);
-    *child.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    child.logs.close();
 }
 
 /// What was appended to `path` since `offset` (from the start if the file was emptied), moving
