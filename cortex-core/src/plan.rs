@@ -259,7 +259,7 @@ impl LaunchPlan {
     ///     HealthSpec::new("/health"),
     /// );
     /// plan.args = vec!["-m".into(), "/models/my model.gguf".into(), "--alias".into(), "it's".into()];
-    /// assert_eq!(plan.command_line(), r#"llama-server -m '/models/my model.gguf' --alias 'it'\''s'"#);
+    /// assert_eq!(plan.command_line(), r#"llama-server -m '/models/my model.gguf' --alias "it's""#);
     /// ```
     pub fn command_line(&self) -> String {
         let head = match &self.target {
@@ -275,21 +275,18 @@ impl LaunchPlan {
     }
 }
 
-/// Quotes `s` for a POSIX shell when it holds anything but safe characters.
-fn shell_quote(s: &str) -> String {
-    let safe = !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'_' | b'.' | b'/' | b':' | b'=' | b',' | b'+' | b'@' | b'%'
-                )
-        });
-    if safe {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+/// `s` as one word for a POSIX shell: as it is when it needs no quoting, else quoted (the
+/// `shlex` crate's rules). A word with a NUL byte, which no command line can hold, is shown as a
+/// Rust string literal.
+///
+/// ```
+/// use cortex_core::plan::shell_quote;
+/// assert_eq!(shell_quote("-c"), "-c");
+/// assert_eq!(shell_quote("/models/my model.gguf"), "'/models/my model.gguf'");
+/// assert_eq!(shell_quote(""), "''");
+/// ```
+pub fn shell_quote(s: &str) -> String {
+    shlex::try_quote(s).map_or_else(|_| format!("{s:?}"), std::borrow::Cow::into_owned)
 }
 
 /// What a plan runs.

@@ -1,5 +1,6 @@
 //! [`preview`]: a plan as a person would type it in a shell.
 
+use cortex_core::plan::shell_quote as quote;
 use cortex_core::{GpuRequest, LaunchPlan, Target};
 
 /// Renders `plan` as a command line a person could run: for a process, its environment and command;
@@ -100,17 +101,5 @@ pub fn preview(plan: &LaunchPlan) -> String {
             parts.join(" ")
         }
         _ => plan.command_line(),
-    }
-}
-
-/// `s`, quoted for a POSIX shell when it needs it.
-fn quote(s: &str) -> String {
-    let safe = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,+@%".contains(&b));
-    if safe {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }

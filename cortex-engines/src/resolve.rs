@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use cortex_core::Diagnostic;
+use cortex_gguf::SplitName;
 
 /// What a model path resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +57,7 @@ pub fn resolve_gguf(
                     && p.extension()
                         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
                     && !name.starts_with("mmproj")
-                    && split_parts(p).is_none_or(|(_, no, _)| no == 1)
+                    && SplitName::parse(p).is_none_or(|n| n.number() == 1)
             })
             .collect();
         models.sort();
@@ -103,15 +104,14 @@ pub fn resolve_gguf(
 }
 
 fn resolve_file(path: &Path, field: &str) -> Result<ResolvedGguf, Diagnostic> {
-    let Some((prefix, _, count)) = split_parts(path) else {
+    let Some(name) = SplitName::parse(path) else {
         return Ok(ResolvedGguf {
             file: path.to_owned(),
             files: vec![path.to_owned()],
         });
     };
-    let files: Vec<PathBuf> = (1..=count)
-        .map(|no| PathBuf::from(format!("{prefix}-{no:05}-of-{count:05}.gguf")))
-        .collect();
+    let count = name.count();
+    let files: Vec<PathBuf> = (1..=count).map(|no| name.shard(no)).collect();
     let missing: Vec<String> = files
         .iter()
         .filter(|f| !f.is_file())
@@ -130,17 +130,4 @@ fn resolve_file(path: &Path, field: &str) -> Result<ResolvedGguf, Diagnostic> {
         file: files.first().cloned().unwrap_or_else(|| path.to_owned()),
         files,
     })
-}
-
-/// `(prefix, number, count)` of `PREFIX-0000N-of-0000M.gguf`.
-fn split_parts(path: &Path) -> Option<(String, u32, u32)> {
-    let s = path.to_str()?;
-    let stem = s.strip_suffix(".gguf")?;
-    let (rest, count) = stem.rsplit_once("-of-")?;
-    let (prefix, no) = rest.rsplit_once('-')?;
-    if no.len() != 5 || count.len() != 5 {
-        return None;
-    }
-    let (no, count) = (no.parse().ok()?, count.parse().ok()?);
-    (no >= 1 && no <= count).then(|| (prefix.to_owned(), no, count))
 }

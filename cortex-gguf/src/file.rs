@@ -149,7 +149,7 @@ impl GgufModel {
     /// Any [`OpenError`] of any shard, naming the shard.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
         let path = path.as_ref();
-        let Some((prefix, _, count)) = split_name(path) else {
+        let Some(name) = crate::SplitName::parse(path) else {
             let file = GgufFile::open(path)?;
             if let Ok(n) = file.gguf().get::<u32>("split.count") {
                 if n > 1 {
@@ -166,10 +166,11 @@ impl GgufModel {
                 rest: Vec::new(),
             });
         };
-        let first = shard_path(&prefix, 1, count);
+        let count = name.count();
+        let first = name.shard(1);
         let mut shards = Vec::new();
         for no in 1..=count {
-            let shard = shard_path(&prefix, no, count);
+            let shard = name.shard(no);
             if !shard.exists() {
                 return Err(OpenError::MissingShard {
                     first,
@@ -333,43 +334,5 @@ pub mod fuzzing {
             let count = u32::try_from(views.len()).unwrap_or(u32::MAX);
             let _ = super::check_split_set(&views, count);
         }
-    }
-}
-
-/// `(prefix, number, count)` of a `PREFIX-0000N-of-0000M.gguf` path.
-fn split_name(path: &Path) -> Option<(String, u32, u32)> {
-    let s = path.to_str()?;
-    let stem = s.strip_suffix(".gguf")?;
-    let (rest, count) = stem.rsplit_once("-of-")?;
-    let (prefix, no) = rest.rsplit_once('-')?;
-    let digits = |d: &str| d.len() == 5 && d.bytes().all(|b| b.is_ascii_digit());
-    if !digits(no) || !digits(count) {
-        return None;
-    }
-    let (no, count) = (no.parse().ok()?, count.parse().ok()?);
-    (no >= 1 && no <= count).then(|| (prefix.to_owned(), no, count))
-}
-
-fn shard_path(prefix: &str, no: u32, count: u32) -> PathBuf {
-    PathBuf::from(format!("{prefix}-{no:05}-of-{count:05}.gguf"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_names() {
-        assert_eq!(
-            split_name(Path::new("/m/qwen-00002-of-00009.gguf")),
-            Some(("/m/qwen".into(), 2, 9))
-        );
-        assert_eq!(split_name(Path::new("/m/qwen.gguf")), None);
-        assert_eq!(split_name(Path::new("/m/q-2-of-9.gguf")), None);
-        assert_eq!(split_name(Path::new("/m/q-00010-of-00009.gguf")), None);
-        assert_eq!(
-            shard_path("/m/q", 3, 12),
-            PathBuf::from("/m/q-00003-of-00012.gguf")
-        );
     }
 }

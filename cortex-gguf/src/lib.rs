@@ -74,6 +74,7 @@ mod file;
 mod gguf;
 mod info;
 mod inventory;
+mod split;
 mod types;
 mod writer;
 
@@ -91,5 +92,6 @@ pub use info::{FileType, ModelInfo, PerLayer, Rope, SwaPattern, ftype_name};
 #[cfg_attr(docsrs, doc(cfg(feature = "nvml")))]
 pub use inventory::NvmlInventory;
 pub use inventory::{Gpu, GpuInventory, InventoryError, StaticInventory};
+pub use split::SplitName;
 pub use types::{BlockLayout, GgmlType, ValueType};
 pub use writer::{GgufBuilder, OwnedValue};

@@ -29,6 +29,7 @@ impl LogRing {
     }
 
     /// How many lines it keeps.
+    #[cfg(feature = "docker")]
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }

@@ -176,7 +176,7 @@ fn every_setting_reaches_the_command_line() {
     for expected in [
         "-c 4096",
         "-ngl 20",
-        "-ts 3,1",
+        "-ts '3,1'",
         "-sm layer",
         "-mg 1",
         "-b 1024",
@@ -461,6 +461,17 @@ fn gguf_resolution() {
         "{}",
         e[0]
     );
+
+    // A name with a sign is not a shard's (llama.cpp writes five digits): the file itself, as
+    // cortex-gguf reads it too (one parser, `cortex_gguf::SplitName`).
+    let signed = Dir::new("signed", &["odd-+0001-of-00002.gguf"]);
+    let p = plan(
+        &spec(&signed.0.join("odd-+0001-of-00002.gguf"), ""),
+        TargetKind::Process,
+    )
+    .unwrap()
+    .plan;
+    assert!(p.args[1].ends_with("odd-+0001-of-00002.gguf"), "{}", p.args[1]);
 
     // A path that does not exist is planned as given (llama-server reports it), with a warning.
     let w = warnings(&spec(Path::new("/nope/missing.gguf"), ""));
