@@ -8,7 +8,7 @@
 //! Cortex owns).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use cortex_core::{
     plan::labels,
 };
 use cortex_engines::{DockerRuntime, HttpProbe, LlamaCppEngine};
+use cortex_testkit::gemma;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -30,23 +31,6 @@ use tokio::sync::Mutex;
 
 /// One test at a time.
 static SERIAL: Mutex<()> = Mutex::const_new(());
-
-fn cache() -> PathBuf {
-    std::env::var_os("CORTEX_CACHE").map_or_else(
-        || Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/cortex"),
-        PathBuf::from,
-    )
-}
-
-fn gemma() -> PathBuf {
-    let p = cache().join("models/gemma-3-270m-q4_k_m.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup (the README's test command does)",
-        p.display()
-    );
-    p
-}
 
 /// The runtime, or a failure that says what is missing.
 async fn runtime() -> DockerRuntime {

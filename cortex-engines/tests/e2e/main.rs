@@ -2,7 +2,7 @@
 //! 270M model, through the Supervisor with the llama.cpp engine, the process runtime and the HTTP
 //! probe.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,38 +12,15 @@ use cortex_core::{
     Runtime, Supervisor, SupervisorError,
 };
 use cortex_engines::{HttpProbe, LlamaCppEngine, ProcessRuntime};
+use cortex_testkit::{gemma, llama_server};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-fn cache() -> PathBuf {
-    std::env::var_os("CORTEX_CACHE").map_or_else(
-        || Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/cortex"),
-        PathBuf::from,
-    )
-}
-
-fn require(p: PathBuf) -> PathBuf {
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup (the README's test command does)",
-        p.display()
-    );
-    p
-}
-
-fn server() -> PathBuf {
-    require(cache().join("bin/llama-server-b11434"))
-}
-
-fn gemma() -> PathBuf {
-    require(cache().join("models/gemma-3-270m-q4_k_m.gguf"))
-}
-
 fn spec(id: &str, model: &Path, extra: &str) -> ModelSpec {
     let settings: EngineSettings = toml::from_str(&format!(
         "program = {:?}\nctx_size = 2048\nthreads = 2\n{extra}",
-        server().display().to_string()
+        llama_server().display().to_string()
     ))
     .unwrap();
     ModelSpec::new(

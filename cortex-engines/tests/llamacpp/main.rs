@@ -471,7 +471,11 @@ fn gguf_resolution() {
     )
     .unwrap()
     .plan;
-    assert!(p.args[1].ends_with("odd-+0001-of-00002.gguf"), "{}", p.args[1]);
+    assert!(
+        p.args[1].ends_with("odd-+0001-of-00002.gguf"),
+        "{}",
+        p.args[1]
+    );
 
     // A path that does not exist is planned as given (llama-server reports it), with a warning.
     let w = warnings(&spec(Path::new("/nope/missing.gguf"), ""));

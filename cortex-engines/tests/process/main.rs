@@ -247,13 +247,7 @@ async fn an_exit_is_seen_when_the_leader_exits_not_when_its_pipes_close() {
 
 /// Whether `pid` runs (a zombie nobody reaped does not).
 fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let state = s[s.rfind(')')? + 1..].split_whitespace().next()?.to_owned();
-            Some(state != "Z" && state != "X")
-        })
-        .unwrap_or(false)
+    u32::try_from(pid).is_ok_and(cortex_testkit::running)
 }
 
 /// The manager the manager-death tests run as a separate process (so that they can kill it):

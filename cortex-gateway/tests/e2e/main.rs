@@ -14,23 +14,8 @@ use cortex_core::{Endpoint, EngineKind, InMemoryRegistry, InstanceId, ModelId, R
 use cortex_gateway::GatewayBuilder;
 use cortex_gateway::auth::{ApiKey, InMemoryKeyStore};
 use cortex_gateway::sse::UsageSource;
+use cortex_testkit::{gemma, llama_server, python};
 use serde_json::Value;
-
-fn cache() -> PathBuf {
-    std::env::var_os("CORTEX_CACHE").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/cortex"),
-        PathBuf::from,
-    )
-}
-
-fn part(path: PathBuf) -> PathBuf {
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup (it installs llama-server, the model and the OpenAI SDK)",
-        path.display()
-    );
-    path
-}
 
 /// llama-server, killed on drop.
 struct Server(Child);
@@ -48,13 +33,8 @@ fn start_llama_server() -> (Server, u16) {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(part(cache().join("bin/llama-server-b11434")))
-        .args([
-            "-m",
-            part(cache().join("models/gemma-3-270m-q4_k_m.gguf"))
-                .to_str()
-                .unwrap(),
-        ])
+    let child = Command::new(llama_server())
+        .args(["-m", gemma().to_str().unwrap()])
         .args([
             "--host",
             "127.0.0.1",
@@ -97,7 +77,7 @@ async fn wait_healthy(port: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_through_the_gateway_to_llama_server() {
-    let python = part(cache().join("venv/bin/python"));
+    let python = python();
     let (_server, port) = start_llama_server();
     wait_healthy(port).await;
 
@@ -408,7 +388,7 @@ async fn only_the_openai_surface_and_allowed_paths_reach_llama_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_broken_mid_event_is_an_api_error_for_the_openai_sdk() {
     use support::upstream::{Action, Upstream, chunk};
-    let python = part(cache().join("venv/bin/python"));
+    let python = python();
     let upstream = Upstream::start(|_, _, _| Action::BreakMidEvent {
         events: vec![chunk("Hel"), chunk("lo")],
         partial: String::from(r#"{"id":"chatcmpl-1","object":"chat.comp"#),

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 #[path = "../support/mod.rs"]
 mod support;
+use cortex_testkit::{running, within};
 use support::{cache, interrupt, require, sdk_chat};
 
 /// Turns between the tests of this binary, which run two at a time: the quickstart compiles a
@@ -1350,29 +1351,6 @@ fn accept_errors_back_off_instead_of_spinning() {
         std::thread::sleep(Duration::from_millis(100));
     }
     interrupt(&mut child, "cortex serve");
-}
-
-/// Waits up to `limit` for `f`.
-fn within(limit: Duration, f: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-/// Whether `pid` runs (a zombie nobody reaped does not).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let state = s[s.rfind(')')? + 1..].split_whitespace().next()?.to_owned();
-            Some(state != "Z" && state != "X")
-        })
-        .unwrap_or(false)
 }
 
 /// Whether anything listens on loopback `port`.

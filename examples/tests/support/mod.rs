@@ -1,29 +1,13 @@
 //! What the `cli` and `compose` tests share: where `scripts/setup` put the real parts, the OpenAI
 //! SDK client, and Ctrl-C for a child process.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// `$CORTEX_CACHE`, default `~/.cache/cortex`.
-pub(crate) fn cache() -> PathBuf {
-    std::env::var_os("CORTEX_CACHE").map_or_else(
-        || Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/cortex"),
-        PathBuf::from,
-    )
-}
-
-/// `p`, which `scripts/setup` installs; panics saying so when it is missing.
-pub(crate) fn require(p: PathBuf) -> PathBuf {
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup (the README's test command does)",
-        p.display()
-    );
-    p
-}
+pub(crate) use cortex_testkit::{cache, require};
 
 /// A chat completion through `base` (no `/v1`) with the unmodified OpenAI Python SDK
 /// (`tests/cli/chat.py`): its JSON report.

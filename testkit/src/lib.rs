@@ -1,0 +1,103 @@
+//! What the tests of the Cortex crates share, so that no test file carries its own copy: where
+//! `scripts/setup` installed the real parts (llama-server, the model, the Python environment)
+//! and the repository's captured facts, and checks on processes.
+//!
+//! A dev-dependency of the workspace's crates only (`publish = false`); it depends on none of
+//! them, so any of them can use it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// `$CORTEX_CACHE`, default `~/.cache/cortex`: where `scripts/setup` installs the real parts.
+///
+/// # Panics
+///
+/// When neither `CORTEX_CACHE` nor `HOME` is set.
+pub fn cache() -> PathBuf {
+    std::env::var_os("CORTEX_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/cortex")))
+        .expect("neither CORTEX_CACHE nor HOME is set")
+}
+
+/// `path`, which `scripts/setup` installs.
+///
+/// # Panics
+///
+/// When it is missing, saying which command installs it.
+pub fn require(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup (the README's test command does) to install the test parts",
+        path.display()
+    );
+    path
+}
+
+/// The real Gemma 3 270M `Q4_K_M` model.
+pub fn gemma() -> PathBuf {
+    require(cache().join("models/gemma-3-270m-q4_k_m.gguf"))
+}
+
+/// The pinned llama-server build.
+pub fn llama_server() -> PathBuf {
+    require(cache().join("bin/llama-server-b11434"))
+}
+
+/// The Python of the test environment (the OpenAI SDK, the reference GGUF reader).
+pub fn python() -> PathBuf {
+    require(cache().join("venv/bin/python"))
+}
+
+/// The repository's `testdata/`: the engines' captures and tables (origin in testdata/README.md).
+pub fn testdata() -> PathBuf {
+    require(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata"))
+}
+
+/// Whether process `pid` runs: it exists and is not a zombie (a child nobody reaped, such as an
+/// orphan of a container's init that does not reap, still shows in `/proc`).
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s
+                .get(s.rfind(')')? + 1..)?
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// Whether `f` holds within `limit`, checking every 20 ms (blocking the thread).
+pub fn within(limit: Duration, f: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_runs_and_a_reaped_one_does_not() {
+        assert!(running(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        assert!(
+            within(Duration::from_secs(5), || !running(pid)),
+            "a zombie is not running"
+        );
+        child.wait().unwrap();
+        assert!(!running(pid));
+    }
+}
