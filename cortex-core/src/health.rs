@@ -39,6 +39,33 @@ pub struct HealthSpec {
     /// declares, which may probe the wrong port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
+    /// A request that must succeed once, after the health path first answers ready, before the
+    /// instance counts as ready: for engines whose health answer does not prove that generation
+    /// works (vLLM answers `/health` 200 before its first forward pass has run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<Warmup>,
+}
+
+/// A request an instance must answer with 2xx once before it is ready; see
+/// [`HealthSpec::warmup`]. A probe sends it as `POST path` with `body` as JSON, its `model` field
+/// set to the endpoint's served name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Warmup {
+    /// The path, such as `/v1/completions`.
+    pub path: String,
+    /// The JSON body, without `model`: `{"prompt": "Hello", "max_tokens": 1}`.
+    pub body: serde_json::Value,
+}
+
+impl Warmup {
+    /// A warm-up request: `POST path` with `body`.
+    pub fn new(path: impl Into<String>, body: serde_json::Value) -> Self {
+        Self {
+            path: path.into(),
+            body,
+        }
+    }
 }
 
 /// What a refused connection means while an engine starts.
@@ -65,7 +92,14 @@ impl HealthSpec {
             poll_interval: Duration::from_millis(250),
             max_poll_interval: Duration::from_secs(2),
             command: None,
+            warmup: None,
         }
+    }
+
+    /// Sets the warm-up request (see [`warmup`](Self::warmup)).
+    pub fn with_warmup(mut self, warmup: Warmup) -> Self {
+        self.warmup = Some(warmup);
+        self
     }
 
     /// Sets the in-instance health check command (see [`command`](Self::command)).

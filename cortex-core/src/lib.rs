@@ -94,7 +94,7 @@ pub mod test_util;
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use endpoint::Endpoint;
 pub use engine::{Engine, PlanContext, PlanError, Planned};
-pub use health::{HealthSpec, HealthStatus, Refused};
+pub use health::{HealthSpec, HealthStatus, Refused, Warmup};
 pub use id::{EngineKind, InstanceId, InvalidModelId, MODEL_ID_MAX_LEN, ModelId};
 pub use plan::{GpuRequest, LaunchPlan, Mount, Target, TargetKind};
 pub use probe::{DynHealthProbe, HealthProbe};

@@ -584,6 +584,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let limits = Limits {
         connections: Arc::new(Semaphore::new(server.max_connections.max(1))),
         header_read_timeout: server.header_read_timeout,
+        close: tokio_util::sync::CancellationToken::new(),
     };
     accept_until_signal(
         &listener,
@@ -596,7 +597,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     .await;
     // Stop accepting: the listeners close; requests and streams in flight go on.
     drop((listener, admin_listener));
-    drain_and_stop(&shared, graceful).await;
+    drain_and_stop(&shared, graceful, &limits.close).await;
     eprintln!("cortex: stopped");
     let failed = failures.load(Ordering::Relaxed);
     if failed > 0 {
@@ -706,20 +707,24 @@ async fn accept_until_signal(
 
 /// Lets requests in flight finish (up to `server.shutdown_grace`), then stops every engine; a
 /// second signal kills them at once.
-async fn drain_and_stop(shared: &Shared, graceful: GracefulShutdown) {
+async fn drain_and_stop(
+    shared: &Shared,
+    graceful: GracefulShutdown,
+    close: &tokio_util::sync::CancellationToken,
+) {
     let grace = shared.config.server.shutdown_grace;
-    eprintln!(
-        "cortex: draining requests in flight (up to {} s; Ctrl-C again to stop now)",
-        grace.as_secs()
-    );
+    let shown = humantime::format_duration(grace);
+    eprintln!("cortex: draining requests in flight (up to {shown}; Ctrl-C again to stop now)");
     let forced = tokio::select! {
         () = graceful.shutdown() => false,
         () = tokio::time::sleep(grace) => {
-            eprintln!("cortex: requests still in flight after {} s: stopping anyway", grace.as_secs());
+            eprintln!("cortex: requests still in flight after {shown}: closing them and stopping anyway");
             false
         }
         () = shutdown_signal() => true,
     };
+    // What is still open is cut now, so that no engine waits on a client that is not coming.
+    close.cancel();
     if forced {
         eprintln!("cortex: killing every engine");
         kill_all(shared).await;
@@ -761,6 +766,9 @@ impl Backoff {
 struct Limits {
     connections: Arc<Semaphore>,
     header_read_timeout: Duration,
+    /// Cancelled when the drain is over: connections still open are closed before the engines
+    /// are stopped (vLLM does not exit on SIGTERM while a client of a stream stays connected).
+    close: tokio_util::sync::CancellationToken,
 }
 
 /// The answer to a connection over `server.max_connections`: whole, then the connection closes.
@@ -823,8 +831,12 @@ impl Limits {
             .header_read_timeout(self.header_read_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
+        let close = self.close.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
+            tokio::select! {
+                _ = connection => {}
+                () = close.cancelled() => {}
+            }
             drop(permit);
         });
     }

@@ -5,7 +5,9 @@
 //! A dev-dependency of the workspace's crates only (`publish = false`); it depends on none of
 //! them, so any of them can use it.
 
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `$CORTEX_CACHE`, default `~/.cache/cortex`: where `scripts/setup` installs the real parts.
@@ -71,7 +73,7 @@ pub fn running(pid: u32) -> bool {
 }
 
 /// Whether `f` holds within `limit`, checking every 20 ms (blocking the thread).
-pub fn within(limit: Duration, f: impl Fn() -> bool) -> bool {
+pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if f() {
@@ -82,6 +84,39 @@ pub fn within(limit: Duration, f: impl Fn() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A loopback port free now (bound, then released).
+///
+/// # Panics
+///
+/// When no port can be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Copies `from` line by line into a shared string as it comes (and, prefixed, to the test's
+/// stderr): a child's output, readable while it runs.
+pub fn collect(
+    from: impl std::io::Read + Send + 'static,
+    prefix: &'static str,
+) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let copy = Arc::clone(&text);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            eprintln!("{prefix}| {line}");
+            let mut text = copy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
 }
 
 #[cfg(test)]

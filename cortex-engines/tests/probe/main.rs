@@ -1,5 +1,6 @@
-//! The HTTP probe against a loopback server replaying llama-server's real answers
-//! (`testdata/llama-server-captures/01_health.txt` and the loading body of `llama-server.md`).
+//! The HTTP probe against loopback servers replaying the engines' real answers: llama-server's
+//! (`testdata/llama-server-captures/01_health.txt`, the loading body of `llama-server.md`) and
+//! vLLM's (`testdata/vllm-0.32.0/cpu/captures/run8_uni`: health and a completion, for the warm-up).
 
 use std::path::Path;
 use std::time::Duration;
@@ -127,4 +128,100 @@ async fn ready_loading_down_refused_and_silent() {
             "no answer from http://127.0.0.1:{port}/health within 500 ms"
         ))
     );
+}
+
+/// vLLM's captured answer `NAME` (`testdata/vllm-0.32.0/cpu/captures/run8_uni`): its head as
+/// captured (CRLF) and its body.
+fn vllm_answer(name: &str) -> Vec<u8> {
+    let dir = facts().join("vllm-0.32.0/cpu/captures/run8_uni");
+    let head = std::fs::read_to_string(dir.join(format!("{name}.headers"))).unwrap();
+    let mut out = head.trim_end().to_owned().into_bytes();
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend(std::fs::read(dir.join(format!("{name}.body"))).unwrap());
+    out
+}
+
+/// A vLLM stand-in answering `GET /health` with vLLM's 200 and `POST /v1/completions` with its
+/// captured completion once `warm` is set (a 500 before, as a vLLM whose engine cannot run yet
+/// answers); it records the body of every completion request.
+async fn vllm_like(
+    warm: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    posts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let (warm, posts) = (warm.clone(), posts.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let answer = if request.starts_with("GET /health") {
+                    vllm_answer("health")
+                } else if request.starts_with("POST /v1/completions") {
+                    let body = request.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+                    posts.lock().unwrap().push(body);
+                    if warm.load(std::sync::atomic::Ordering::SeqCst) {
+                        vllm_answer("completions")
+                    } else {
+                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n".to_vec()
+                    }
+                } else {
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_vec()
+                };
+                let _ = socket.write_all(&answer).await;
+            });
+        }
+    });
+    port
+}
+
+/// With a warm-up, a health 200 is ready only once the warm-up completion was answered 2xx
+/// (until then loading, saying why); the request names the served model; an instance is warmed
+/// up once. Without one, no completion is ever sent.
+#[tokio::test]
+async fn a_warm_up_completion_must_succeed_before_ready() {
+    let warm = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let posts = std::sync::Arc::default();
+    let port = vllm_like(warm.clone(), std::sync::Arc::clone(&posts)).await;
+    let probe = HttpProbe::default();
+    let spec = HealthSpec::new("/health").with_warmup(cortex_core::Warmup::new(
+        "/v1/completions",
+        serde_json::json!({"prompt": "Hello", "max_tokens": 1}),
+    ));
+    let ep = endpoint(port);
+
+    let status = probe.probe(&ep, &spec).await;
+    let HealthStatus::Loading {
+        detail: Some(detail),
+    } = &status
+    else {
+        panic!("{status:?}");
+    };
+    assert!(
+        detail.contains("warm-up request to") && detail.contains("answered 500"),
+        "{detail}"
+    );
+    warm.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(probe.probe(&ep, &spec).await, HealthStatus::Ready);
+    assert_eq!(probe.probe(&ep, &spec).await, HealthStatus::Ready);
+    let sent = posts.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "warmed up once, after one failure: {sent:?}");
+    let body: serde_json::Value = serde_json::from_str(&sent[1]).unwrap();
+    assert_eq!(body["model"], ep.served_name.to_string());
+    assert_eq!(body["max_tokens"], 1);
+
+    // Without a warm-up, the health answer alone decides.
+    let cold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let none = std::sync::Arc::default();
+    let port = vllm_like(cold, std::sync::Arc::clone(&none)).await;
+    assert_eq!(
+        probe
+            .probe(&endpoint(port), &HealthSpec::new("/health"))
+            .await,
+        HealthStatus::Ready
+    );
+    assert!(none.lock().unwrap().is_empty());
 }

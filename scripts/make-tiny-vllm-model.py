@@ -1,0 +1,91 @@
+"""A tiny Llama model directory for vLLM, made offline: config, a byte-level BPE tokenizer trained
+here with a chat template, special tokens, generation config. No weights: vLLM serves it with
+`--load-format dummy` (random weights), so answers are noise but every code path is real.
+
+From ../shared/facts/vllm-0.32.0/cpu/make_tiny.py (the recipe the vLLM findings used), with one
+change: no `max_new_tokens` in generation_config.json (vLLM 0.32.0 made it the default
+`max_tokens`, silently capping answers at 16 tokens).
+
+usage: make-tiny-vllm-model.py DIR   (needs the `tokenizers` package: vLLM's venv has it)
+"""
+import json, os, sys
+from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, processors
+
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+
+special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+tok = Tokenizer(models.BPE())
+tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+tok.decoder = decoders.ByteLevel()
+tok.post_processor = processors.ByteLevel(trim_offsets=False)
+corpus = [
+    "Hello, world! How are you today?",
+    "The quick brown fox jumps over the lazy dog.",
+    "You are a helpful assistant. Answer the question briefly.",
+    "user assistant system message content role",
+    "0123456789 + - * / = ( ) [ ] { } < > , . ; : ' \" ! ?",
+] * 20
+trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=special,
+                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                              show_progress=False)
+tok.train_from_iterator(corpus, trainer)
+tok.save(os.path.join(out, "tokenizer.json"))
+vocab_n = tok.get_vocab_size()
+
+chat_template = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+tok_cfg = {
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "bos_token": None,
+    "eos_token": "<|im_end|>",
+    "pad_token": "<|endoftext|>",
+    "unk_token": None,
+    "model_max_length": 2048,
+    "clean_up_tokenization_spaces": False,
+    "add_bos_token": False,
+    "add_eos_token": False,
+    "chat_template": chat_template,
+    "added_tokens_decoder": {
+        str(tok.token_to_id(t)): {"content": t, "lstrip": False, "normalized": False,
+                                  "rstrip": False, "single_word": False, "special": True}
+        for t in special
+    },
+}
+json.dump(tok_cfg, open(os.path.join(out, "tokenizer_config.json"), "w"), indent=2)
+json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+          open(os.path.join(out, "special_tokens_map.json"), "w"), indent=2)
+
+eos = tok.token_to_id("<|im_end|>")
+pad = tok.token_to_id("<|endoftext|>")
+config = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "hidden_act": "silu",
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0,
+    "vocab_size": vocab_n,
+    "tie_word_embeddings": False,
+    "bos_token_id": pad,
+    "eos_token_id": eos,
+    "pad_token_id": pad,
+    "torch_dtype": "float32",
+    "attention_bias": False,
+    "mlp_bias": False,
+}
+
+json.dump(config, open(os.path.join(out, "config.json"), "w"), indent=2)
+json.dump({"bos_token_id": pad, "eos_token_id": eos, "pad_token_id": pad},
+          open(os.path.join(out, "generation_config.json"), "w"), indent=2)
+print("vocab", vocab_n, "eos", eos, "pad", pad)
