@@ -8,6 +8,7 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cortex_gateway::auth::KeyHash;
@@ -85,6 +86,27 @@ fn group(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// `cortex serve`, stopped (SIGTERM, then SIGKILL after 30 s) when the test ends, passed or not:
+/// a failed assertion must not leave it, and its vLLM, running.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        if !within(Duration::from_secs(30), || {
+            self.0.try_wait().ok().flatten().is_some()
+        }) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn curl(args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
@@ -96,6 +118,70 @@ fn curl(args: &[&str]) -> (u16, String) {
     (status.parse().unwrap_or(0), body.to_owned())
 }
 
+/// A `cortex serve` whose vLLM endpoint is registered.
+struct Started {
+    serve: Serve,
+    log: Arc<Mutex<String>>,
+    access: Arc<Mutex<String>>,
+    base: String,
+    path: PathBuf,
+    /// The vLLM instance's main process (its process group's leader).
+    pid: u32,
+    /// From `cortex serve` starting to the endpoint registered.
+    registered: Duration,
+}
+
+/// Starts `cortex serve` on the tiny model in `dir` and waits until its endpoint is registered
+/// (the health path and the warm-up answered), failing at once when the model fails.
+fn start(dir: &Path) -> Started {
+    let port = free_port();
+    let path = config(dir, port);
+    let began = Instant::now();
+    let mut serve = Serve(
+        Command::new(env!("CARGO_BIN_EXE_cortex"))
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = collect(serve.0.stderr.take().unwrap(), "serve");
+    let access = collect(serve.0.stdout.take().unwrap(), "access");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !curl(&[&format!("{base}/health")])
+        .1
+        .contains("\"ready\":true")
+    {
+        let failed = log.lock().unwrap().contains("cortex: tiny: failed");
+        let gone = serve.0.try_wait().unwrap().is_some();
+        assert!(
+            !failed && !gone && Instant::now() < deadline,
+            "vLLM never served:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let registered = began.elapsed();
+    let pid = log
+        .lock()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.split("tiny/0: started proc-").nth(1))
+        .and_then(|id| id.rsplit('-').next())
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the instance's pid");
+    Started {
+        serve,
+        log,
+        access,
+        base,
+        path,
+        pid,
+        registered,
+    }
+}
+
 #[test]
 #[allow(
     clippy::too_many_lines,
@@ -103,40 +189,15 @@ fn curl(args: &[&str]) -> (u16, String) {
 )]
 fn vllm_serves_through_the_gateway_and_stops_with_nothing_left() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = config(dir.path(), port);
-    let began = Instant::now();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_cortex"))
-        .args(["serve", "--config", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = collect(serve.stderr.take().unwrap(), "serve");
-    let access = collect(serve.stdout.take().unwrap(), "access");
-    let base = format!("http://127.0.0.1:{port}");
-
-    // Registered only after `/health` and one warm-up completion answered.
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let ready = loop {
-        if curl(&[&format!("{base}/health")])
-            .1
-            .contains("\"ready\":true")
-        {
-            break true;
-        }
-        let failed = log.lock().unwrap().contains("cortex: tiny: failed");
-        if failed || serve.try_wait().unwrap().is_some() || Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    };
-    let text = log.lock().unwrap().clone();
-    if !ready {
-        let _ = serve.kill();
-        panic!("vLLM never served:\n{text}");
-    }
-    let registered = began.elapsed();
+    let Started {
+        mut serve,
+        access,
+        base,
+        path,
+        pid,
+        registered,
+        ..
+    } = start(dir.path());
     eprintln!(
         "vLLM: registered {:.1} s after `cortex serve` began",
         registered.as_secs_f64()
@@ -164,12 +225,6 @@ fn vllm_serves_through_the_gateway_and_stops_with_nothing_left() {
             .unwrap()
             .contains("\"path\":\"/v1/completions\"")
     );
-    let pid: u32 = text
-        .lines()
-        .find_map(|l| l.split("tiny/0: started proc-").nth(1))
-        .and_then(|id| id.rsplit('-').next())
-        .and_then(|p| p.trim().parse().ok())
-        .expect("the instance's pid");
     assert!(running(pid));
 
     // The unmodified OpenAI SDK: usage exact with include_usage; without it, Cortex asked vLLM
@@ -247,11 +302,11 @@ fn vllm_serves_through_the_gateway_and_stops_with_nothing_left() {
     assert!(!members.is_empty());
     let term = Instant::now();
     Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
+        .args(["-TERM", &serve.0.id().to_string()])
         .status()
         .unwrap();
     let exited = within(Duration::from_secs(40), || {
-        serve.try_wait().unwrap().is_some()
+        serve.0.try_wait().unwrap().is_some()
     });
     assert!(
         exited,
@@ -283,4 +338,106 @@ fn vllm_serves_through_the_gateway_and_stops_with_nothing_left() {
         .filter(|n| n != "lock")
         .collect();
     assert!(leftover.is_empty(), "{leftover:?}");
+}
+
+/// The engine dies in the middle of a stream (its main process killed): the client's stream ends
+/// with an OpenAI-shaped `error` event rather than stalling or stopping mid-event, the model is
+/// failed with the engine's last lines, and nothing of vLLM's process group is left.
+#[test]
+fn an_engine_killed_mid_stream_fails_the_model_and_the_stream_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let Started {
+        mut serve,
+        log,
+        base,
+        path,
+        pid,
+        ..
+    } = start(dir.path());
+    let members = group(pid);
+
+    let auth = format!("authorization: Bearer {CLIENT}");
+    let mut stream = Command::new("curl")
+        .args(["-sN", "-H", &auth, "-H", "content-type: application/json", "-d"])
+        .arg(r#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":480,"stream":true,"ignore_eos":true}"#)
+        .arg(format!("{base}/v1/chat/completions"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 6];
+    stream
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut rest = String::from("data: ");
+    stream
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_to_string(&mut rest)
+        .unwrap();
+    assert!(stream.wait().unwrap().success());
+    let events: Vec<&str> = rest
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .collect();
+    let last = events.last().copied().unwrap_or_default();
+    if !last.contains("[DONE]") {
+        // Cut off: every event whole, the last an OpenAI-shaped error.
+        for event in &events {
+            let data = event
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("{event:?}"));
+            serde_json::from_str::<Value>(data).unwrap_or_else(|e| panic!("{e}: {data:?}"));
+        }
+        let error: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+        assert!(error["error"]["message"].is_string(), "{last}");
+    }
+
+    // The model is failed, with the engine's last lines; its whole group is gone.
+    let failed = within(Duration::from_secs(30), || {
+        log.lock().unwrap().contains("cortex: tiny: failed")
+    });
+    assert!(failed, "{}", log.lock().unwrap());
+    let out = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args(["models", "status", "tiny", "--config"])
+        .arg(&path)
+        .env("CORTEX_ADMIN_KEY", ADMIN)
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(
+        status["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exited"),
+        "{status}"
+    );
+    assert!(
+        within(Duration::from_secs(15), || group(pid).is_empty()),
+        "left: {:?}",
+        group(pid)
+    );
+    for member in members {
+        assert!(
+            !running(member),
+            "vLLM process {member} outlived its main process"
+        );
+    }
+    Command::new("kill")
+        .args(["-TERM", &serve.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(within(Duration::from_secs(30), || serve
+        .0
+        .try_wait()
+        .unwrap()
+        .is_some()));
 }
