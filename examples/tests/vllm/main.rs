@@ -118,6 +118,27 @@ fn curl(args: &[&str]) -> (u16, String) {
     (status.parse().unwrap_or(0), body.to_owned())
 }
 
+/// A 480-token chat stream through `base` (curl), once its first bytes (`data: `) were read.
+fn long_stream(base: &str) -> std::process::Child {
+    let mut stream = Command::new("curl")
+        .args(["-sN", "-H", &format!("authorization: Bearer {CLIENT}")])
+        .args(["-H", "content-type: application/json", "-d"])
+        .arg(r#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":480,"stream":true,"ignore_eos":true}"#)
+        .arg(format!("{base}/v1/chat/completions"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 6];
+    stream
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    assert_eq!(&first, b"data: ");
+    stream
+}
+
 /// A `cortex serve` whose vLLM endpoint is registered.
 struct Started {
     serve: Serve,
@@ -283,21 +304,7 @@ fn vllm_serves_through_the_gateway_and_stops_with_nothing_left() {
     // hangs on SIGTERM until its client leaves (testdata's `run5_sigterm_midstream`); Cortex
     // drains for its grace, drops the connections still open, stops the engine's whole process
     // group (SIGTERM, SIGKILL after vLLM's 5 s grace), and nothing of vLLM is left.
-    let mut stream = Command::new("curl")
-        .args(["-sN", "-H", &auth, "-H", "content-type: application/json", "-d"])
-        .arg(r#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":480,"stream":true,"ignore_eos":true}"#)
-        .arg(format!("{base}/v1/chat/completions"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = [0u8; 6];
-    stream
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut first)
-        .unwrap();
-    assert_eq!(&first, b"data: ");
+    let mut stream = long_stream(&base);
     let members = group(pid);
     assert!(!members.is_empty());
     let term = Instant::now();
@@ -356,21 +363,7 @@ fn an_engine_killed_mid_stream_fails_the_model_and_the_stream_cleanly() {
     } = start(dir.path());
     let members = group(pid);
 
-    let auth = format!("authorization: Bearer {CLIENT}");
-    let mut stream = Command::new("curl")
-        .args(["-sN", "-H", &auth, "-H", "content-type: application/json", "-d"])
-        .arg(r#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":480,"stream":true,"ignore_eos":true}"#)
-        .arg(format!("{base}/v1/chat/completions"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = [0u8; 6];
-    stream
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut first)
-        .unwrap();
+    let mut stream = long_stream(&base);
     Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
