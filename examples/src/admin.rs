@@ -155,6 +155,7 @@ impl Admin {
                     .unwrap_or(100);
                 self.logs(name, lines).await
             }
+            (&Method::GET, ["models", name, "metrics"]) => self.engine_metrics(name).await,
             (&Method::GET, ["usage"]) => self.usage(),
             (&Method::POST, ["keys", "reload"]) => match self.shared.reload_keys() {
                 Ok(n) => json_response(StatusCode::OK, &json!({"reloaded": true, "keys": n})),
@@ -288,6 +289,34 @@ impl Admin {
             StatusCode::OK,
             &json!({"id": spec.id, "replicas": replicas}),
         )
+    }
+
+    /// The engines' own metrics of every replica with an address, labelled `model` and `replica`
+    /// (Prometheus text; see [`engine_metrics`](crate::engine_metrics)).
+    async fn engine_metrics(&self, name: &str) -> Response<Full<Bytes>> {
+        let Some(spec) = self.spec(name) else {
+            return self.not_found(name);
+        };
+        let replicas: Vec<(u32, http::Uri)> = self
+            .shared
+            .supervisor
+            .status(&spec.id)
+            .map(|status| {
+                status
+                    .replicas
+                    .iter()
+                    .filter_map(|r| Some((r.index, r.endpoint.as_ref()?.base_url.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let text = crate::engine_metrics::gather(spec.id.as_str(), &replicas).await;
+        Response::builder()
+            .header(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(text)))
+            .unwrap_or_default()
     }
 
     fn usage(&self) -> Response<Full<Bytes>> {

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod admin;
 pub mod config;
+pub mod engine_metrics;
 pub mod gguf;
 pub mod keys;
 pub mod plan;

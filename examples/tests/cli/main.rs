@@ -644,6 +644,21 @@ fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
     assert!(logs.lines().count() > 5, "{logs}");
     assert_logs_into_a_closed_pipe_are_quiet(&server);
 
+    // llama-server's own metrics, through the admin listener, labelled with model and replica.
+    let out = Command::new("curl")
+        .args(["-sf", "-H", &format!("authorization: Bearer {ADMIN}")])
+        .arg(format!(
+            "{}/admin/models/gemma/metrics",
+            server.admin_base()
+        ))
+        .output()
+        .unwrap();
+    let metrics = text(&out.stdout);
+    assert!(
+        metrics.contains(r#"llamacpp:prompt_tokens_total{model="gemma",replica="0"} "#),
+        "{metrics}"
+    );
+
     let out = server.models(&["usage"]);
     let usage: Value = serde_json::from_slice(&out.stdout).unwrap();
     let entry = &usage["data"][0];

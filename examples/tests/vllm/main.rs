@@ -248,6 +248,25 @@ fn vllm_serves_through_the_gateway_and_stops_with_nothing_left() {
     );
     assert!(running(pid));
 
+    // vLLM's own metrics, through the admin listener, labelled with model and replica.
+    let admin = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("admin_listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_owned();
+    let (status, metrics) = curl(&[
+        "-H",
+        &format!("authorization: Bearer {ADMIN}"),
+        &format!("http://{admin}/admin/models/tiny/metrics"),
+    ]);
+    assert_eq!(status, 200, "{metrics}");
+    assert!(
+        metrics.contains(r#"vllm:num_requests_running{model="tiny",replica="0","#),
+        "{metrics}"
+    );
+
     // The unmodified OpenAI SDK: usage exact with include_usage; without it, Cortex asked vLLM
     // for usage (to meter) and stripped it from what the client sees.
     let out = Command::new(require(cache().join("venv/bin/python")))
