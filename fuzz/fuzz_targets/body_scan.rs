@@ -4,7 +4,9 @@
 //! The oracle is `serde_json::Value`, which also refuses what JSON's grammar allows but a `Value`
 //! cannot hold: numbers beyond `f64` (`1e999`) and lone UTF-16 surrogate escapes (`"\ud800"`,
 //! which RFC 8259 §8.2 leaves to the receiver). The scanner forwards those (the engine answers for
-//! itself), so those two refusals are not failures here.
+//! itself), so those two refusals are not failures here. `seeds/body_scan` holds, by hand, a
+//! plain body and each case that once failed here (a body not UTF-8, a number beyond f64, lone
+//! surrogates), replayed on every run.
 #![no_main]
 
 use bytes::Bytes;
@@ -16,7 +18,11 @@ fn json(bytes: &[u8], what: &str) -> Option<serde_json::Value> {
     match serde_json::from_slice::<serde_json::Value>(bytes) {
         Ok(v) => Some(v),
         Err(e) if e.to_string().starts_with("number out of range") => None,
-        Err(e) if e.to_string().starts_with("lone leading surrogate") => None,
+        // A lone surrogate: "lone leading surrogate…", or a leading one not followed by `\u`
+        // ("unexpected end of hex escape"; the hex digits themselves the scan checks too).
+        Err(e) if e.to_string().contains("surrogate") || e.to_string().contains("hex escape") => {
+            None
+        }
         Err(e) => panic!("{what} is not JSON: {e}"),
     }
 }
