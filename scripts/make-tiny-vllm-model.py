@@ -2,7 +2,7 @@
 here with a chat template, special tokens, generation config. No weights: vLLM serves it with
 `--load-format dummy` (random weights), so answers are noise but every code path is real.
 
-From ../shared/facts/vllm-0.32.0/cpu/make_tiny.py (the recipe the vLLM findings used), with one
+The recipe of the vLLM findings (testdata/vllm-0.32.0/cpu/FINDINGS.md, "Model dir"), with one
 change: no `max_new_tokens` in generation_config.json (vLLM 0.32.0 made it the default
 `max_tokens`, silently capping answers at 16 tokens).
 

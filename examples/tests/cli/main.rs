@@ -1036,6 +1036,26 @@ fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> Option<Du
     }
 }
 
+/// `GET /health` on an open keep-alive connection: whether it was answered 200 (the rest of the
+/// answer is read too, so the connection can be used again).
+fn health_round_trip(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::{Read as _, Write as _};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = [0u8; 12];
+    if stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .is_err()
+        || stream.read_exact(&mut buf).is_err()
+        || &buf != b"HTTP/1.1 200"
+    {
+        return false;
+    }
+    let mut rest = [0u8; 4096];
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+    let _ = stream.read(&mut rest);
+    true
+}
+
 /// A client that sends its headers one byte a second is cut off at the header timeout; a body
 /// that stalls is cut off at the body timeout; connections past the cap get a 503 and are closed
 /// while the open ones keep working.
@@ -1096,8 +1116,22 @@ fn serve_cuts_off_slow_clients_and_refuses_connections_past_its_cap() {
     );
 
     // Three connections open (the cap); the fourth gets 503 and is closed; the three still work.
-    let mut open: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Each of the three answers first (the connections cut off above release their places when
+    // the server has closed them, which a loaded machine may take a moment to do).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut open: Vec<TcpStream> = loop {
+        let mut three: Vec<TcpStream> =
+            (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+        if three.iter_mut().all(health_round_trip) {
+            break three;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "three connections never all served"
+        );
+        drop(three);
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let mut fourth = TcpStream::connect(&addr).unwrap();
     fourth
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -1110,15 +1144,10 @@ fn serve_cuts_off_slow_clients_and_refuses_connections_past_its_cap() {
         "{refusal}"
     );
     for stream in &mut open {
-        stream
-            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-            .unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut buf = [0u8; 12];
-        stream.read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"HTTP/1.1 200");
+        assert!(
+            health_round_trip(stream),
+            "a connection within the cap stopped working"
+        );
     }
     drop(open);
     assert!(server.log.lock().unwrap().contains("listening on"));
