@@ -56,20 +56,50 @@ pub fn testdata() -> PathBuf {
     require(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata"))
 }
 
+/// `/proc/PID/stat`'s state letter and process group of `pid`, if it exists.
+fn stat(pid: u32) -> Option<(String, u32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = s.get(s.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.to_owned();
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
 /// Whether process `pid` runs: it exists and is not a zombie (a child nobody reaped, such as an
 /// orphan of a container's init that does not reap, still shows in `/proc`).
 pub fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let state = s
-                .get(s.rfind(')')? + 1..)?
-                .split_whitespace()
-                .next()?
-                .to_owned();
-            Some(state != "Z" && state != "X")
+    stat(pid).is_some_and(|(state, _)| state != "Z" && state != "X")
+}
+
+/// The running members of process group `pgid` (an engine's helpers join its leader's group).
+///
+/// # Panics
+///
+/// When `/proc` cannot be read.
+pub fn process_group(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| stat(*pid).is_some_and(|(_, pgrp)| pgrp == pgid) && running(*pid))
+        .collect()
+}
+
+/// What a process runtime's state directory records besides its lock: the names of its files.
+///
+/// # Panics
+///
+/// When the directory cannot be read.
+pub fn recorded(state_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(state_dir)
+        .expect("a state directory")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
         })
-        .unwrap_or(false)
+        .filter(|n| n != "lock")
+        .collect()
 }
 
 /// Whether `f` holds within `limit`, checking every 20 ms (blocking the thread).

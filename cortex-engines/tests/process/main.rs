@@ -394,11 +394,7 @@ async fn an_engine_that_outlives_its_manager_is_found_running_with_its_logs() {
 
     rt.stop(&id, Duration::from_secs(5)).await.unwrap();
     assert!(eventually(|| !running(leader)).await);
-    let left: Vec<_> = std::fs::read_dir(state.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n != "lock")
-        .collect();
+    let left = cortex_testkit::recorded(state.path());
     assert!(left.is_empty(), "{left:?}");
 }
 

@@ -1471,11 +1471,7 @@ fn a_manager_killed_while_starting_or_serving_leaves_nothing_behind() {
     let (third, _) = server.engine();
     assert!(server.interrupt().success());
     assert!(!running(third));
-    let records: Vec<_> = std::fs::read_dir(&state)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n != "lock")
-        .collect();
+    let records = cortex_testkit::recorded(&state);
     assert!(
         records.is_empty(),
         "left in the state directory: {records:?}"

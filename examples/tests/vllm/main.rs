@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cortex_gateway::auth::KeyHash;
-use cortex_testkit::{cache, collect, free_port, require, running, within};
+use cortex_testkit::{cache, collect, free_port, process_group, require, running, within};
 use serde_json::Value;
 
 const ADMIN: &str = "sk-test-admin";
@@ -68,22 +68,6 @@ max_num_batched_tokens = 512
     )
     .unwrap();
     path
-}
-
-/// Every process of the process group led by `pgid` (vLLM's `EngineCore` and helpers join it).
-fn group(pgid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.get(s.rfind(')').unwrap_or(0) + 1..)
-                    .and_then(|rest| rest.split_whitespace().nth(2))
-                    .is_some_and(|pgrp| pgrp == pgid.to_string())
-            })
-        })
-        .filter(|pid| running(*pid))
-        .collect()
 }
 
 /// `cortex serve`, stopped (SIGTERM, then SIGKILL after 30 s) when the test ends, passed or not:
@@ -324,7 +308,7 @@ fn vllm_serves_through_the_gateway_and_stops_with_nothing_left() {
     // drains for its grace, drops the connections still open, stops the engine's whole process
     // group (SIGTERM, SIGKILL after vLLM's 5 s grace), and nothing of vLLM is left.
     let mut stream = long_stream(&base);
-    let members = group(pid);
+    let members = process_group(pid);
     assert!(!members.is_empty());
     let term = Instant::now();
     Command::new("kill")
@@ -351,18 +335,14 @@ fn vllm_serves_through_the_gateway_and_stops_with_nothing_left() {
     let _ = stream.kill();
     let _ = stream.wait();
     assert!(
-        within(Duration::from_secs(10), || group(pid).is_empty()),
+        within(Duration::from_secs(10), || process_group(pid).is_empty()),
         "vLLM processes left: {:?}",
-        group(pid)
+        process_group(pid)
     );
     for member in members {
         assert!(!running(member), "vLLM process {member} outlived the stop");
     }
-    let leftover: Vec<_> = std::fs::read_dir(dir.path().join("state"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n != "lock")
-        .collect();
+    let leftover = cortex_testkit::recorded(&dir.path().join("state"));
     assert!(leftover.is_empty(), "{leftover:?}");
 }
 
@@ -380,7 +360,7 @@ fn an_engine_killed_mid_stream_fails_the_model_and_the_stream_cleanly() {
         pid,
         ..
     } = start(dir.path());
-    let members = group(pid);
+    let members = process_group(pid);
 
     let mut stream = long_stream(&base);
     Command::new("kill")
@@ -433,9 +413,9 @@ fn an_engine_killed_mid_stream_fails_the_model_and_the_stream_cleanly() {
         "{status}"
     );
     assert!(
-        within(Duration::from_secs(15), || group(pid).is_empty()),
+        within(Duration::from_secs(15), || process_group(pid).is_empty()),
         "left: {:?}",
-        group(pid)
+        process_group(pid)
     );
     for member in members {
         assert!(

@@ -656,13 +656,21 @@ async fn pump(stream: Option<impl AsyncRead + Unpin>, source: LogSource, child: 
 async fn tail_files(paths: [PathBuf; 2], child: Arc<Child>) {
     let mut exit = child.exit.clone();
     let mut files = [
-        (&paths[0], LogSource::Stdout, 0_u64, Lines::default()),
-        (&paths[1], LogSource::Stderr, 0_u64, Lines::default()),
+        (&paths[0], LogSource::Stdout, 0_u64, Lines::default(), None),
+        (&paths[1], LogSource::Stderr, 0_u64, Lines::default(), None),
     ];
     loop {
         let done = exit.borrow().is_some();
-        for (path, source, offset, lines) in &mut files {
-            let Ok(bytes) = read_from(path, offset).await else {
+        for (path, source, offset, lines, file) in &mut files {
+            // Opened once (the engine keeps appending to the same file) and read from where the
+            // last read stopped.
+            if file.is_none() {
+                *file = tokio::fs::File::open(&**path).await.ok();
+            }
+            let Some(open) = file.as_mut() else {
+                continue;
+            };
+            let Ok(bytes) = read_from(open, offset).await else {
                 continue;
             };
             lines.feed(&bytes, |l| child.logs.push(line(*source, l)));
@@ -684,17 +692,16 @@ async fn tail_files(paths: [PathBuf; 2], child: Arc<Child>) {
             _ = exit.changed() => {}
         }
     }
-    for (_, source, _, lines) in &mut files {
+    for (_, source, _, lines, _) in &mut files {
         lines.finish(|l| child.logs.push(line(*source, l)));
     }
     child.logs.close();
 }
 
-/// What was appended to `path` since `offset` (from the start if the file was emptied), moving
+/// What was appended to `file` since `offset` (from the start if the file was emptied), moving
 /// `offset` past it.
-async fn read_from(path: &Path, offset: &mut u64) -> std::io::Result<Vec<u8>> {
+async fn read_from(file: &mut tokio::fs::File, offset: &mut u64) -> std::io::Result<Vec<u8>> {
     use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-    let mut file = tokio::fs::File::open(path).await?;
     let len = file.metadata().await?.len();
     if len < *offset {
         *offset = 0;
