@@ -45,7 +45,11 @@ pub(crate) fn check_managed(
             .iter()
             .find(|(names, _)| names.iter().any(|n| spellings.contains(n) || *n == name))
         {
-            let canonical = names.last().copied().unwrap_or(name);
+            let canonical = names
+                .iter()
+                .copied()
+                .find(|n| spellings.contains(n))
+                .unwrap_or(name);
             let spelled = if canonical == name {
                 format!("`{name}`")
             } else {

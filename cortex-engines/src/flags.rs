@@ -22,8 +22,9 @@ pub enum ValueKind {
     Choices(Vec<String>),
     /// Free text, described by its placeholder (`FNAME`, `HOST`).
     Text(String),
-    /// One or more values up to the next flag (vLLM's `nargs='+'`).
-    List,
+    /// One or more values up to the next flag (vLLM's `nargs='+'`), each of the parser type named
+    /// (`int`, `str`, `optional(str)`).
+    List(String),
 }
 
 /// Whether a flag is still meant to be used.
@@ -293,6 +294,7 @@ impl FlagTable {
                     || a.action == "help"
                     || a.action == "version";
                 let many = matches!(a.nargs.as_ref().and_then(|n| n.as_str()), Some("+" | "*"));
+                let ty = a.ty.unwrap_or_else(|| "str".to_owned());
                 let value = if takes_nothing {
                     ValueKind::None
                 } else if let Some(choices) = a.choices {
@@ -303,12 +305,11 @@ impl FlagTable {
                             .collect(),
                     )
                 } else if many {
-                    ValueKind::List
+                    ValueKind::List(ty)
                 } else {
-                    match a.ty.as_deref() {
-                        Some("int" | "float") => ValueKind::Number,
-                        other => ValueKind::Text(other.unwrap_or("str").to_owned()),
-                    }
+                    // The parser's own type (`int`, `float`, `human_readable_int`,
+                    // `json->CompilationConfig`, ...): `vllm::args` checks values as it does.
+                    ValueKind::Text(ty)
                 };
                 let mut names = a.option_strings;
                 if a.action.contains("BooleanOptional") {
@@ -356,7 +357,7 @@ impl FlagTable {
                 ValueKind::Number => "number".to_owned(),
                 ValueKind::Choices(c) => format!("choices:{}", c.join("|")),
                 ValueKind::Text(t) => format!("text:{t}"),
-                ValueKind::List => "list".to_owned(),
+                ValueKind::List(ty) => format!("list:{ty}"),
             };
             let status = match &f.status {
                 Status::Current => "current".to_owned(),
@@ -392,12 +393,16 @@ impl FlagTable {
                 let value = match col(1) {
                     "-" => ValueKind::None,
                     "number" => ValueKind::Number,
-                    "list" => ValueKind::List,
-                    v => match (v.strip_prefix("choices:"), v.strip_prefix("text:")) {
-                        (Some(c), _) => {
+                    v => match (
+                        v.strip_prefix("choices:"),
+                        v.strip_prefix("text:"),
+                        v.strip_prefix("list:"),
+                    ) {
+                        (Some(c), _, _) => {
                             ValueKind::Choices(c.split('|').map(str::to_owned).collect())
                         }
-                        (_, Some(t)) => ValueKind::Text(t.to_owned()),
+                        (_, Some(t), _) => ValueKind::Text(t.to_owned()),
+                        (_, _, Some(t)) => ValueKind::List(t.to_owned()),
                         _ => ValueKind::Text(v.to_owned()),
                     },
                 };
@@ -537,7 +542,7 @@ impl FlagTable {
                     Diagnostic::error(&field, format!("`{name}` does not accept `{value}`"))
                         .with_suggestion(format!("give one of {}", c.join(", "))),
                 ),
-                ValueKind::List => {
+                ValueKind::List(_) => {
                     while args.get(i).is_some_and(|v| !v.starts_with("--")) {
                         i += 1;
                     }

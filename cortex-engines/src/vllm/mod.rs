@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{check_choice, check_managed, decode_settings, finish_container};
 use crate::flags::{FlagTable, Retired};
 
+pub mod args;
 pub mod sizing;
 
 /// The pinned vLLM version.
@@ -114,6 +115,18 @@ const MANAGED: &[(&[&str], &str)] = &[
     (
         &["--hf-token"],
         "a token on the command line is visible to every user in `ps`; set `settings.hf_token`, which reaches vLLM in its environment (HF_TOKEN)",
+    ),
+    (
+        &["--headless", "--grpc", "--grpc-port", "--uds"],
+        "the gateway and the health probe speak to the engine's OpenAI HTTP server on its port",
+    ),
+    (
+        &["--ssl-keyfile", "--ssl-certfile"],
+        "the gateway and the health probe speak plain HTTP to the engine on a private address",
+    ),
+    (
+        &["--config"],
+        "a config file could set what Cortex manages (port, host, served name); give its options as args",
     ),
 ];
 
@@ -295,8 +308,25 @@ impl VllmEngine {
             }
         }
         check_managed(spec, MANAGED, &FLAGS, &mut d);
-        d.extend(FLAGS.check_args("vllm serve", &spec.args, RETIRED));
+        check_retired(spec, &mut d);
         d
+    }
+}
+
+/// Flags this version no longer has, or has as no-ops, named with their replacements.
+fn check_retired(spec: &ModelSpec, d: &mut Diagnostics) {
+    for (i, arg) in spec.args.iter().enumerate() {
+        let name = crate::common::arg_name(arg);
+        let name = name.replace('_', "-");
+        if let Some(r) = RETIRED.iter().find(|r| r.names.contains(&name.as_str())) {
+            let field = format!("args[{i}]");
+            let diagnostic = if r.error {
+                Diagnostic::error(field, r.message)
+            } else {
+                Diagnostic::warning(field, r.message)
+            };
+            d.push(diagnostic.with_suggestion(r.suggestion));
+        }
     }
 }
 
@@ -313,7 +343,7 @@ impl Engine for VllmEngine {
     #[allow(clippy::too_many_lines)]
     fn plan(&self, spec: &ModelSpec, cx: &PlanContext) -> Result<Planned, PlanError> {
         let s: VllmSettings = decode_settings(spec)?;
-        let diagnostics = Self::check(spec, &s);
+        let mut diagnostics = Self::check(spec, &s);
         if diagnostics.has_errors() {
             return Err(PlanError::Invalid {
                 model: spec.id.clone(),
@@ -455,6 +485,24 @@ impl Engine for VllmEngine {
             None => {}
         }
         args.extend(spec.args.iter().cloned());
+        // The whole command line, read as vLLM reads it: the custom arguments' values, and the
+        // rules between options (Cortex's own and the custom ones together).
+        let options = if container { 1 } else { 2 };
+        let generated = args.len().saturating_sub(spec.args.len() + options);
+        let field = |i: usize| {
+            i.checked_sub(generated)
+                .map_or_else(|| "settings".to_owned(), |j| format!("args[{j}]"))
+        };
+        let reading = args::read(&FLAGS, args.get(options..).unwrap_or_default(), &field);
+        let rules = args::check_rules(&reading, &field, !container);
+        diagnostics.extend(reading.diagnostics);
+        diagnostics.extend(rules);
+        if diagnostics.has_errors() {
+            return Err(PlanError::Invalid {
+                model: spec.id.clone(),
+                diagnostics,
+            });
+        }
 
         let target = if container {
             Target::Container {

@@ -56,3 +56,37 @@ fn vllm_table_is_generated_from_its_argparse_options() {
     );
     assert!(table.flags().len() > 300, "{}", table.flags().len());
 }
+
+#[test]
+fn vllm_parser_facts_are_generated_from_the_real_parser() {
+    use cortex_engines::vllm::args::ParserFacts;
+    let json = std::fs::read_to_string(facts().join("vllm-0.32.0/vllm-parser-facts.json")).unwrap();
+    let facts = ParserFacts::from_facts_json(&json).unwrap();
+    let checked_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vllm/parser-0.32.0.tsv");
+    let tsv = facts.to_tsv();
+    if std::env::var_os("CORTEX_WRITE_FLAGS").is_some() {
+        std::fs::write(&checked_in, &tsv).unwrap();
+    }
+    let committed = std::fs::read_to_string(&checked_in).unwrap();
+    assert!(
+        committed == tsv,
+        "{} differs from the facts; regenerate with CORTEX_WRITE_FLAGS=1",
+        checked_in.display()
+    );
+    assert_eq!(ParserFacts::from_tsv(&committed), facts);
+    assert_eq!(facts.version(), "0.32.0");
+    assert!(facts.tool_call_parsers().iter().any(|p| p == "hermes"));
+    assert!(facts.reasoning_parsers().iter().any(|p| p == "deepseek_r1"));
+    assert!(
+        facts
+            .config("CompilationConfig")
+            .unwrap()
+            .contains_key("mode")
+    );
+    assert!(
+        facts
+            .config("SpeculativeConfig")
+            .unwrap()
+            .contains_key("method")
+    );
+}

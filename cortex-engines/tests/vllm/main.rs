@@ -212,11 +212,14 @@ fn removed_and_unknown_options() {
     .unwrap()
     .warnings;
     assert!(w.is_empty(), "`_` stands for `-`: {w:?}");
-    let w = plan(&with(&["--max-modle-len", "4096"]), TargetKind::Process)
-        .unwrap()
-        .warnings;
+    // vLLM exits on an unknown flag: an error, with the closest one.
+    let e = errors(&with(&["--max-modle-len", "4096"]));
     assert_eq!(
-        w.iter().next().unwrap().suggestion.as_deref(),
+        e[0].message,
+        "unknown flag `--max-modle-len`: vllm serve 0.32.0 exits on it"
+    );
+    assert_eq!(
+        e[0].suggestion.as_deref(),
         Some("did you mean `--max-model-len`?")
     );
     // Out of the bounds vLLM checks after parsing (vllm-field-constraints.json).

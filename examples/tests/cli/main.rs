@@ -1153,20 +1153,16 @@ fn serve_cuts_off_slow_clients_and_refuses_connections_past_its_cap() {
     assert!(server.log.lock().unwrap().contains("listening on"));
 }
 
-/// SIGTERM while a stream runs: the server stops accepting at once, lets the stream finish (up to
-/// its grace period), meters it, then stops the engine and exits 0.
-#[test]
-fn sigterm_lets_a_stream_in_flight_finish_and_meters_it() {
+/// A streamed chat completion of `max_tokens` through `server` (curl), once its first event
+/// arrived; with the engine's pids.
+fn stream_in_flight(
+    server: &Server,
+    max_tokens: u32,
+) -> (Child, std::process::ChildStdout, Vec<u32>) {
     use std::io::Read as _;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = config_with(dir.path(), port, "shutdown_grace = \"60s\"");
-    let mut server = Server::start(path, port);
-    server.wait_ready();
-
     let body = serde_json::json!({
-        "model": "gemma-3-270m", "stream": true, "max_tokens": 160, "ignore_eos": true,
-        "messages": [{"role": "user", "content": "Count to one hundred."}],
+        "model": "gemma-3-270m", "stream": true, "max_tokens": max_tokens, "ignore_eos": true,
+        "messages": [{"role": "user", "content": "Count to one thousand."}],
     });
     let mut stream = Command::new("curl")
         .args(["-sN", "-H", "content-type: application/json", "-H"])
@@ -1180,9 +1176,23 @@ fn sigterm_lets_a_stream_in_flight_finish_and_meters_it() {
     let mut first = [0u8; 6];
     out.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"data: ");
-
     let status = server.models(&["status", "gemma-3-270m"]);
     let pids = instance_pids(&serde_json::from_slice(&status.stdout).unwrap());
+    assert!(!pids.is_empty(), "no instance in {status:?}");
+    (stream, out, pids)
+}
+
+/// SIGTERM while a stream runs: the server stops accepting at once, lets the stream finish (up to
+/// its grace period), meters it, then stops the engine and exits 0.
+#[test]
+fn sigterm_lets_a_stream_in_flight_finish_and_meters_it() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config_with(dir.path(), port, "shutdown_grace = \"60s\"");
+    let mut server = Server::start(path, port);
+    server.wait_ready();
+    let (mut stream, mut out, pids) = stream_in_flight(&server, 160);
     Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -1226,6 +1236,62 @@ fn sigterm_lets_a_stream_in_flight_finish_and_meters_it() {
     assert_eq!(line["key"], "tester", "{line}");
     assert_eq!(line["completion_tokens"], 160.0, "{line}");
     assert!(!log.contains(CLIENT), "a key in the access log");
+}
+
+/// A second signal during the drain does not wait out the grace period: the stream still open is
+/// cut, every engine is killed, and `cortex serve` exits at once.
+#[test]
+fn a_second_signal_during_the_drain_stops_everything_at_once() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config_with(dir.path(), port, "shutdown_grace = \"120s\"");
+    let mut server = Server::start(path, port);
+    server.wait_ready();
+    // Long enough to outlast the test by far: 4,000 tokens at tens per second.
+    let (mut stream, mut out, pids) = stream_in_flight(&server, 4000);
+    let term = || {
+        Command::new("kill")
+            .args(["-TERM", &server.child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    term();
+    // Draining: no new connections.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = Instant::now();
+    term();
+    let deadline = second + Duration::from_secs(15);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "cortex serve still running 15 s after the second signal:\n{}",
+            server.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = second.elapsed();
+    // The stream was cut, not finished.
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(
+        !rest.contains("data: [DONE]"),
+        "the stream finished: {rest}"
+    );
+    stream.wait().unwrap();
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "llama-server {pid} outlived cortex"
+        );
+    }
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("killing every engine"), "{log}");
+    eprintln!("second signal to exit: {took:?}");
 }
 
 /// A key added to the file works after SIGHUP or the admin call, without restarting anything; a
