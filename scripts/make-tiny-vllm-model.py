@@ -6,7 +6,10 @@ The recipe of the vLLM findings (testdata/vllm-0.32.0/cpu/FINDINGS.md, "Model di
 change: no `max_new_tokens` in generation_config.json (vLLM 0.32.0 made it the default
 `max_tokens`, silently capping answers at 16 tokens).
 
-usage: make-tiny-vllm-model.py DIR   (needs the `tokenizers` package: vLLM's venv has it)
+It also writes a LoRA adapter for that model in DIR-lora-sql (rank 8 on q_proj and v_proj,
+small random weights, PEFT's layout), which the end-to-end test serves as the model `sql`.
+
+usage: make-tiny-vllm-model.py DIR   (needs `tokenizers`, `torch`, `safetensors`: vLLM's venv has them)
 """
 import json, os, sys
 from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, processors
@@ -89,3 +92,24 @@ json.dump(config, open(os.path.join(out, "config.json"), "w"), indent=2)
 json.dump({"bos_token_id": pad, "eos_token_id": eos, "pad_token_id": pad},
           open(os.path.join(out, "generation_config.json"), "w"), indent=2)
 print("vocab", vocab_n, "eos", eos, "pad", pad)
+
+
+# The LoRA adapter: PEFT's file names and tensor names, shapes of the model above.
+import torch
+from safetensors.torch import save_file
+
+lora = out.rstrip("/") + "-lora-sql"
+os.makedirs(lora, exist_ok=True)
+rank, hidden, heads, kv_heads, head_dim = 8, config["hidden_size"], 4, 2, 32
+gen = torch.Generator().manual_seed(0)
+tensors = {}
+for layer in range(config["num_hidden_layers"]):
+    p = f"base_model.model.model.layers.{layer}.self_attn"
+    for proj, rows in (("q_proj", heads * head_dim), ("v_proj", kv_heads * head_dim)):
+        tensors[f"{p}.{proj}.lora_A.weight"] = torch.randn(rank, hidden, generator=gen) * 0.01
+        tensors[f"{p}.{proj}.lora_B.weight"] = torch.randn(rows, rank, generator=gen) * 0.01
+save_file(tensors, os.path.join(lora, "adapter_model.safetensors"))
+json.dump({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 16,
+           "lora_dropout": 0.0, "bias": "none", "target_modules": ["q_proj", "v_proj"],
+           "base_model_name_or_path": out},
+          open(os.path.join(lora, "adapter_config.json"), "w"), indent=2)

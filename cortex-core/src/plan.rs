@@ -113,6 +113,11 @@ pub struct LaunchPlan {
     /// How long the engine gets to exit after a polite stop before it is killed.
     #[serde(with = "humantime_serde")]
     pub stop_grace: Duration,
+    /// Other names the engine answers to besides the spec's served name (vLLM's LoRA adapters):
+    /// the supervisor registers each ready instance under every one of them, so the gateway
+    /// routes a request for an adapter to the engine that serves it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 // === impl LaunchPlan ===
@@ -142,6 +147,7 @@ impl LaunchPlan {
             labels: BTreeMap::new(),
             health,
             stop_grace: Duration::from_secs(10),
+            aliases: Vec::new(),
         }
     }
 

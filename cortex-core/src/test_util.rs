@@ -540,6 +540,7 @@ pub struct FakeEngine {
     stop_grace: Duration,
     refuse: Option<Diagnostics>,
     plan_delay: Duration,
+    aliases: Vec<String>,
 }
 
 // === impl FakeEngine ===
@@ -557,7 +558,18 @@ impl FakeEngine {
             stop_grace: Duration::from_secs(5),
             refuse: None,
             plan_delay: Duration::ZERO,
+            aliases: Vec::new(),
         }
+    }
+
+    /// Plans that serve these names too ([`LaunchPlan::aliases`], as vLLM's LoRA adapters).
+    pub fn with_aliases<I, S>(mut self, aliases: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.aliases = aliases.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Blocks the calling thread for `delay` in every `plan`, as an engine reading a large file
@@ -627,6 +639,7 @@ impl Engine for FakeEngine {
         plan.args.extend(spec.args.iter().cloned());
         plan.env = spec.env.clone().into_iter().collect::<BTreeMap<_, _>>();
         plan.stop_grace = self.stop_grace;
+        plan.aliases.clone_from(&self.aliases);
         Ok(Planned::new(plan, Diagnostics::new()))
     }
 }

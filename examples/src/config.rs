@@ -29,6 +29,9 @@ use cortex_gateway::breaker::CircuitBreakerLayer;
 use serde::Deserialize;
 use toml::Spanned;
 
+/// A problem in the file and where it is written, when it has a place.
+type Located = (Option<Range<usize>>, String);
+
 /// A whole `cortex.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +54,11 @@ pub struct Config {
     /// `[[models]]`: the models to serve (`cortex_core::ModelSpec`).
     #[serde(default)]
     pub models: Vec<Spanned<ModelSpec>>,
+    /// `[[gpu]]`: the machine's GPUs (`index`, `name`, `total_bytes`, optional `free_bytes` and
+    /// `uuid`, as `cortex gguf estimate --gpus` reads them). vLLM plans are sized against them: a
+    /// model that will not fit is refused with the changes that would make it fit.
+    #[serde(default)]
+    pub gpu: Vec<cortex_gguf::Gpu>,
 }
 
 /// `[server]`.
@@ -403,39 +411,9 @@ impl Config {
                 errors.push(error(Some(span), format!("models[{i}] ({}): {e}", spec.id)));
             }
         }
-        let target = config.runtime.kind.target();
-        for (i, model) in config.models.iter().enumerate() {
-            let spec = model.get_ref();
-            if let Some(first) = config.models[..i]
-                .iter()
-                .position(|m| m.get_ref().id == spec.id)
-            {
-                errors.push(error(
-                    Some(field_span(text, model.span(), "id")),
-                    format!(
-                        "models[{i}].id: `{}` is already the id of models[{first}]",
-                        spec.id
-                    ),
-                ));
-            }
-            if let Some(first) = config.models[..i]
-                .iter()
-                .position(|m| m.get_ref().served_name() == spec.served_name())
-            {
-                errors.push(error(
-                    Some(field_span(text, model.span(), "served_name")),
-                    format!(
-                        "models[{i}].served_name: `{}` is already served by models[{first}]",
-                        spec.served_name()
-                    ),
-                ));
-            }
-            for (field, message) in plan_errors(spec, target) {
-                errors.push(error(
-                    Some(field_span(text, model.span(), &field)),
-                    format!("models[{i}] ({}): {message}", spec.id),
-                ));
-            }
+        let (model_errors, names) = config.model_errors(text);
+        for (span, message) in model_errors {
+            errors.push(error(span, message));
         }
         for (i, key) in config.keys.iter().enumerate() {
             if let Err(e) = KeyHash::parse(key.hash.get_ref()) {
@@ -443,15 +421,11 @@ impl Config {
             }
             if let Some(models) = &key.models {
                 for name in models.get_ref() {
-                    if !config
-                        .models
-                        .iter()
-                        .any(|m| m.get_ref().served_name() == name)
-                    {
+                    if !names.iter().any(|(n, _)| n == name) {
                         errors.push(error(
                             Some(models.span()),
                             format!(
-                                "keys[{i}].models: `{name}` is not the served name of any model in this file"
+                                "keys[{i}].models: `{name}` is not a name any model in this file serves"
                             ),
                         ));
                     }
@@ -510,8 +484,80 @@ impl Config {
         store
     }
 
+    /// What is wrong with the models (ids, served names, plans), with where; and every name a
+    /// model serves (its served name and the names its plan adds: vLLM's LoRA adapters) with the
+    /// model that serves it.
+    fn model_errors(&self, text: &str) -> (Vec<Located>, Vec<(String, usize)>) {
+        let mut errors = Vec::new();
+        let target = self.runtime.kind.target();
+        // Every name a model serves: its served name and the names its plan adds (vLLM's LoRA
+        // adapters), with the model that serves it.
+        let mut names: Vec<(String, usize)> = Vec::new();
+        for (i, model) in self.models.iter().enumerate() {
+            let spec = model.get_ref();
+            let (plan_errors, aliases) = plan_check(spec, target, &self.gpu);
+            if let Some(first) = self.models[..i]
+                .iter()
+                .position(|m| m.get_ref().id == spec.id)
+            {
+                errors.push((
+                    Some(field_span(text, model.span(), "id")),
+                    format!(
+                        "models[{i}].id: `{}` is already the id of models[{first}]",
+                        spec.id
+                    ),
+                ));
+            }
+            if let Some(first) = self.models[..i]
+                .iter()
+                .position(|m| m.get_ref().served_name() == spec.served_name())
+            {
+                errors.push((
+                    Some(field_span(text, model.span(), "served_name")),
+                    format!(
+                        "models[{i}].served_name: `{}` is already served by models[{first}]",
+                        spec.served_name()
+                    ),
+                ));
+            }
+            for (field, message) in plan_errors {
+                errors.push((
+                    Some(field_span(text, model.span(), &field)),
+                    format!("models[{i}] ({}): {message}", spec.id),
+                ));
+            }
+            names.push((spec.served_name().to_owned(), i));
+            for alias in aliases {
+                if let Some((_, first)) = names.iter().find(|(n, _)| *n == alias) {
+                    errors.push((
+                        Some(field_span(text, model.span(), "lora_adapters")),
+                        format!(
+                            "models[{i}] ({}): `{alias}` is already served by models[{first}]",
+                            spec.id
+                        ),
+                    ));
+                }
+                names.push((alias, i));
+            }
+        }
+        // A served name taken by a later model's adapter is caught above; one taken by an
+        // earlier model's adapter here.
+        for (i, model) in self.models.iter().enumerate() {
+            let served = model.get_ref().served_name();
+            if let Some((_, owner)) = names.iter().find(|(n, owner)| n == served && *owner < i) {
+                if self.models[*owner].get_ref().served_name() != served {
+                    errors.push((
+                        Some(field_span(text, model.span(), "served_name")),
+                        format!("models[{i}].served_name: `{served}` is already served by models[{owner}] (a LoRA adapter)"),
+                    ));
+                }
+            }
+        }
+        (errors, names)
+    }
+
     /// What is wrong in `[server]` and `[[gateway.allow]]`, with where.
-    fn setting_errors(&self) -> Vec<(Option<Range<usize>>, String)> {
+    fn setting_errors(&self) -> Vec<Located> {
         let mut errors = Vec::new();
         if let Err(e) = self.gateway.breaker() {
             errors.push((None, format!("gateway.breaker_cooldown: {e}")));
@@ -619,37 +665,50 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigErrors> {
     }]))
 }
 
-/// The engine of `spec`, for planning.
-pub fn engine_for(spec: &ModelSpec) -> Option<Box<dyn Engine>> {
+/// The engine of `spec`, for planning on a machine with `gpus` (the configured inventory).
+pub fn engine_for(spec: &ModelSpec, gpus: &[cortex_gguf::Gpu]) -> Option<Box<dyn Engine>> {
     if spec.engine == EngineKind::LLAMA_CPP {
         Some(Box::new(LlamaCppEngine::new()))
     } else if spec.engine == EngineKind::VLLM {
-        Some(Box::new(VllmEngine::new()))
+        Some(Box::new(VllmEngine::new().with_gpus(gpus.iter().cloned())))
     } else {
         None
     }
 }
 
 /// The errors planning `spec` finds, each with the field it is about (warnings are left to
-/// `cortex plan` and the serve log).
-fn plan_errors(spec: &ModelSpec, target: TargetKind) -> Vec<(String, String)> {
-    let Some(engine) = engine_for(spec) else {
-        return vec![(
-            "engine".to_owned(),
-            format!(
-                "engine: `{}` is not an engine this binary has (llamacpp, vllm)",
-                spec.engine
-            ),
-        )];
+/// `cortex plan` and the serve log), and the other names its plan serves.
+fn plan_check(
+    spec: &ModelSpec,
+    target: TargetKind,
+    gpus: &[cortex_gguf::Gpu],
+) -> (Vec<(String, String)>, Vec<String>) {
+    let Some(engine) = engine_for(spec, gpus) else {
+        return (
+            vec![(
+                "engine".to_owned(),
+                format!(
+                    "engine: `{}` is not an engine this binary has (llamacpp, vllm)",
+                    spec.engine
+                ),
+            )],
+            Vec::new(),
+        );
     };
     match engine.plan(spec, &PlanContext::new(target, 0, engine.default_port())) {
-        Ok(_) => Vec::new(),
-        Err(PlanError::Invalid { diagnostics, .. }) => diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| (d.field.clone(), d.to_string()))
-            .collect(),
-        Err(e) => vec![(String::new(), cortex_core::error_chain(&e))],
+        Ok(planned) => (Vec::new(), planned.plan.aliases),
+        Err(PlanError::Invalid { diagnostics, .. }) => (
+            diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| (d.field.clone(), d.to_string()))
+                .collect(),
+            Vec::new(),
+        ),
+        Err(e) => (
+            vec![(String::new(), cortex_core::error_chain(&e))],
+            Vec::new(),
+        ),
     }
 }
 

@@ -12,7 +12,7 @@ pub fn estimate_args(spec: &ModelSpec) -> Option<Vec<String>> {
     if spec.engine != cortex_core::EngineKind::LLAMA_CPP {
         return None;
     }
-    let engine = engine_for(spec)?;
+    let engine = engine_for(spec, &[])?;
     // A process plan has the model's host path, whatever runtime serves it. The port does not
     // matter to memory: the one it will really get is unknown until start.
     let mut planned = engine
@@ -32,7 +32,7 @@ pub fn run(config: &Config, name: &str, json: bool) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    let Some(engine) = engine_for(spec) else {
+    let Some(engine) = engine_for(spec, &config.gpu) else {
         eprintln!(
             "cortex plan: `{}` has no engine in this binary",
             spec.engine

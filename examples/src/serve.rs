@@ -526,7 +526,9 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let probe: Arc<dyn DynHealthProbe> = Arc::new(HttpProbe::default());
     let supervisor = Supervisor::builder(Arc::clone(&runtime), probe)
         .engine(Arc::new(LlamaCppEngine::new()))
-        .engine(Arc::new(VllmEngine::new()))
+        .engine(Arc::new(
+            VllmEngine::new().with_gpus(config.gpu.iter().cloned()),
+        ))
         .config(config.supervisor.clone())
         .build();
     let usage = Arc::new(InMemoryUsage::new());

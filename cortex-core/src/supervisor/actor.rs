@@ -684,6 +684,11 @@ impl Actor {
         let Some(up) = &r.up else { return };
         if !r.registered {
             self.shared.registry.register(up.endpoint.clone());
+            for alias in &up.plan.aliases {
+                let mut endpoint = up.endpoint.clone();
+                endpoint.served_name = alias.as_str().into();
+                self.shared.registry.register(endpoint);
+            }
             r.registered = true;
             self.update_replica(up.endpoint.replica, |s| s.registered = true);
             self.emit(EventKind::Registered {
@@ -697,6 +702,9 @@ impl Actor {
             self.shared
                 .registry
                 .deregister(&endpoint.served_name, &endpoint.instance);
+            for alias in &r.plan.aliases {
+                self.shared.registry.deregister(alias, &endpoint.instance);
+            }
             r.registered = false;
             self.update_replica(endpoint.replica, |s| s.registered = false);
             self.emit(EventKind::Deregistered {

@@ -970,3 +970,39 @@ async fn a_slow_cleanup_after_an_exit_stalls_neither_probes_nor_a_stop() {
     assert_eq!(h.status(&m).state, ModelState::Stopped);
     assert!(h.world.live_of(&m).is_empty());
 }
+
+/// A plan's aliases (vLLM's LoRA adapters) are registered with the served name when the replica
+/// is ready, and deregistered with it when it exits or stops.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn aliases_are_registered_and_deregistered_with_the_served_name() {
+    let h = Harness::with(
+        FakeWorld::new(),
+        FakeEngine::new(KIND).with_aliases(["sql", "chat"]),
+    );
+    let m = id("base");
+    h.world.script(&m, Script::ready_after(s(1.0)));
+    h.sup.start(spec("base")).await.unwrap();
+    let instance = h.world.live()[0].clone();
+    for name in ["base", "sql", "chat"] {
+        let endpoints = h.sup.registry().resolve(name).expect(name);
+        assert_eq!(endpoints.len(), 1, "{name}");
+        assert_eq!(endpoints[0].instance, instance, "{name}");
+        assert_eq!(&*endpoints[0].served_name, name);
+        assert_eq!(endpoints[0].model, m);
+    }
+    // An exit takes every name away at once.
+    h.world.kill(&instance, 1);
+    state_where(&h.sup, &m, ModelState::is_terminal).await;
+    for name in ["base", "sql", "chat"] {
+        assert!(h.sup.registry().resolve(name).is_none(), "{name}");
+    }
+    // And a stop, after a start again.
+    h.sup.stop(&m).await.unwrap();
+    h.world.script(&m, Script::ready_after(s(1.0)));
+    h.sup.start(spec("base")).await.unwrap();
+    assert!(h.sup.registry().resolve("sql").is_some());
+    h.sup.stop(&m).await.unwrap();
+    for name in ["base", "sql", "chat"] {
+        assert!(h.sup.registry().resolve(name).is_none(), "{name}");
+    }
+}

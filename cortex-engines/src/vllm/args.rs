@@ -933,7 +933,13 @@ pub(crate) fn check_rules(
     d
 }
 
-fn check_name(d: &mut Diagnostics, field: String, what: &str, name: &str, known: &[String]) {
+pub(crate) fn check_name(
+    d: &mut Diagnostics,
+    field: String,
+    what: &str,
+    name: &str,
+    known: &[String],
+) {
     if known.iter().any(|n| n == name) {
         return;
     }

@@ -1,7 +1,7 @@
 //! vLLM's `vllm serve` (pinned 0.32.0): settings, flag table, validation, plans.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use cortex_core::{
     Diagnostic, Diagnostics, Engine, EngineKind, GpuRequest, HealthSpec, LaunchPlan, ModelSource,
     ModelSpec, Mount, PlanContext, PlanError, Planned, Refused, Target, TargetKind, Task, Warmup,
 };
+use cortex_gguf::Gpu;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{check_choice, check_managed, decode_settings, finish_container};
@@ -196,6 +197,58 @@ pub struct VllmSettings {
     /// Environment for NCCL and the allocator; defaults to
     /// `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True` and `NCCL_CUMEM_ENABLE=0`.
     pub runtime_env: BTreeMap<String, String>,
+    /// `--data-parallel-size`: copies of the model in one engine, each on `TP × PP` GPUs.
+    pub data_parallel_size: u32,
+    /// `--chat-template`: a file (mounted into a container), the template itself (text with `{`),
+    /// or the name of a template vLLM ships (`template_chatml.jinja`). Unset: the model's own.
+    pub chat_template: Option<String>,
+    /// What chat requests use when a local model directory has no chat template and
+    /// `chat_template` is unset.
+    pub chat_fallback: ChatFallback,
+    /// `--enable-auto-tool-choice --tool-call-parser NAME`: tool calls parsed out of the model's
+    /// output by this parser (one of the pinned version's).
+    pub tool_call_parser: Option<String>,
+    /// `--reasoning-parser NAME`: reasoning split into `reasoning_content` (one of the pinned
+    /// version's).
+    pub reasoning_parser: Option<String>,
+    /// LoRA adapters served beside the base model (`--enable-lora --lora-modules name=path`);
+    /// each name is also a model clients can ask the gateway for.
+    pub lora_adapters: Vec<LoraAdapter>,
+    /// `--max-lora-rank` (one of vLLM's: 1, 8, 16, 32, 64, 128, 256, 320, 512).
+    pub max_lora_rank: Option<u32>,
+    /// `--max-loras`: adapters active in one batch.
+    pub max_loras: Option<u32>,
+    /// `--speculative-config`, as a table (`{ method = "ngram", num_speculative_tokens = 3,
+    /// prompt_lookup_max = 4 }`), checked against the pinned version's `SpeculativeConfig`.
+    pub speculative: Option<serde_json::Value>,
+    /// `--generation-config`: `"auto"` (vLLM's default: the model's `generation_config.json`
+    /// gives default sampling, and its `max_new_tokens` silently caps every answer), `"vllm"`
+    /// (vLLM's own defaults), or a directory holding a `generation_config.json`.
+    pub generation_config: Option<String>,
+}
+
+/// What chat requests use when a model has no chat template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ChatFallback {
+    /// vLLM's own ChatML template (`--chat-template template_chatml.jinja`), so chat requests
+    /// are answered: vLLM 0.32.0 refuses them with a 400 when a model has no template.
+    #[default]
+    Chatml,
+    /// Nothing: chat requests get vLLM's 400; completions still work.
+    None,
+}
+
+/// One LoRA adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LoraAdapter {
+    /// The name clients ask for (`"model": "NAME"`).
+    pub name: String,
+    /// The adapter's directory (`adapter_config.json` and its weights), mounted into a container.
+    pub path: PathBuf,
 }
 
 impl Default for VllmSettings {
@@ -232,14 +285,28 @@ impl Default for VllmSettings {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
+            data_parallel_size: 1,
+            chat_template: None,
+            chat_fallback: ChatFallback::default(),
+            tool_call_parser: None,
+            reasoning_parser: None,
+            lora_adapters: Vec::new(),
+            max_lora_rank: None,
+            max_loras: None,
+            speculative: None,
+            generation_config: None,
         }
     }
 }
 
 /// Plans `vllm serve` launches; see [`VllmSettings`].
+///
+/// Given the machine's GPUs ([`with_gpus`](Self::with_gpus)), a plan for a local model directory
+/// is sized first ([`sizing`]): one that will not fit the GPUs the model is given is refused,
+/// with the changes that would make it fit.
 #[derive(Debug, Clone, Default)]
 pub struct VllmEngine {
-    _private: (),
+    gpus: Vec<Gpu>,
 }
 
 // === impl VllmEngine ===
@@ -248,6 +315,93 @@ impl VllmEngine {
     /// The engine.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The GPUs of the machine the plans are for (an inventory: NVML, or configured), so that
+    /// plans are sized against them.
+    ///
+    /// ```
+    /// use cortex_engines::VllmEngine;
+    /// use cortex_gguf::Gpu;
+    ///
+    /// let engine = VllmEngine::new().with_gpus([Gpu::new(0, "NVIDIA L4", 24 << 30)]);
+    /// # let _ = engine;
+    /// ```
+    #[must_use]
+    pub fn with_gpus(mut self, gpus: impl IntoIterator<Item = Gpu>) -> Self {
+        self.gpus = gpus.into_iter().collect();
+        self
+    }
+
+    /// The GPUs a model with these settings is given, out of the engine's.
+    fn given(&self, s: &VllmSettings) -> Vec<Gpu> {
+        match &s.gpus {
+            None | Some(GpuRequest::All) => self.gpus.clone(),
+            Some(GpuRequest::Count(n)) => self
+                .gpus
+                .iter()
+                .take(usize::try_from(*n).unwrap_or(usize::MAX))
+                .cloned()
+                .collect(),
+            Some(GpuRequest::Devices(ids)) => self
+                .gpus
+                .iter()
+                .filter(|g| {
+                    ids.iter()
+                        .any(|id| *id == g.index.to_string() || *id == g.uuid)
+                })
+                .cloned()
+                .collect(),
+            Some(_) => Vec::new(),
+        }
+    }
+
+    /// Sizes a local model directory on the GPUs it is given: an error with the ladder of
+    /// changes when it will not fit, a warning when it cannot be sized.
+    fn size(&self, spec: &ModelSpec, s: &VllmSettings, d: &mut Diagnostics) {
+        let gpus = self.given(s);
+        let ModelSource::Path(dir) = &spec.source else {
+            return;
+        };
+        if gpus.is_empty() || !dir.join("config.json").is_file() {
+            return;
+        }
+        let params = sizing::VllmParams {
+            tensor_parallel: s.tensor_parallel_size,
+            pipeline_parallel: s.pipeline_parallel_size,
+            gpu_memory_utilization: s.gpu_memory_utilization.unwrap_or(0.92),
+            max_model_len: s.max_model_len.map(u64::from),
+            max_num_seqs: u64::from(s.max_num_seqs),
+            max_num_batched_tokens: u64::from(s.max_num_batched_tokens),
+            kv_cache_dtype: if s
+                .kv_cache_dtype
+                .as_deref()
+                .is_some_and(|k| k.starts_with("fp8"))
+            {
+                sizing::KvCacheDtype::Fp8
+            } else {
+                sizing::KvCacheDtype::Auto
+            },
+            quantize_fp8: s.quantization.as_deref() == Some("fp8"),
+            block_size: s.block_size.map_or(16, u64::from),
+        };
+        let sized = sizing::HfModel::open(dir).and_then(|model| {
+            let size = sizing::size(&model, &params, &gpus)?;
+            let ladder = if size.fits {
+                Vec::new()
+            } else {
+                sizing::suggestions(&model, &params, &gpus)?
+            };
+            Ok((size, ladder))
+        });
+        match sized {
+            Err(e) => d.push(Diagnostic::warning(
+                "source",
+                format!("the model could not be sized for its GPUs: {e}"),
+            )),
+            Ok((size, _)) if size.fits => {}
+            Ok((size, ladder)) => d.push(sizing_error(&size, &ladder, &gpus, &params)),
+        }
     }
 
     fn check(spec: &ModelSpec, s: &VllmSettings) -> Diagnostics {
@@ -270,20 +424,32 @@ impl VllmEngine {
                 d.push(Diagnostic::error(field, "must be at least 1"));
             }
         }
+        if s.data_parallel_size == 0 {
+            d.push(Diagnostic::error(
+                "settings.data_parallel_size",
+                "must be at least 1",
+            ));
+        }
         let needed = s
             .tensor_parallel_size
-            .saturating_mul(s.pipeline_parallel_size);
+            .saturating_mul(s.pipeline_parallel_size)
+            .saturating_mul(s.data_parallel_size.max(1));
         let requested = match &s.gpus {
             Some(GpuRequest::Count(n)) => Some(*n),
             Some(GpuRequest::Devices(v)) => Some(u32::try_from(v.len()).unwrap_or(u32::MAX)),
-            Some(GpuRequest::None) => Some(0),
+            // No GPUs: the CPU backend, where parallel ranks are processes, not devices.
             _ => None,
         };
         if let Some(n) = requested.filter(|&n| n < needed) {
             d.push(Diagnostic::error(
                 "settings.tensor_parallel_size",
                 format!(
-                    "tensor × pipeline parallel needs {needed} GPUs but only {n} are requested"
+                    "tensor × pipeline{} parallel needs {needed} GPUs but only {n} are requested",
+                    if s.data_parallel_size > 1 {
+                        " × data"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }
@@ -307,10 +473,346 @@ impl VllmEngine {
                     .with_suggestion("set settings.tokenizer (and settings.hf_config_path) to the original hub repository"));
             }
         }
+        Self::check_features(spec, s, &mut d);
         check_managed(spec, MANAGED, &FLAGS, &mut d);
         check_retired(spec, &mut d);
         d
     }
+
+    /// The typed features: names against the pinned version's, files that must exist, the
+    /// speculative configuration against its fields.
+    fn check_features(spec: &ModelSpec, s: &VllmSettings, d: &mut Diagnostics) {
+        for (field, value, what, known) in [
+            (
+                "settings.tool_call_parser",
+                &s.tool_call_parser,
+                "tool-call parser",
+                args::PARSER.tool_call_parsers(),
+            ),
+            (
+                "settings.reasoning_parser",
+                &s.reasoning_parser,
+                "reasoning parser",
+                args::PARSER.reasoning_parsers(),
+            ),
+            (
+                "settings.quantization",
+                &s.quantization,
+                "quantization method",
+                args::PARSER.quantization_methods(),
+            ),
+        ] {
+            if let Some(v) = value {
+                args::check_name(d, field.to_owned(), what, v, known);
+            }
+        }
+        if let Some(rank) = s.max_lora_rank {
+            check_choice(
+                &FLAGS,
+                d,
+                "settings.max_lora_rank",
+                Some(&rank.to_string()),
+                "--max-lora-rank",
+            );
+        }
+        if s.max_loras == Some(0) {
+            d.push(Diagnostic::error(
+                "settings.max_loras",
+                "must be at least 1",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, lora) in s.lora_adapters.iter().enumerate() {
+            let field = format!("settings.lora_adapters[{i}]");
+            if lora.name.is_empty()
+                || lora.name.contains(char::is_whitespace)
+                || lora.name.contains('=')
+            {
+                d.push(Diagnostic::error(
+                    format!("{field}.name"),
+                    format!(
+                        "`{}` cannot be a model name (empty, a space or `=`)",
+                        lora.name
+                    ),
+                ));
+            } else if lora.name == spec.served_name() || !names.insert(lora.name.as_str()) {
+                d.push(Diagnostic::error(
+                    format!("{field}.name"),
+                    format!("`{}` is already a name of this model", lora.name),
+                ));
+            }
+            if !lora.path.join("adapter_config.json").is_file() {
+                d.push(Diagnostic::error(
+                    format!("{field}.path"),
+                    format!(
+                        "{} holds no adapter_config.json: vLLM would fail to load it",
+                        lora.path.display()
+                    ),
+                ));
+            }
+        }
+        if let Some(spec_config) = &s.speculative {
+            if let Err(e) = args::PARSER.check_object("SpeculativeConfig", spec_config) {
+                d.push(Diagnostic::error("settings.speculative", e));
+            }
+        }
+        if let Some(template) = &s.chat_template {
+            args::check_chat_template(d, "settings.chat_template".to_owned(), template, true);
+        }
+        if let Some(g) = s.generation_config.as_deref() {
+            if g != "auto" && g != "vllm" && !std::path::Path::new(g).is_dir() {
+                d.push(
+                    Diagnostic::error(
+                        "settings.generation_config",
+                        format!("`{g}` is neither `auto`, `vllm` nor a directory"),
+                    )
+                    .with_suggestion(
+                        "`vllm` uses vLLM's defaults, ignoring the model's generation_config.json",
+                    ),
+                );
+            }
+        }
+        Self::check_model_dir(spec, s, d);
+    }
+
+    /// What the local model directory says: a `max_new_tokens` cap, a missing chat template.
+    fn check_model_dir(spec: &ModelSpec, s: &VllmSettings, d: &mut Diagnostics) {
+        let ModelSource::Path(dir) = &spec.source else {
+            return;
+        };
+        if s.generation_config.as_deref().is_none_or(|g| g == "auto") {
+            if let Some(cap) = model_max_new_tokens(dir) {
+                d.push(
+                    Diagnostic::warning(
+                        "settings.generation_config",
+                        format!(
+                            "the model's generation_config.json sets max_new_tokens = {cap}: vLLM caps every answer at {cap} tokens unless a request asks for max_tokens"
+                        ),
+                    )
+                    .with_suggestion("set generation_config = \"vllm\" to use vLLM's defaults"),
+                );
+            }
+        }
+        if s.chat_template.is_none()
+            && spec.task == Task::Generate
+            && model_has_chat_template(dir) == Some(false)
+        {
+            let d2 = match s.chat_fallback {
+                ChatFallback::Chatml => Diagnostic::warning(
+                    "settings.chat_template",
+                    "the model has no chat template: chat requests use vLLM's ChatML template (template_chatml.jinja)",
+                )
+                .with_suggestion("set settings.chat_template to the template the model was trained with"),
+                ChatFallback::None => Diagnostic::warning(
+                    "settings.chat_template",
+                    "the model has no chat template: vLLM refuses chat requests with a 400 (chat_fallback = \"none\")",
+                ),
+            };
+            d.push(d2);
+        }
+    }
+}
+
+/// The refusal of a plan that will not fit: the budget per GPU, where it goes, and the changes
+/// that fit (as settings), each with the tokens its KV cache would hold.
+fn sizing_error(
+    size: &sizing::VllmSizing,
+    ladder: &[sizing::VllmSuggestion],
+    gpus: &[Gpu],
+    params: &sizing::VllmParams,
+) -> Diagnostic {
+    let gib = |b: u64| {
+        #[allow(clippy::cast_precision_loss)]
+        let g = b as f64 / f64::from(1u32 << 30);
+        format!("{g:.2} GiB")
+    };
+    let smallest = gpus
+        .iter()
+        .take(usize::try_from(size.gpus_used).unwrap_or(usize::MAX))
+        .map(|g| g.total_bytes)
+        .min()
+        .unwrap_or_default();
+    let message = format!(
+        "the model does not fit the {} GPU{} it is given: of {} per GPU ({} × {}), weights take {}, \
+         the profiled activations about {} and memory outside PyTorch about {} (both approximate, \
+         docs/estimator.md), leaving {} for the KV cache: {} tokens, less than one sequence of \
+         max_model_len {} (vLLM refuses to start)",
+        size.gpus_used,
+        if size.gpus_used == 1 { "" } else { "s" },
+        gib(size.budget_per_gpu),
+        params.gpu_memory_utilization,
+        gib(smallest),
+        gib(size.weights_per_gpu),
+        gib(size.activation_per_gpu),
+        gib(size.non_torch_per_gpu),
+        gib(size.kv_per_gpu),
+        size.kv_tokens,
+        size.max_model_len,
+    );
+    let steps: Vec<String> = ladder
+        .iter()
+        .map(|step| {
+            format!(
+                "{} ({}: {} KV tokens)",
+                as_setting(&step.flags),
+                if step.sizing.fits {
+                    "fits"
+                } else {
+                    "not enough alone"
+                },
+                step.sizing.kv_tokens
+            )
+        })
+        .collect();
+    let d = Diagnostic::error("settings", message);
+    if steps.is_empty() {
+        d.with_suggestion("give it more or larger GPUs")
+    } else {
+        d.with_suggestion(format!("changes, each alone: {}", steps.join("; ")))
+    }
+}
+
+/// A sizing suggestion's flags as the setting that makes them.
+fn as_setting(flags: &str) -> String {
+    let (flag, value) = flags.split_once(' ').unwrap_or((flags, ""));
+    let (name, quoted) = match flag {
+        "--kv-cache-dtype" => ("kv_cache_dtype", true),
+        "--quantization" => ("quantization", true),
+        "--tensor-parallel-size" => ("tensor_parallel_size", false),
+        "--max-model-len" => ("max_model_len", false),
+        "--max-num-seqs" => ("max_num_seqs", false),
+        _ => return flags.to_owned(),
+    };
+    if quoted {
+        format!("{name} = \"{value}\"")
+    } else {
+        format!("{name} = {value}")
+    }
+}
+
+/// Where a container sees files Cortex mounts for the typed features.
+const FEATURE_MOUNTS: &str = "/cortex";
+
+/// A host file or directory as the engine sees it: itself for a process; mounted read-only under
+/// [`FEATURE_MOUNTS`] for a container.
+fn visible(path: &Path, name: &str, container: bool, mounts: &mut Vec<Mount>) -> String {
+    if !container {
+        return path.display().to_string();
+    }
+    let inside = format!("{FEATURE_MOUNTS}/{name}");
+    mounts.push(Mount::read_only(path.to_owned(), inside.clone()));
+    inside
+}
+
+/// The typed features' options (data parallel, chat template, tools, reasoning, LoRA,
+/// speculative decoding, generation config); returns the LoRA names, the plan's aliases.
+fn features(
+    spec: &ModelSpec,
+    s: &VllmSettings,
+    container: bool,
+    args: &mut Vec<String>,
+    mounts: &mut Vec<Mount>,
+) -> Vec<String> {
+    let mut arg = |a: &str, v: String| {
+        args.push(a.to_owned());
+        args.push(v);
+    };
+    if s.data_parallel_size > 1 {
+        arg("--data-parallel-size", s.data_parallel_size.to_string());
+    }
+    let template = match (&s.chat_template, &spec.source) {
+        (Some(t), _) => Some(t.clone()),
+        (None, ModelSource::Path(dir))
+            if s.chat_fallback == ChatFallback::Chatml
+                && spec.task == Task::Generate
+                && model_has_chat_template(dir) == Some(false) =>
+        {
+            Some("template_chatml.jinja".to_owned())
+        }
+        _ => None,
+    };
+    if let Some(t) = template {
+        let file = Path::new(&t);
+        let value = if !t.contains(['{', '}', '\n']) && file.is_file() {
+            let name = file.file_name().map_or_else(
+                || "chat-template.jinja".to_owned(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            visible(file, &format!("chat-template/{name}"), container, mounts)
+        } else {
+            t
+        };
+        arg("--chat-template", value);
+    }
+    if let Some(p) = &s.tool_call_parser {
+        args.push("--enable-auto-tool-choice".into());
+        args.push("--tool-call-parser".into());
+        args.push(p.clone());
+    }
+    if let Some(p) = &s.reasoning_parser {
+        args.push("--reasoning-parser".into());
+        args.push(p.clone());
+    }
+    if !s.lora_adapters.is_empty() {
+        args.push("--enable-lora".into());
+        args.push("--lora-modules".into());
+        for lora in &s.lora_adapters {
+            let path = visible(
+                &lora.path,
+                &format!("lora/{}", lora.name),
+                container,
+                mounts,
+            );
+            args.push(format!("{}={path}", lora.name));
+        }
+        if let Some(r) = s.max_lora_rank {
+            args.push("--max-lora-rank".into());
+            args.push(r.to_string());
+        }
+        if let Some(n) = s.max_loras {
+            args.push("--max-loras".into());
+            args.push(n.to_string());
+        }
+    }
+    if let Some(v) = &s.speculative {
+        args.push("--speculative-config".into());
+        args.push(v.to_string());
+    }
+    if let Some(g) = &s.generation_config {
+        let value = if g == "auto" || g == "vllm" {
+            g.clone()
+        } else {
+            visible(Path::new(g), "generation-config", container, mounts)
+        };
+        args.push("--generation-config".into());
+        args.push(value);
+    }
+    s.lora_adapters.iter().map(|l| l.name.clone()).collect()
+}
+
+/// Whether a Hugging Face model directory has a chat template (in `tokenizer_config.json`, or a
+/// `chat_template.jinja` / `chat_template.json` beside it); `None` when `dir` is not one.
+fn model_has_chat_template(dir: &Path) -> Option<bool> {
+    if !dir.join("config.json").is_file() {
+        return None;
+    }
+    if dir.join("chat_template.jinja").is_file() || dir.join("chat_template.json").is_file() {
+        return Some(true);
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("tokenizer_config.json")).ok()?).ok()?;
+    Some(match config.get("chat_template") {
+        Some(serde_json::Value::String(t)) => !t.is_empty(),
+        Some(serde_json::Value::Array(a)) => !a.is_empty(),
+        _ => false,
+    })
+}
+
+/// `max_new_tokens` of a model directory's `generation_config.json`, if it sets one.
+fn model_max_new_tokens(dir: &Path) -> Option<u64> {
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("generation_config.json")).ok()?).ok()?;
+    config.get("max_new_tokens")?.as_u64()
 }
 
 /// Flags this version no longer has, or has as no-ops, named with their replacements.
@@ -344,6 +846,9 @@ impl Engine for VllmEngine {
     fn plan(&self, spec: &ModelSpec, cx: &PlanContext) -> Result<Planned, PlanError> {
         let s: VllmSettings = decode_settings(spec)?;
         let mut diagnostics = Self::check(spec, &s);
+        if !diagnostics.has_errors() {
+            self.size(spec, &s, &mut diagnostics);
+        }
         if diagnostics.has_errors() {
             return Err(PlanError::Invalid {
                 model: spec.id.clone(),
@@ -484,6 +989,7 @@ impl Engine for VllmEngine {
             Some(false) => switch(true, "--no-enable-chunked-prefill"),
             None => {}
         }
+        let aliases = features(spec, &s, container, &mut args, &mut mounts);
         args.extend(spec.args.iter().cloned());
         // The whole command line, read as vLLM reads it: the custom arguments' values, and the
         // rules between options (Cortex's own and the custom ones together).
@@ -559,6 +1065,7 @@ impl Engine for VllmEngine {
                 .insert("HF_TOKEN".to_owned(), Secret::new(token.as_str()));
         }
         plan.mounts = mounts;
+        plan.aliases = aliases;
         plan.stop_grace = Duration::from_secs(5);
         if container {
             finish_container(&mut plan, SHM_SIZE, s.gpus.as_ref());

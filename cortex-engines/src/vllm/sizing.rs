@@ -425,9 +425,16 @@ pub struct VllmSizing {
     pub gpus_used: u32,
     /// Weights per GPU.
     pub weights_per_gpu: u64,
-    /// Activation peak of the profiled pass, per GPU (approximate).
+    /// Activation peak of the profiled pass, per GPU — approximate. vLLM measures it: its
+    /// worker runs one dummy forward pass of `max_num_batched_tokens` tokens
+    /// (`profile_run` in `v1/worker/gpu_model_runner.py`) and takes the allocator's peak. Modelled here as that
+    /// pass's widest tensors, `max_num_batched_tokens × (4·hidden + 2·intermediate/TP) × dtype`,
+    /// plus the sampler's logits, `min(max_num_seqs, max_num_batched_tokens) × vocab × 4` (fp32).
     pub activation_per_gpu: u64,
-    /// Memory outside `PyTorch`'s allocator: CUDA graphs, NCCL, context (approximate).
+    /// Memory outside `PyTorch`'s allocator (the CUDA context, NCCL buffers, CUDA graphs) —
+    /// approximate: a flat 512 MiB. vLLM measures it as the device's used memory minus the
+    /// allocator's during profiling (`non_torch_memory` in `utils/mem_utils.py`); no GPU was
+    /// available to calibrate it (docs/estimator.md, "vLLM sizing").
     pub non_torch_per_gpu: u64,
     /// What vLLM may use per GPU: `utilization × total` of the smallest GPU used.
     pub budget_per_gpu: u64,

@@ -500,3 +500,66 @@ fn committed_fuzz_seeds_are_what_this_makes() {
         .unwrap();
     }
 }
+
+/// A plan for a model that will not fit the GPUs it is given is refused, with the changes that
+/// would fit as settings; one that fits is planned.
+#[test]
+fn a_plan_that_will_not_fit_its_gpus_is_refused_with_the_ladder() {
+    use cortex_core::{Engine, EngineSettings, ModelId, ModelSource, ModelSpec, PlanContext};
+    use cortex_core::{PlanError, TargetKind};
+    use cortex_engines::VllmEngine;
+
+    let dir = tmp("llama3-8b-plan");
+    llama3_8b(&dir);
+    let spec = |settings: &str| {
+        ModelSpec::new(
+            ModelId::new("llama").unwrap(),
+            "vllm".into(),
+            ModelSource::Path(dir.clone()),
+        )
+        .with_settings(toml::from_str::<EngineSettings>(settings).unwrap())
+    };
+    let cx = PlanContext::new(TargetKind::Process, 0, 8000);
+    let small = VllmEngine::new().with_gpus([
+        Gpu::new(0, "NVIDIA T4", 16 * GIB),
+        Gpu::new(1, "NVIDIA T4", 16 * GIB),
+    ]);
+    // One 16 GiB GPU: 16 GB of bf16 weights alone exceed 0.92 × 16 GiB.
+    let refused = small.plan(&spec("max_model_len = 8192\ngpus = { count = 1 }"), &cx);
+    let Err(PlanError::Invalid { diagnostics, .. }) = refused else {
+        panic!("expected a refusal, got {refused:?}");
+    };
+    let d = diagnostics.iter().find(|d| d.is_error()).unwrap();
+    assert_eq!(d.field, "settings");
+    assert!(
+        d.message
+            .starts_with("the model does not fit the 1 GPU it is given: of 14.72 GiB per GPU (0.92 × 16.00 GiB), weights take 14.96 GiB"),
+        "{}",
+        d.message
+    );
+    let suggestion = d.suggestion.as_deref().unwrap();
+    assert!(
+        suggestion.contains("quantization = \"fp8\" (fits:"),
+        "{suggestion}"
+    );
+    assert!(
+        suggestion.contains("kv_cache_dtype = \"fp8\" (not enough alone"),
+        "{suggestion}"
+    );
+    // Both GPUs: tensor parallel 2 fits (and is one of the changes on one GPU given two).
+    small
+        .plan(&spec("max_model_len = 8192\ntensor_parallel_size = 2"), &cx)
+        .unwrap();
+    // No GPUs given (a CPU model) or no inventory: not sized.
+    small
+        .plan(&spec("max_model_len = 8192\ngpus = \"none\""), &cx)
+        .unwrap();
+    VllmEngine::new()
+        .plan(&spec("max_model_len = 8192"), &cx)
+        .unwrap();
+    // A large GPU: planned.
+    VllmEngine::new()
+        .with_gpus([Gpu::new(0, "NVIDIA H100", 80 * GIB)])
+        .plan(&spec("max_model_len = 8192"), &cx)
+        .unwrap();
+}

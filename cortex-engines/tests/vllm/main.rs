@@ -270,3 +270,271 @@ fn managed_flags_are_refused_under_every_spelling_vllm_accepts() {
                 .all(|d| !d.message.contains("managed"))
     );
 }
+
+/// A directory under the test target's temporary directory, fresh.
+fn fresh(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("vllm")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A model directory with (or without) a chat template and a `max_new_tokens`.
+fn model_dir(name: &str, template: bool, max_new_tokens: Option<u64>) -> std::path::PathBuf {
+    let dir = fresh(name);
+    std::fs::write(dir.join("config.json"), "{}").unwrap();
+    let mut tokenizer = serde_json::json!({"tokenizer_class": "PreTrainedTokenizerFast"});
+    if template {
+        tokenizer["chat_template"] = "{% for m in messages %}{{ m.content }}{% endfor %}".into();
+    }
+    std::fs::write(dir.join("tokenizer_config.json"), tokenizer.to_string()).unwrap();
+    if let Some(n) = max_new_tokens {
+        std::fs::write(
+            dir.join("generation_config.json"),
+            serde_json::json!({"max_new_tokens": n}).to_string(),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// An adapter directory vLLM would load.
+fn adapter(name: &str) -> std::path::PathBuf {
+    let dir = fresh(name);
+    std::fs::write(dir.join("adapter_config.json"), "{\"r\": 8}").unwrap();
+    dir
+}
+
+#[test]
+fn typed_features_reach_the_command_line() {
+    let sql = adapter("lora-sql");
+    let template = fresh("template").join("chat.jinja");
+    std::fs::write(
+        &template,
+        "{% for m in messages %}{{ m.content }}{% endfor %}",
+    )
+    .unwrap();
+    let settings = format!(
+        r#"
+        data_parallel_size = 2
+        gpus = {{ count = 2 }}
+        chat_template = "{}"
+        tool_call_parser = "hermes"
+        reasoning_parser = "qwen3"
+        lora_adapters = [{{ name = "sql", path = "{}" }}]
+        max_lora_rank = 16
+        max_loras = 2
+        speculative = {{ method = "ngram", num_speculative_tokens = 3, prompt_lookup_max = 4 }}
+        generation_config = "vllm"
+        "#,
+        template.display(),
+        sql.display()
+    );
+    let spec = local(&settings);
+    let planned = plan(&spec, TargetKind::Process).unwrap();
+    let line = planned.plan.args.join(" ");
+    for expected in [
+        "--data-parallel-size 2",
+        &format!("--chat-template {}", template.display()),
+        "--enable-auto-tool-choice --tool-call-parser hermes",
+        "--reasoning-parser qwen3",
+        &format!(
+            "--enable-lora --lora-modules sql={} --max-lora-rank 16 --max-loras 2",
+            sql.display()
+        ),
+        r#"--speculative-config {"method":"ngram","num_speculative_tokens":3,"prompt_lookup_max":4}"#,
+        "--generation-config vllm",
+    ] {
+        assert!(line.contains(expected), "{expected:?} missing from {line}");
+    }
+    // The adapter is a name the gateway routes to this model.
+    assert_eq!(planned.plan.aliases, ["sql"]);
+
+    // A container sees the files where Cortex mounts them.
+    let planned = plan(&spec, TargetKind::Container).unwrap();
+    let line = planned.plan.args.join(" ");
+    assert!(
+        line.contains("--chat-template /cortex/chat-template/chat.jinja"),
+        "{line}"
+    );
+    assert!(
+        line.contains("--lora-modules sql=/cortex/lora/sql"),
+        "{line}"
+    );
+    let mounts: Vec<(String, String, bool)> = planned
+        .plan
+        .mounts
+        .iter()
+        .map(|m| {
+            (
+                m.source.display().to_string(),
+                m.target.display().to_string(),
+                m.read_only,
+            )
+        })
+        .collect();
+    assert!(
+        mounts.contains(&(
+            template.display().to_string(),
+            "/cortex/chat-template/chat.jinja".into(),
+            true
+        )),
+        "{mounts:?}"
+    );
+    assert!(
+        mounts.contains(&(sql.display().to_string(), "/cortex/lora/sql".into(), true)),
+        "{mounts:?}"
+    );
+}
+
+#[test]
+fn typed_features_are_checked_against_the_pinned_version() {
+    let no_config = fresh("lora-empty");
+    let sql = adapter("lora-sql-2");
+    for (settings, field, message, suggestion) in [
+        (
+            "tool_call_parser = \"hermess\"".to_owned(),
+            "settings.tool_call_parser",
+            "`hermess` is not a tool-call parser vLLM 0.32.0 has",
+            Some("did you mean `hermes`?"),
+        ),
+        (
+            "reasoning_parser = \"deepseek-r1\"".to_owned(),
+            "settings.reasoning_parser",
+            "`deepseek-r1` is not a reasoning parser vLLM 0.32.0 has",
+            Some("did you mean `deepseek_r1`?"),
+        ),
+        (
+            "quantization = \"awq-marlin\"".to_owned(),
+            "settings.quantization",
+            "`awq-marlin` is not a quantization method vLLM 0.32.0 has",
+            Some("did you mean `awq_marlin`?"),
+        ),
+        (
+            "max_lora_rank = 7".to_owned(),
+            "settings.max_lora_rank",
+            "`7` is not accepted by --max-lora-rank",
+            None,
+        ),
+        (
+            format!(
+                "lora_adapters = [{{ name = \"x\", path = \"{}\" }}]",
+                no_config.display()
+            ),
+            "settings.lora_adapters[0].path",
+            "holds no adapter_config.json",
+            None,
+        ),
+        (
+            format!(
+                "lora_adapters = [{{ name = \"qwen3\", path = \"{}\" }}]",
+                sql.display()
+            ),
+            "settings.lora_adapters[0].name",
+            "`qwen3` is already a name of this model",
+            None,
+        ),
+        (
+            "speculative = { method = \"ngram\", num_speculative_token = 3 }".to_owned(),
+            "settings.speculative",
+            "SpeculativeConfig has no field `num_speculative_token` (did you mean `num_speculative_tokens`?)",
+            None,
+        ),
+        (
+            "speculative = { method = \"bogus\" }".to_owned(),
+            "settings.speculative",
+            "SpeculativeConfig.method takes one of ngram",
+            None,
+        ),
+        (
+            "generation_config = \"/no/such/dir\"".to_owned(),
+            "settings.generation_config",
+            "`/no/such/dir` is neither `auto`, `vllm` nor a directory",
+            None,
+        ),
+        (
+            "chat_template = \"/no/such/template.jinja\"".to_owned(),
+            "settings.chat_template",
+            "chat template `/no/such/template.jinja` is neither a file nor a template vLLM ships",
+            None,
+        ),
+        (
+            "data_parallel_size = 2\ntensor_parallel_size = 2\ngpus = { count = 2 }".to_owned(),
+            "settings.tensor_parallel_size",
+            "tensor × pipeline × data parallel needs 4 GPUs but only 2 are requested",
+            None,
+        ),
+    ] {
+        let e = errors(&local(&settings));
+        let d = e
+            .iter()
+            .find(|d| d.field == field)
+            .unwrap_or_else(|| panic!("{settings}: no error on {field}: {e:?}"));
+        assert!(d.message.contains(message), "{settings}: {}", d.message);
+        if let Some(s) = suggestion {
+            assert_eq!(d.suggestion.as_deref(), Some(s), "{settings}");
+        }
+    }
+}
+
+/// A local model without a chat template gets vLLM's ChatML template (said as a warning), unless
+/// the fallback is off; a model's `max_new_tokens` cap is pointed out.
+#[test]
+fn chat_fallback_and_generation_config_follow_the_model_directory() {
+    let with = |dir: &std::path::Path, settings: &str| {
+        plan(
+            &spec(ModelSource::Path(dir.to_owned()), settings),
+            TargetKind::Process,
+        )
+        .unwrap()
+    };
+    let bare = model_dir("bare", false, Some(16));
+    let planned = with(&bare, "");
+    let line = planned.plan.args.join(" ");
+    assert!(
+        line.contains("--chat-template template_chatml.jinja"),
+        "{line}"
+    );
+    let w: Vec<String> = planned.warnings.iter().map(|d| d.message.clone()).collect();
+    assert!(
+        w.iter()
+            .any(|m| m.contains("chat requests use vLLM's ChatML template")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|m| m.contains("sets max_new_tokens = 16: vLLM caps every answer at 16 tokens")),
+        "{w:?}"
+    );
+    // Off: no template flag, a warning that chat will be refused; `vllm` silences the cap.
+    let planned = with(
+        &bare,
+        "chat_fallback = \"none\"\ngeneration_config = \"vllm\"",
+    );
+    assert!(!planned.plan.args.iter().any(|a| a == "--chat-template"));
+    let w: Vec<String> = planned.warnings.iter().map(|d| d.message.clone()).collect();
+    assert!(
+        w.iter()
+            .any(|m| m.contains("vLLM refuses chat requests with a 400")),
+        "{w:?}"
+    );
+    assert!(!w.iter().any(|m| m.contains("max_new_tokens")), "{w:?}");
+    // A model with a template: nothing added, nothing said.
+    let templated = model_dir("templated", true, None);
+    let planned = with(&templated, "");
+    assert!(!planned.plan.args.iter().any(|a| a == "--chat-template"));
+    assert!(planned.warnings.is_empty(), "{:?}", planned.warnings);
+    // Embeddings need no chat template.
+    let planned = plan(
+        &spec(
+            ModelSource::Path(bare.clone()),
+            "generation_config = \"vllm\"",
+        )
+        .with_task(Task::Embed),
+        TargetKind::Process,
+    )
+    .unwrap();
+    assert!(!planned.plan.args.iter().any(|a| a == "--chat-template"));
+}

@@ -53,7 +53,29 @@ fn options(spec: &ModelSpec, target: TargetKind) -> Result<Vec<String>, String> 
     match VllmEngine::new().plan(spec, &PlanContext::new(target, 0, 8000)) {
         Ok(planned) => {
             let skip = if target == TargetKind::Process { 2 } else { 1 };
-            Ok(planned.plan.args.into_iter().skip(skip).collect())
+            // A container sees its mounts at their targets; the judge runs on the host, where
+            // the same files are at their sources.
+            let mounts = planned.plan.mounts;
+            Ok(planned
+                .plan
+                .args
+                .into_iter()
+                .skip(skip)
+                .map(|arg| {
+                    mounts.iter().fold(arg, |arg, m| {
+                        let target = m.target.display().to_string();
+                        match arg.split_once('=') {
+                            Some((k, v)) if v.starts_with(&target) => {
+                                format!("{k}={}{}", m.source.display(), &v[target.len()..])
+                            }
+                            _ if arg.starts_with(&target) => {
+                                format!("{}{}", m.source.display(), &arg[target.len()..])
+                            }
+                            _ => arg,
+                        }
+                    })
+                })
+                .collect())
         }
         Err(PlanError::Invalid { diagnostics, .. }) => Err(diagnostics
             .into_iter()
@@ -88,6 +110,19 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     ("quantization = \"fp8\"", None),
     ("trust_remote_code = true", None),
     ("api_key = \"k\"\nhf_token = \"t\"", None),
+    ("data_parallel_size = 2", None),
+    ("tool_call_parser = \"hermes\"", None),
+    ("reasoning_parser = \"openai_gptoss\"", None),
+    (
+        "speculative = { method = \"ngram\", num_speculative_tokens = 3, prompt_lookup_max = 4 }",
+        None,
+    ),
+    ("generation_config = \"vllm\"", None),
+    ("chat_template = \"template_chatml.jinja\"", None),
+    (
+        "chat_template = \"{% for m in messages %}{{ m.content }}{% endfor %}\"",
+        None,
+    ),
 ];
 
 /// Custom arguments: `(args, expected)`, where `expected` names a model or machine fact for a
@@ -249,11 +284,36 @@ fn cortex_and_vllm_agree_on_every_command_line() {
             ModelSource::Hub(HubRepo::new("org/tiny").unwrap().with_revision("main")),
         ),
     ];
-    for (i, (settings, expected)) in SETTINGS.iter().enumerate() {
+    // Settings that name files: an adapter directory and a template file of this run.
+    let files = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vllm_parser");
+    let _ = std::fs::remove_dir_all(&files);
+    std::fs::create_dir_all(files.join("lora")).unwrap();
+    std::fs::write(
+        files.join("lora/adapter_config.json"),
+        r#"{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "peft_type": "LORA"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        files.join("chat.jinja"),
+        "{% for m in messages %}{{ m.content }}{% endfor %}",
+    )
+    .unwrap();
+    let with_files = [
+        format!(
+            "lora_adapters = [{{ name = \"sql\", path = \"{}\" }}]\nmax_lora_rank = 8\nmax_loras = 2",
+            files.join("lora").display()
+        ),
+        format!("chat_template = \"{}\"", files.join("chat.jinja").display()),
+    ];
+    let settings_matrix = SETTINGS
+        .iter()
+        .map(|(s, e)| ((*s).to_owned(), *e))
+        .chain(with_files.into_iter().map(|s| (s, None)));
+    for (i, (settings, expected)) in settings_matrix.enumerate() {
         for (source_name, source) in &sources {
             for target in [TargetKind::Process, TargetKind::Container] {
                 for task in [Task::Generate, Task::Embed] {
-                    let spec = spec(source.clone(), settings, &[], task);
+                    let spec = spec(source.clone(), &settings, &[], task);
                     let (argv, refused) = match options(&spec, target) {
                         Ok(argv) => (argv, None),
                         Err(e) => (Vec::new(), Some(e)),
@@ -264,7 +324,7 @@ fn cortex_and_vllm_agree_on_every_command_line() {
                         ),
                         argv,
                         refused,
-                        expected: *expected,
+                        expected,
                     });
                 }
             }

@@ -128,7 +128,7 @@ fn a_config_error_names_file_line_and_field_and_starts_nothing() {
         ),
         (
             "[[keys]]\nid = \"a\"\nhash = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\nmodels = [\"nope\"]\n",
-            ":4:10: keys[0].models: `nope` is not the served name of any model",
+            ":4:10: keys[0].models: `nope` is not a name any model in this file serves",
         ),
         (
             "[runtime]\nkind = \"podman\"\n",
@@ -430,6 +430,61 @@ fn pipes_help_and_ports() {
     assert!(plan.contains("--port PORT "), "{plan}");
     assert!(plan.contains("PORT: a free port on 127.0.0.1, chosen when the replica starts"));
     assert!(!plan.contains("--port 8080"), "{plan}");
+}
+
+/// A vLLM model sized against the configured GPUs: one that will not fit is refused when the
+/// configuration is read, with the changes that would fit; on a larger GPU it is planned.
+#[test]
+fn a_vllm_model_is_sized_against_the_configured_gpus() {
+    let dir = tempfile::tempdir().unwrap();
+    // An 8B Llama's shapes: config.json and one safetensors header (no tensor data) holding
+    // 8.03 billion bf16 parameters.
+    let model = dir.path().join("llama-8b");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "intermediate_size": 14336,
+            "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+            "vocab_size": 128_256, "max_position_embeddings": 8192, "torch_dtype": "bfloat16"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let params: u64 = 8_030_261_248;
+    let header = serde_json::json!({
+        "model.weight": {"dtype": "BF16", "shape": [params / 4096, 4096], "data_offsets": [0, params * 2]}
+    })
+    .to_string();
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend(header.as_bytes());
+    std::fs::write(model.join("model.safetensors"), file).unwrap();
+    let write = |gib: u64| {
+        let path = dir.path().join(format!("cortex-{gib}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[[gpu]]\nindex = 0\nname = \"GPU\"\ntotal_bytes = {}\n\n[[models]]\nid = \"llama\"\nengine = \"vllm\"\nsource = {{ path = \"{}\" }}\n\n[models.settings]\nmax_model_len = 8192\n",
+                gib << 30,
+                model.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let out = cortex(&["plan", "llama", "--config", write(16).to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "models[0] (llama): error: settings: the model does not fit the 1 GPU it is given"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("quantization = \"fp8\" (fits:"), "{stderr}");
+    let out = cortex(&["plan", "llama", "--config", write(80).to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("--max-model-len 8192"));
 }
 
 /// `cortex serve` as a child, its stderr copied to the test's.

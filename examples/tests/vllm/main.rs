@@ -37,7 +37,7 @@ state_dir = "{state}"
 [[keys]]
 id = "tester"
 hash = "{client}"
-models = ["tiny"]
+models = ["tiny", "sql"]
 
 [[models]]
 id = "tiny"
@@ -57,12 +57,17 @@ dtype = "float32"
 max_model_len = 512
 max_num_seqs = 8
 max_num_batched_tokens = 512
+tool_call_parser = "hermes"
+generation_config = "vllm"
+lora_adapters = [{{ name = "sql", path = "{lora}" }}]
+max_lora_rank = 8
 "#,
             admin = KeyHash::of(ADMIN),
             admin_port = free_port(),
             client = KeyHash::of(CLIENT),
             state = dir.join("state").display(),
             model = require(cache().join("models/vllm-tiny")).display(),
+            lora = require(cache().join("models/vllm-tiny-lora-sql")).display(),
             vllm = require(cache().join("vllm-0.32.0/venv/bin/vllm")).display(),
         ),
     )
@@ -100,6 +105,19 @@ fn curl(args: &[&str]) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap();
     (status.parse().unwrap_or(0), body.to_owned())
+}
+
+/// A chat completion `body` posted to `base` with the client key (curl).
+fn chat(base: &str, body: &str) -> (u16, String) {
+    curl(&[
+        "-H",
+        &format!("authorization: Bearer {CLIENT}"),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        body,
+        &format!("{base}/v1/chat/completions"),
+    ])
 }
 
 /// A 480-token chat stream through `base` (curl), once its first bytes (`data: `) were read.
@@ -285,15 +303,10 @@ fn vllm_serves_through_the_gateway_and_stops_with_nothing_left() {
     // vLLM's refusal reaches the client with its status, message and parameter, in OpenAI's
     // shape (`type` as OpenAI names it: vLLM says `BadRequestError`, testdata's capture).
     let auth = format!("authorization: Bearer {CLIENT}");
-    let (status, body) = curl(&[
-        "-H",
-        &auth,
-        "-H",
-        "content-type: application/json",
-        "-d",
+    let (status, body) = chat(
+        &base,
         r#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":600}"#,
-        &format!("{base}/v1/chat/completions"),
-    ]);
+    );
     assert_eq!(status, 400, "{body}");
     let error: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
@@ -302,6 +315,46 @@ fn vllm_serves_through_the_gateway_and_stops_with_nothing_left() {
         error["error"]["message"].as_str().unwrap().contains("512"),
         "{body}"
     );
+
+    // The LoRA adapter is a model of its own through the gateway: listed, routed to the
+    // engine that serves it, answered by vLLM under its name, metered under it.
+    let (status, models) = curl(&["-H", &auth, &format!("{base}/v1/models")]);
+    assert_eq!(status, 200, "{models}");
+    let listed: Value = serde_json::from_str(&models).unwrap();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["sql", "tiny"], "{models}");
+    let (status, body) = chat(
+        &base,
+        r#"{"model":"sql","messages":[{"role":"user","content":"hi"}],"max_tokens":5,"ignore_eos":true}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["model"], "sql", "{body}");
+    assert_eq!(answer["usage"]["completion_tokens"], 5, "{body}");
+    assert!(
+        within(Duration::from_secs(5), || access
+            .lock()
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|l| l["model"] == "sql" && l["completion_tokens"] == 5.0)),
+        "{}",
+        access.lock().unwrap()
+    );
+    // Tool calling is on (`tool_call_parser`): vLLM takes `tool_choice: auto`, which it refuses
+    // with a 400 without `--enable-auto-tool-choice`.
+    let (status, body) = chat(
+        &base,
+        r#"{"model":"tiny","messages":[{"role":"user","content":"weather?"}],"max_tokens":4,
+            "tools":[{"type":"function","function":{"name":"weather","parameters":{"type":"object","properties":{}}}}],
+            "tool_choice":"auto"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
 
     // SIGTERM while a long stream runs (480 tokens, longer than the 200 ms drain): vLLM alone
     // hangs on SIGTERM until its client leaves (testdata's `run5_sigterm_midstream`); Cortex
