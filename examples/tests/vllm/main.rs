@@ -21,6 +21,12 @@ const CLIENT: &str = "sk-test-client";
 /// A configuration serving the tiny model with vLLM on `port`, as the vLLM findings start it:
 /// float32, 512 tokens, eager, the in-process executor (one process fewer, a minute faster).
 fn config(dir: &Path, port: u16) -> PathBuf {
+    config_for(dir, port, &require(cache().join("models/vllm-tiny")), false)
+}
+
+/// [`config`] serving the model directory `model`; `multiprocess`: vLLM as it runs by default,
+/// its engine core and worker in processes of their own.
+fn config_for(dir: &Path, port: u16, model: &Path, multiprocess: bool) -> PathBuf {
     let path = dir.join("cortex.toml");
     std::fs::write(
         &path,
@@ -44,12 +50,12 @@ id = "tiny"
 engine = "vllm"
 source = {{ path = "{model}" }}
 startup_timeout = "10m"
-args = ["--load-format", "dummy", "--distributed-executor-backend", "uni"]
+args = {args}
 
 [models.env]
 VLLM_CPU_KVCACHE_SPACE = "1"
 VLLM_CPU_OMP_THREADS_BIND = "nobind"
-VLLM_ENABLE_V1_MULTIPROCESSING = "0"
+VLLM_ENABLE_V1_MULTIPROCESSING = "{multiprocessing}"
 
 [models.settings]
 program = "{vllm}"
@@ -66,7 +72,13 @@ max_lora_rank = 8
             admin_port = free_port(),
             client = KeyHash::of(CLIENT),
             state = dir.join("state").display(),
-            model = require(cache().join("models/vllm-tiny")).display(),
+            model = model.display(),
+            args = if multiprocess {
+                r#"["--load-format", "dummy"]"#
+            } else {
+                r#"["--load-format", "dummy", "--distributed-executor-backend", "uni"]"#
+            },
+            multiprocessing = u8::from(multiprocess),
             lora = require(cache().join("models/vllm-tiny-lora-sql")).display(),
             vllm = require(cache().join("vllm-0.32.0/venv/bin/vllm")).display(),
         ),
@@ -158,7 +170,12 @@ struct Started {
 /// (the health path and the warm-up answered), failing at once when the model fails.
 fn start(dir: &Path) -> Started {
     let port = free_port();
-    let path = config(dir, port);
+    start_on(config(dir, port), port)
+}
+
+/// Starts `cortex serve` on the configuration at `path` (its client listener on `port`), as
+/// [`start`].
+fn start_on(path: PathBuf, port: u16) -> Started {
     let began = Instant::now();
     let mut serve = Serve(
         Command::new(env!("CARGO_BIN_EXE_cortex"))
@@ -485,4 +502,67 @@ fn an_engine_killed_mid_stream_fails_the_model_and_the_stream_cleanly() {
         .try_wait()
         .unwrap()
         .is_some()));
+}
+
+/// vLLM as it runs by default — its engine core and worker in processes of their own, which
+/// outlive a main process killed with SIGKILL (testdata's FINDINGS) — under a `cortex serve` that is
+/// killed with SIGKILL: nothing of vLLM is left, with no next manager to clean up (the runtime's watchdog
+/// kills the engine's group). On the way, a model without a chat template answers chat requests
+/// through vLLM's ChatML template (`chat_fallback`).
+#[test]
+fn a_killed_manager_leaves_nothing_of_vllm_and_a_model_without_a_template_chats() {
+    let dir = tempfile::tempdir().unwrap();
+    // The tiny model without its chat template: its files, the tokenizer's config rewritten.
+    let tiny = require(cache().join("models/vllm-tiny"));
+    let bare = dir.path().join("tiny-without-template");
+    std::fs::create_dir_all(&bare).unwrap();
+    for entry in std::fs::read_dir(&tiny).unwrap() {
+        let from = entry.unwrap().path();
+        std::fs::copy(&from, bare.join(from.file_name().unwrap())).unwrap();
+    }
+    let mut tokenizer: Value =
+        serde_json::from_slice(&std::fs::read(bare.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    tokenizer.as_object_mut().unwrap().remove("chat_template");
+    std::fs::write(bare.join("tokenizer_config.json"), tokenizer.to_string()).unwrap();
+
+    let port = free_port();
+    let Started {
+        mut serve,
+        log,
+        base,
+        pid,
+        ..
+    } = start_on(config_for(dir.path(), port, &bare, true), port);
+    assert!(
+        log.lock()
+            .unwrap()
+            .contains("chat requests use vLLM's ChatML template"),
+        "{}",
+        log.lock().unwrap()
+    );
+    let (status, body) = chat(
+        &base,
+        r#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":4,"ignore_eos":true}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["usage"]["completion_tokens"], 4, "{body}");
+
+    // The engine's processes: the main one, its engine core, worker and resource tracker.
+    let members = process_group(pid);
+    assert!(members.len() >= 3, "{members:?}");
+    serve.0.kill().unwrap();
+    serve.0.wait().unwrap();
+    let killed = Instant::now();
+    assert!(
+        within(Duration::from_secs(15), || process_group(pid).is_empty()),
+        "vLLM processes outlived the killed manager: {:?}",
+        process_group(pid)
+    );
+    eprintln!(
+        "manager SIGKILL to no vLLM process: {:.2} s ({} processes)",
+        killed.elapsed().as_secs_f64(),
+        members.len()
+    );
 }

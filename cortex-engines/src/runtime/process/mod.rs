@@ -53,9 +53,12 @@ const LOG_FILE_LIMIT: u64 = 64 << 20;
 ///   ends: a clean shutdown stops it, dropping the runtime (a panic unwinding) kills its group, and
 ///   a crash or `SIGKILL` sends its leader `SIGKILL` through Linux's parent-death signal
 ///   (`PR_SET_PDEATHSIG`, armed for every engine from one thread that lives as long as the process;
-///   see the `spawn` module). What the leader started itself is outside that signal's reach (a
-///   multi-process engine should watch its own parent, as vLLM's processes do); the state
-///   directory catches it.
+///   see the `spawn` module). What the leader started itself (vLLM's engine core, workers and
+///   resource tracker) is outside that signal's reach and lives on when the leader dies — seen
+///   with the real vLLM 0.32.0 — so a watchdog process holds every engine's process group and
+///   kills it the moment this process dies (it reads end-of-file on a pipe only this process
+///   writes; see the `spawn` module). The state directory is the second line: what a watchdog
+///   could not kill (one started with `setsid`, say) is found there by the next runtime.
 /// - With a [`state_dir`](ProcessRuntimeBuilder::state_dir), each engine is recorded on disk (pid,
 ///   process group, start time, boot, labels, address) until it is stopped. The next runtime on
 ///   that directory [`list`](Runtime::list)s what the last one left, running or not, and can stop
@@ -354,6 +357,10 @@ impl ProcessRuntime {
             None
         };
         let child = spawn::spawn(command, !self.inner.outlive).await?;
+        if !self.inner.outlive {
+            // What the engine starts dies with this process too, not only the engine.
+            spawn::guard(i32::try_from(child.id()).unwrap_or(0));
+        }
         Ok((child, files))
     }
 }
@@ -393,6 +400,7 @@ impl Drop for Inner {
         for (id, child) in children.iter() {
             // Nothing started here outlives the runtime.
             let _ = child.signal(Signal::SIGKILL);
+            spawn::release(child.pid);
             if let Some(state) = &self.state {
                 let _ = state.remove(id.as_str());
             }
@@ -450,6 +458,7 @@ impl Runtime for ProcessRuntime {
                 // Unrecorded, it could not be found again: it does not run.
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                 let _ = child.wait();
+                spawn::release(pid);
                 return Err(start_error(e.into()));
             }
         };
@@ -628,6 +637,7 @@ async fn watch_child(
             .ok()
             .and_then(Result::ok),
     };
+    spawn::release(record.pid);
     let _ = exit_tx.send(Some(status.map_or_else(Exit::unknown, exit_of)));
 }
 

@@ -6,10 +6,20 @@
 //! engine is forked on one thread that lives as long as the process, and the signal means what it
 //! should: the manager is gone.
 //!
-//! Written by hand: no crate offers a process-lifetime spawner with a parent-death signal.
+//! The signal reaches the engine's main process only: what it started (vLLM's `EngineCore`, its
+//! workers and Python's resource tracker, holding gigabytes) is reparented and lives on. So a
+//! watchdog holds the process group of every engine started here: a `/bin/sh` loop in a group of
+//! its own (no terminal signal reaches it; it ignores `INT`, `TERM` and `HUP`) reading `+ PGID`
+//! and `- PGID` lines from a pipe whose write end only this process holds. When this process dies,
+//! however it dies, the kernel closes that end; the watchdog reads end-of-file, kills every group
+//! still listed and exits. A group is listed from its start until the runtime has killed it and
+//! reaped its leader.
+//!
+//! Written by hand: no crate offers a process-lifetime spawner with a parent-death signal, nor a
+//! watchdog that outlives its owner to clean up after it.
 
-use std::io;
-use std::process::{Child, Command};
+use std::io::{self, Write as _};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -69,4 +79,68 @@ pub(super) async fn spawn(mut command: Command, die_with_manager: bool) -> io::R
         .map_err(|_| io::Error::other("the engine spawner thread is gone"))?;
     rx.await
         .map_err(|_| io::Error::other("the engine spawner thread dropped the start"))?
+}
+
+/// The watchdog's program: groups listed by `+ PGID`, unlisted by `- PGID`; at end of input every
+/// listed group is killed. A group id of 0 or 1 is never listed (`kill -- -1` is everything).
+const WATCHDOG: &str = r#"trap '' INT TERM HUP
+groups=' '
+while read -r op pgid; do
+  case $pgid in ''|*[!0-9]*|0|1) continue ;; esac
+  case $op in
+    +) groups="$groups$pgid " ;;
+    -) kept=' '; for g in $groups; do [ "$g" = "$pgid" ] || kept="$kept$g "; done; groups=$kept ;;
+  esac
+done
+for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
+"#;
+
+/// The watchdog's input (started on first use); `None` when it could not be started.
+fn watchdog() -> &'static Mutex<Option<ChildStdin>> {
+    static WATCHDOG_IN: OnceLock<Mutex<Option<ChildStdin>>> = OnceLock::new();
+    WATCHDOG_IN.get_or_init(|| {
+        let mut command = Command::new("/bin/sh");
+        command
+            .args(["-c", WATCHDOG])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        match command.spawn() {
+            // Dropping the handle neither kills nor waits for it: it must outlive this process.
+            Ok(mut child) => Mutex::new(child.stdin.take()),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot start the engine watchdog (/bin/sh): what an engine starts may outlive a crash of this process"
+                );
+                Mutex::new(None)
+            }
+        }
+    })
+}
+
+fn tell_watchdog(line: &str) {
+    let mut input = watchdog().lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(pipe) = input.as_mut() {
+        if let Err(e) = pipe.write_all(line.as_bytes()) {
+            tracing::warn!(error = %e, "the engine watchdog is gone");
+            *input = None;
+        }
+    }
+}
+
+/// Lists process group `pgid` with the watchdog: killed if this process dies before
+/// [`release`].
+pub(super) fn guard(pgid: i32) {
+    if pgid > 1 {
+        tell_watchdog(&format!("+ {pgid}\n"));
+    }
+}
+
+/// Unlists process group `pgid`: it was killed and its leader reaped.
+pub(super) fn release(pgid: i32) {
+    if pgid > 1 {
+        tell_watchdog(&format!("- {pgid}\n"));
+    }
 }
