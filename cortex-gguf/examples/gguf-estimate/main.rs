@@ -246,6 +246,11 @@ fn print_tables(path: &str, est: &Estimate, ladder: &[estimate::Suggestion], par
         }
     }
     println!("output layer on {}", device_name(est, est.output_layer));
+    println!(
+        "margin: weights, KV and output in host memory are exact (measured against llama-server); \
+         on a GPU they are derived from its rules, not measured; compute buffers are approximate \
+         (docs/estimator.md)"
+    );
     for n in &est.notes {
         println!("note: {n}");
     }
@@ -349,6 +354,7 @@ fn document(
         "output_layer": device_id(est.output_layer),
         "buffers": est.buffers.iter().map(|b| json!({
             "device": device_id(b.device), "name": b.name, "kind": kind_name(b.kind), "part": b.part, "bytes": b.bytes,
+            "basis": b.basis().as_str(),
         })).collect::<Vec<_>>(),
         "total": est.total(),
         "fits": est.fits(),

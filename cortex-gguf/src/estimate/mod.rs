@@ -373,6 +373,45 @@ pub struct Buffer {
     pub bytes: u64,
 }
 
+/// How far a buffer's size can be trusted: what a user should keep as margin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Basis {
+    /// Computed as llama.cpp allocates it and measured equal to the real llama-server b11434
+    /// (to 0.01 MiB): weights, KV cache, recurrent state and output buffers in host memory.
+    Exact,
+    /// Computed by the same rules, derived from the source for a GPU backend (CUDA's 128-byte
+    /// alignment and padding of quantized rows, layer placement) and checked against published
+    /// logs of real GPU runs, not measured here: weights, KV and output buffers on a GPU.
+    Derived,
+    /// An approximation of what llama.cpp measures when it reserves its graph: compute buffers.
+    /// Within about 1% (Gemma) to 8.5% (other architectures) of the real llama-server on the
+    /// CPU; with layers offloaded to a GPU, far off (docs/estimator.md gives the measured errors).
+    Approximate,
+}
+
+impl Basis {
+    /// As the JSON document writes it: `exact`, `derived`, `approximate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Derived => "derived",
+            Self::Approximate => "approximate",
+        }
+    }
+}
+
+impl Buffer {
+    /// How far this buffer's size can be trusted.
+    pub fn basis(&self) -> Basis {
+        match (self.kind, self.device) {
+            (BufferKind::Compute, _) => Basis::Approximate,
+            (_, Device::Host) => Basis::Exact,
+            (_, Device::Gpu(_)) => Basis::Derived,
+        }
+    }
+}
+
 /// Totals for one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]

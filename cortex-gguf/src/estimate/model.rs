@@ -140,7 +140,8 @@ pub struct Model {
     pub n_expert: u32,
     /// Experts used per token.
     pub n_expert_used: u32,
-    /// Expert feed-forward width.
+    /// Expert feed-forward width: `expert_feed_forward_length`, or `feed_forward_length` when
+    /// a `MoE` file has none (llama.cpp's `llama` architecture, Mixtral's, uses that).
     pub n_ff_exp: u32,
     /// Every tensor.
     pub tensors: Vec<Tensor>,
@@ -306,13 +307,23 @@ impl Model {
         check(&md.key("expert_count"), n_expert, 0, limits::EXPERTS)?;
         let n_expert_used = md.u32_opt("expert_used_count")?.unwrap_or(0);
         check(&md.key("expert_used_count"), n_expert_used, 0, n_expert)?;
-        let n_ff_exp = md.u32_opt("expert_feed_forward_length")?.unwrap_or(0);
+        // Without the key, llama.cpp's `llama` architecture (Mixtral's) makes its expert tensors
+        // `{n_embd, n_ff, n_expert}` from `feed_forward_length` (src/models/llama.cpp,
+        // `ffn_gate_exps`), so that is the experts' width.
+        let n_ff_exp = match md.u32_opt("expert_feed_forward_length")? {
+            Some(n) => n,
+            None if n_expert > 0 => layers.iter().map(|l| l.n_ff).max().unwrap_or(0),
+            None => 0,
+        };
         check(
             &md.key("expert_feed_forward_length"),
             n_ff_exp,
             0,
             limits::FF,
         )?;
+        if n_expert > 0 {
+            refuse_legacy_experts(&out)?;
+        }
         Ok(Self {
             n_expert,
             n_expert_used,
@@ -642,4 +653,23 @@ pub(super) fn is_matmul_weight(t: &Tensor) -> bool {
         3 => kind.ends_with("_exps"),
         _ => false,
     }
+}
+
+/// Refuses the legacy per-expert layout (one tensor per expert, `blk.0.ffn_down.0.weight`, as
+/// the first Mixtral conversions wrote it) as llama-server b11434 does: it creates the merged
+/// `blk.N.ffn_down_exps.weight` as required (src/models/llama.cpp) and has no code left that merges
+/// per-expert tensors, so loading fails (its log, seen with the real build: `error loading model:
+/// check_tensor_dims: tensor 'blk.0.ffn_down_exps.weight' not found`).
+fn refuse_legacy_experts(tensors: &[Tensor]) -> Result<(), EstimateError> {
+    let has = |name: &str| tensors.iter().any(|t| t.name == name);
+    if !has("blk.0.ffn_down_exps.weight") && has("blk.0.ffn_down.0.weight") {
+        return Err(EstimateError::metadata(
+            "blk.0.ffn_down_exps.weight",
+            "missing: the file stores one tensor per expert (the legacy Mixtral layout), which \
+             llama-server b11434 refuses (\"error loading model: check_tensor_dims: tensor \
+             'blk.0.ffn_down_exps.weight' not found\"); convert the model again with a current \
+             convert_hf_to_gguf.py",
+        ));
+    }
+    Ok(())
 }

@@ -91,6 +91,50 @@ fn llama() -> GgufBuilder {
     b
 }
 
+/// Mixtral's layout: the `llama` architecture with experts and no
+/// `expert_feed_forward_length` (the experts are `feed_forward_length` wide,
+/// `src/models/llama.cpp`); merged 3-D expert tensors, or with `legacy`, one tensor per expert as
+/// the first conversions wrote them.
+fn mixtral(legacy: bool) -> GgufBuilder {
+    let (mut b, v) = with_vocab("llama");
+    let (e, ff, n, experts) = (256u64, 384u64, 3u32, 4u64);
+    b = b
+        .kv("llama.block_count", n)
+        .kv("llama.context_length", 4096u32)
+        .kv("llama.embedding_length", 256u32)
+        .kv("llama.feed_forward_length", 384u32)
+        .kv("llama.expert_count", 4u32)
+        .kv("llama.expert_used_count", 2u32)
+        .kv("llama.attention.head_count", 8u32)
+        .kv("llama.attention.head_count_kv", 2u32)
+        .kv("llama.rope.dimension_count", 32u32)
+        .kv("llama.attention.layer_norm_rms_epsilon", 1e-5f32)
+        .tensor("token_embd.weight", [e, v], F16)
+        .tensor("output_norm.weight", [e], F32)
+        .tensor("output.weight", [e, v], F16);
+    for i in 0..n {
+        b = b
+            .tensor(format!("blk.{i}.attn_norm.weight"), [e], F32)
+            .tensor(format!("blk.{i}.attn_q.weight"), [e, e], F16)
+            .tensor(format!("blk.{i}.attn_k.weight"), [e, 64], F16)
+            .tensor(format!("blk.{i}.attn_v.weight"), [e, 64], F16)
+            .tensor(format!("blk.{i}.attn_output.weight"), [e, e], F16)
+            .tensor(format!("blk.{i}.ffn_norm.weight"), [e], F32);
+        if legacy {
+            b = b.tensor(format!("blk.{i}.ffn_gate_inp.weight"), [e, experts], F32);
+            for x in 0..experts {
+                b = b
+                    .tensor(format!("blk.{i}.ffn_gate.{x}.weight"), [e, ff], F16)
+                    .tensor(format!("blk.{i}.ffn_down.{x}.weight"), [ff, e], F16)
+                    .tensor(format!("blk.{i}.ffn_up.{x}.weight"), [e, ff], F16);
+            }
+        } else {
+            b = moe_experts(b, i, e, ff, experts);
+        }
+    }
+    b
+}
+
 fn qwen3moe() -> GgufBuilder {
     let (mut b, v) = with_vocab("qwen3moe");
     let (e, n, experts, ff_exp, head) = (256u64, 3u32, 8u64, 128u64, 64u64);
@@ -314,6 +358,7 @@ fn other_architectures_match_llama_server() {
     let cases: Vec<(&str, GgufBuilder, MemoryKind)> = vec![
         ("llama", llama(), MemoryKind::Kv),
         ("qwen3moe", qwen3moe(), MemoryKind::Kv),
+        ("mixtral", mixtral(false), MemoryKind::Kv),
         ("deepseek2", deepseek2(), MemoryKind::Kv),
         ("mamba2", mamba2(), MemoryKind::Recurrent),
         ("granitehybrid", granitehybrid(), MemoryKind::Hybrid),
@@ -379,6 +424,56 @@ fn other_architectures_match_llama_server() {
         "{} mismatches:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+}
+
+/// A `MoE` file without `expert_feed_forward_length` takes its experts' width from
+/// `feed_forward_length`, as llama.cpp does (the same estimate as with the key set to it); the
+/// legacy per-expert layout is refused with the message the real llama-server b11434 logs for it.
+#[test]
+fn moe_without_the_expert_width_and_legacy_experts() {
+    let without = Model::from_gguf(&Gguf::parse(&mixtral(false).build()).unwrap()).unwrap();
+    assert_eq!(without.n_ff_exp, 384);
+    let with = Model::from_gguf(
+        &Gguf::parse(
+            &mixtral(false)
+                .kv("llama.expert_feed_forward_length", 384u32)
+                .build(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let params = LlamaParams {
+        gpu_layers: GpuLayers::Count(0),
+        ..LlamaParams::default()
+    };
+    assert_eq!(
+        estimate(&without, &params, &[]).unwrap(),
+        estimate(&with, &params, &[]).unwrap()
+    );
+
+    let legacy = mixtral(true);
+    let err = Model::from_gguf(&Gguf::parse(&legacy.build()).unwrap()).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "error loading model: check_tensor_dims: tensor 'blk.0.ffn_down_exps.weight' not found"
+        ),
+        "{err}"
+    );
+    // The real llama-server says so and exits.
+    let path = write("mixtral-legacy", &legacy);
+    let out = std::process::Command::new(support::llama_server())
+        .args(["-m", path.to_str().unwrap(), "--port", "0", "-lv", "4"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        log.contains(
+            "error loading model: check_tensor_dims: tensor 'blk.0.ffn_down_exps.weight' not found"
+        ),
+        "{log}"
     );
 }
 

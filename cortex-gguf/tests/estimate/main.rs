@@ -565,3 +565,52 @@ proptest::proptest! {
         }
     }
 }
+
+/// CUDA pads a quantized tensor whose rows are not a multiple of 512 values by one partial row
+/// (`ggml_backend_cuda_buffer_type_get_alloc_size` in ggml-cuda.cu, `MATRIX_ROW_PADDING` 512 in
+/// common.cuh) and aligns every tensor to 128 bytes; rows that are a multiple of 512, and tensors
+/// that are not quantized, get no padding. The host aligns to 32 bytes and pads nothing.
+#[test]
+fn cuda_pads_quantized_rows_that_are_not_a_multiple_of_512() {
+    // 2880 = 5 × 512 + 320: gpt-oss's width, a real case of unaligned rows.
+    const Q4_0: GgmlType = GgmlType(2);
+    let (e, ff, v) = (2880u64, 1024u64, 32_000u64);
+    let gguf = GgufBuilder::new()
+        .kv("general.architecture", "llama")
+        .kv("llama.block_count", 1u32)
+        .kv("llama.context_length", 4096u32)
+        .kv("llama.embedding_length", 2880u32)
+        .kv("llama.feed_forward_length", 1024u32)
+        .kv("llama.attention.head_count", 8u32)
+        .kv("llama.attention.head_count_kv", 8u32)
+        .kv("llama.vocab_size", 32_000u32)
+        .tensor("token_embd.weight", [e, v], GgmlType::F16)
+        .tensor("output.weight", [e, v], Q4_0)
+        .tensor("blk.0.attn_q.weight", [e, e], GgmlType::Q8_0)
+        .tensor("blk.0.ffn_up.weight", [e, ff], Q4_0)
+        .tensor("blk.0.ffn_down.weight", [ff, e], Q4_0)
+        .tensor("blk.0.attn_norm.weight", [e], GgmlType::F32)
+        .build();
+    let model = Model::from_gguf(&Gguf::parse(&gguf).unwrap()).unwrap();
+    let params = LlamaParams {
+        ctx_size: 4096,
+        gpu_layers: GpuLayers::All,
+        ..LlamaParams::default()
+    };
+    let est = estimate::estimate(&model, &params, &[Gpu::new(0, "GPU", 80 * GIB)]).unwrap();
+    // Bytes of a Q4_0 / Q8_0 row of `n` values: 18 / 34 bytes per 32.
+    let q4 = |n: u64| n / 32 * 18;
+    let q8 = |n: u64| n / 32 * 34;
+    let align = |x: u64, a: u64| x.div_ceil(a) * a;
+    // Unaligned rows (2880): one partial row of 512 − 320 = 192 values added.
+    let output = align(q4(e) * v + q4(192), 128);
+    let attn_q = align(q8(e) * e + q8(192), 128);
+    let ffn_up = align(q4(e) * ff + q4(192), 128);
+    // Aligned rows (1024 = 2 × 512): none; f32 norms: none.
+    let ffn_down = align(q4(ff) * e, 128);
+    let norm = align(e * 4, 128);
+    let gpu = est.device(0).unwrap();
+    assert_eq!(gpu.weights, output + attn_q + ffn_up + ffn_down + norm);
+    // The token embeddings stay on the host, unpadded (f16, aligned to 32).
+    assert_eq!(est.host().weights, align(e * v * 2, 32));
+}

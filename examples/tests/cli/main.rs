@@ -241,6 +241,44 @@ fn gguf_inspect_and_estimate() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("CUDA0"), "{stdout}");
+    assert!(
+        stdout.contains("compute buffers are approximate"),
+        "{stdout}"
+    );
+
+    // Each buffer says how far it can be trusted.
+    let out = cortex(&[
+        "gguf",
+        "estimate",
+        "--json",
+        "--gpu",
+        "NVIDIA L4:23034",
+        "-m",
+        model.to_str().unwrap(),
+        "-c",
+        "4096",
+        "-ngl",
+        "10",
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bases: std::collections::BTreeSet<(String, String, String)> = doc["buffers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let s = |k: &str| b[k].as_str().unwrap().to_owned();
+            (s("device"), s("kind"), s("basis"))
+        })
+        .collect();
+    for b in &bases {
+        let expected = match (b.0.as_str(), b.1.as_str()) {
+            (_, "compute") => "approximate",
+            ("host", _) => "exact",
+            _ => "derived",
+        };
+        assert_eq!(b.2, expected, "{bases:?}");
+    }
+    assert!(bases.iter().any(|b| b.2 == "derived"), "{bases:?}");
 
     let out = cortex(&["gguf", "inspect", "/nonexistent.gguf"]);
     assert!(!out.status.success());
