@@ -61,29 +61,37 @@ fn write(name: &str, b: &GgufBuilder) -> std::path::PathBuf {
     path
 }
 
-fn llama() -> GgufBuilder {
-    let (mut b, v) = with_vocab("llama");
-    let (e, ff, n) = (256u64, 512u64, 4u32);
-    b = b
-        .kv("llama.block_count", n)
+/// The `llama` architecture's keys: `n` layers 256 wide, `ff` feed-forward, 8 heads (2 for KV).
+fn llama_keys(b: GgufBuilder, n: u32, ff: u32) -> GgufBuilder {
+    b.kv("llama.block_count", n)
         .kv("llama.context_length", 4096u32)
         .kv("llama.embedding_length", 256u32)
-        .kv("llama.feed_forward_length", 512u32)
+        .kv("llama.feed_forward_length", ff)
         .kv("llama.attention.head_count", 8u32)
         .kv("llama.attention.head_count_kv", 2u32)
         .kv("llama.rope.dimension_count", 32u32)
         .kv("llama.attention.layer_norm_rms_epsilon", 1e-5f32)
+}
+
+/// A `llama` layer's norms and attention tensors, `e` wide.
+fn llama_attention(b: GgufBuilder, i: u32, e: u64) -> GgufBuilder {
+    b.tensor(format!("blk.{i}.attn_norm.weight"), [e], F32)
+        .tensor(format!("blk.{i}.attn_q.weight"), [e, e], F16)
+        .tensor(format!("blk.{i}.attn_k.weight"), [e, 64], F16)
+        .tensor(format!("blk.{i}.attn_v.weight"), [e, 64], F16)
+        .tensor(format!("blk.{i}.attn_output.weight"), [e, e], F16)
+        .tensor(format!("blk.{i}.ffn_norm.weight"), [e], F32)
+}
+
+fn llama() -> GgufBuilder {
+    let (mut b, v) = with_vocab("llama");
+    let (e, ff, n) = (256u64, 512u64, 4u32);
+    b = llama_keys(b, n, 512)
         .tensor("token_embd.weight", [e, v], F16)
         .tensor("output_norm.weight", [e], F32)
         .tensor("output.weight", [e, v], Q4_0);
     for i in 0..n {
-        b = b
-            .tensor(format!("blk.{i}.attn_norm.weight"), [e], F32)
-            .tensor(format!("blk.{i}.attn_q.weight"), [e, e], F16)
-            .tensor(format!("blk.{i}.attn_k.weight"), [e, 64], F16)
-            .tensor(format!("blk.{i}.attn_v.weight"), [e, 64], F16)
-            .tensor(format!("blk.{i}.attn_output.weight"), [e, e], F16)
-            .tensor(format!("blk.{i}.ffn_norm.weight"), [e], F32)
+        b = llama_attention(b, i, e)
             .tensor(format!("blk.{i}.ffn_gate.weight"), [e, ff], Q4_0)
             .tensor(format!("blk.{i}.ffn_up.weight"), [e, ff], Q4_0)
             .tensor(format!("blk.{i}.ffn_down.weight"), [ff, e], Q4_0);
@@ -98,28 +106,14 @@ fn llama() -> GgufBuilder {
 fn mixtral(legacy: bool) -> GgufBuilder {
     let (mut b, v) = with_vocab("llama");
     let (e, ff, n, experts) = (256u64, 384u64, 3u32, 4u64);
-    b = b
-        .kv("llama.block_count", n)
-        .kv("llama.context_length", 4096u32)
-        .kv("llama.embedding_length", 256u32)
-        .kv("llama.feed_forward_length", 384u32)
+    b = llama_keys(b, n, 384)
         .kv("llama.expert_count", 4u32)
         .kv("llama.expert_used_count", 2u32)
-        .kv("llama.attention.head_count", 8u32)
-        .kv("llama.attention.head_count_kv", 2u32)
-        .kv("llama.rope.dimension_count", 32u32)
-        .kv("llama.attention.layer_norm_rms_epsilon", 1e-5f32)
         .tensor("token_embd.weight", [e, v], F16)
         .tensor("output_norm.weight", [e], F32)
         .tensor("output.weight", [e, v], F16);
     for i in 0..n {
-        b = b
-            .tensor(format!("blk.{i}.attn_norm.weight"), [e], F32)
-            .tensor(format!("blk.{i}.attn_q.weight"), [e, e], F16)
-            .tensor(format!("blk.{i}.attn_k.weight"), [e, 64], F16)
-            .tensor(format!("blk.{i}.attn_v.weight"), [e, 64], F16)
-            .tensor(format!("blk.{i}.attn_output.weight"), [e, e], F16)
-            .tensor(format!("blk.{i}.ffn_norm.weight"), [e], F32);
+        b = llama_attention(b, i, e);
         if legacy {
             b = b.tensor(format!("blk.{i}.ffn_gate_inp.weight"), [e, experts], F32);
             for x in 0..experts {

@@ -226,18 +226,14 @@ fn gguf_inspect_and_estimate() {
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["kv"]["general.architecture"]["value"], "gemma3");
 
-    let out = cortex(&[
-        "gguf",
-        "estimate",
-        "--gpu",
-        "NVIDIA L4:23034",
-        "-m",
-        model.to_str().unwrap(),
-        "-c",
-        "4096",
-        "-ngl",
-        "all",
-    ]);
+    let estimate = |extra: &[&str], ngl: &str| {
+        let mut args = vec!["gguf", "estimate"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--gpu", "NVIDIA L4:23034", "-m", model.to_str().unwrap()]);
+        args.extend_from_slice(&["-c", "4096", "-ngl", ngl]);
+        cortex(&args)
+    };
+    let out = estimate(&[], "all");
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("CUDA0"), "{stdout}");
@@ -247,19 +243,7 @@ fn gguf_inspect_and_estimate() {
     );
 
     // Each buffer says how far it can be trusted.
-    let out = cortex(&[
-        "gguf",
-        "estimate",
-        "--json",
-        "--gpu",
-        "NVIDIA L4:23034",
-        "-m",
-        model.to_str().unwrap(),
-        "-c",
-        "4096",
-        "-ngl",
-        "10",
-    ]);
+    let out = estimate(&["--json"], "10");
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let bases: std::collections::BTreeSet<(String, String, String)> = doc["buffers"]
         .as_array()
