@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use crate::GgmlType;
 
-use super::{EstimateError, FlashAttn, GpuLayers, LlamaParams, Parallel, SplitMode};
+use super::{
+    Device, EstimateError, FFN_DENSE_REGEX, FFN_EXPS_REGEX, FlashAttn, GpuLayers, LlamaParams,
+    Parallel, SplitMode, TensorOverride,
+};
 
 /// A llama-server command line, read.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,6 +188,45 @@ pub fn parse_llama_args<S: AsRef<str>>(args: &[S]) -> Result<LlamaArgs, Estimate
             "--lora" => out
                 .lora
                 .extend(value("--lora")?.split(',').map(PathBuf::from)),
+            "-ot" | "--override-tensor" => {
+                for pair in value("-ot")?.split(',') {
+                    let (pattern, buffer) = pair.split_once('=').ok_or_else(|| {
+                        EstimateError::param(
+                            "-ot",
+                            format!("`{pair}`: invalid value (PATTERN=BUFFER)"),
+                        )
+                    })?;
+                    let device = match buffer {
+                        "CPU" => Device::Host,
+                        b => Device::Gpu(
+                            b.strip_prefix("CUDA")
+                                .and_then(|i| i.parse().ok())
+                                .ok_or_else(|| {
+                                    EstimateError::param(
+                                        "-ot",
+                                        format!("unknown buffer type `{b}` (CPU, CUDA0, CUDA1, …)"),
+                                    )
+                                })?,
+                        ),
+                    };
+                    p.overrides.push(TensorOverride::new(pattern, device));
+                }
+            }
+            "-cmoe" | "--cpu-moe" => p
+                .overrides
+                .push(TensorOverride::new(FFN_EXPS_REGEX, Device::Host)),
+            "-ncmoe" | "--n-cpu-moe" | "-ncffn" | "--n-cpu-ffn" => {
+                let moe = matches!(flag, "-ncmoe" | "--n-cpu-moe");
+                let name = if moe { "--n-cpu-moe" } else { "--n-cpu-ffn" };
+                let n: u32 = num(name, &value(name)?)?;
+                let regex = if moe { FFN_EXPS_REGEX } else { FFN_DENSE_REGEX };
+                for i in 0..n.min(1 << 16) {
+                    p.overrides.push(TensorOverride::new(
+                        format!("blk\\.{i}{regex}"),
+                        Device::Host,
+                    ));
+                }
+            }
             other => {
                 out.ignored.push(other.to_owned());
                 if inline.is_none()

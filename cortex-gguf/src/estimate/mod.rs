@@ -276,7 +276,39 @@ pub struct LlamaParams {
     pub mmproj: Option<Model>,
     /// `--lora`: adapters (each tensor on the device of the layer it adapts).
     pub lora: Vec<Model>,
+    /// `-ot`, `--cpu-moe`, `--n-cpu-moe`, `--n-cpu-ffn`, in the order given: a tensor whose name
+    /// matches one is kept where it says (the first match wins).
+    pub overrides: Vec<TensorOverride>,
 }
+
+/// One tensor placement override (`-ot PATTERN=BUFFER`): tensors whose name the pattern is found
+/// in (`std::regex_search`, `src/llama-model-loader.cpp`) are kept on `device` instead of their
+/// layer's. To the host, a tensor still goes where the host would put it (repacked when
+/// eligible, mapped otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TensorOverride {
+    /// A regular expression, searched in each tensor's name.
+    pub pattern: String,
+    /// Where matching tensors go: `CPU` is the host, `CUDA<i>` the i-th GPU given.
+    pub device: Device,
+}
+
+impl TensorOverride {
+    /// Tensors matching `pattern` kept on `device`.
+    pub fn new(pattern: impl Into<String>, device: Device) -> Self {
+        Self {
+            pattern: pattern.into(),
+            device,
+        }
+    }
+}
+
+/// llama.cpp's pattern for expert weights (`LLM_FFN_EXPS_REGEX` in common/common.h), what
+/// `--cpu-moe` and `--n-cpu-moe` keep on the host.
+pub const FFN_EXPS_REGEX: &str = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps";
+/// llama.cpp's pattern for dense feed-forward weights (`LLM_FFN_DENSE_REGEX`), `--n-cpu-ffn`'s.
+pub const FFN_DENSE_REGEX: &str = r"\.ffn_(up|down|gate)\.";
 
 /// A draft model for speculative decoding.
 #[derive(Debug, Clone, PartialEq)]
@@ -326,6 +358,7 @@ impl Default for LlamaParams {
             draft: None,
             mmproj: None,
             lora: Vec::new(),
+            overrides: Vec::new(),
         }
     }
 }
@@ -569,6 +602,7 @@ pub fn estimate(
             draft: None,
             mmproj: None,
             lora: Vec::new(),
+            overrides: Vec::new(),
             ..params.clone()
         };
         let dngl = resolve_gpu_layers(&draft.model, &dparams, gpus)?;
@@ -882,12 +916,21 @@ fn estimate_with(
         .iter()
         .map(|t| (t, t.role))
         .chain(tied.map(|t| (t, Role::Output)));
+    let overrides = compile_overrides(&params.overrides, gpus.len())?;
+    let mut overridden = 0_usize;
     for (t, role) in placed {
-        let device = match role {
+        let by_layer = match role {
             Role::Input => Device::Host,
             Role::Layer(il) => layers.get(il as usize).copied().unwrap_or(Device::Host),
             Role::Output => output_layer,
         };
+        let device = overrides
+            .iter()
+            .find(|(re, _)| re.is_match(&t.name))
+            .map_or(by_layer, |(_, d)| *d);
+        if device != by_layer {
+            overridden = overridden.saturating_add(1);
+        }
         match device {
             Device::Host => {
                 if params.repack
@@ -916,6 +959,11 @@ fn estimate_with(
                 }
             }
         }
+    }
+    if overridden > 0 {
+        notes.push(format!(
+            "{overridden} tensors placed by -ot/--cpu-moe: the compute buffers' split between the host and the GPUs is not modelled for them"
+        ));
     }
     let mapped = mapped_span(&host_mapped);
     if mapped > 0 {
@@ -1255,6 +1303,32 @@ fn ff_width(model: &Model) -> Result<u64, EstimateError> {
             .max()
             .unwrap_or(0)
     })
+}
+
+/// The overrides' patterns compiled, each with its device; a GPU the estimate was not given is
+/// an unknown buffer type, as llama-server says.
+fn compile_overrides(
+    overrides: &[TensorOverride],
+    gpus: usize,
+) -> Result<Vec<(regex::Regex, Device)>, EstimateError> {
+    overrides
+        .iter()
+        .map(|o| {
+            if let Device::Gpu(i) = o.device {
+                if i >= gpus {
+                    return Err(EstimateError::param(
+                        "-ot",
+                        format!("unknown buffer type CUDA{i}: the estimate has {gpus} GPU(s)"),
+                    ));
+                }
+            }
+            regex::Regex::new(&o.pattern)
+                .map(|re| (re, o.device))
+                .map_err(|e| {
+                    EstimateError::param("-ot", format!("`{}` is not a pattern: {e}", o.pattern))
+                })
+        })
+        .collect()
 }
 
 /// Bytes llama.cpp allocates for a weight on `device` (CUDA pads quantized rows to 512 values

@@ -614,3 +614,112 @@ fn cuda_pads_quantized_rows_that_are_not_a_multiple_of_512() {
     // The token embeddings stay on the host, unpadded (f16, aligned to 32).
     assert_eq!(est.host().weights, align(e * v * 2, 32));
 }
+
+/// `-ot`, `--cpu-moe`, `--n-cpu-moe` and `--n-cpu-ffn` as llama.cpp applies them
+/// (`llama_model_loader`'s buffer selection: the first pattern found in a tensor's name wins;
+/// common/common.h's expert and dense patterns): the matching tensors stay on the host (or go to
+/// the GPU named) while their layers are offloaded.
+#[test]
+fn tensor_overrides_place_expert_and_dense_weights() {
+    use cortex_gguf::estimate::TensorOverride;
+    let (e, ff, experts, v) = (512u64, 256u64, 8u64, 1000u64);
+    let mut b = GgufBuilder::new()
+        .kv("general.architecture", "qwen3moe")
+        .kv("qwen3moe.block_count", 2u32)
+        .kv("qwen3moe.context_length", 4096u32)
+        .kv("qwen3moe.embedding_length", 512u32)
+        .kv("qwen3moe.feed_forward_length", 1024u32)
+        .kv("qwen3moe.expert_feed_forward_length", 256u32)
+        .kv("qwen3moe.expert_count", 8u32)
+        .kv("qwen3moe.expert_used_count", 2u32)
+        .kv("qwen3moe.attention.head_count", 4u32)
+        .kv("qwen3moe.attention.head_count_kv", 4u32)
+        .kv("qwen3moe.vocab_size", 1000u32)
+        .tensor("token_embd.weight", [e, v], GgmlType::F16)
+        .tensor("output.weight", [e, v], GgmlType::F16);
+    for i in 0..2 {
+        b = b
+            .tensor(format!("blk.{i}.attn_q.weight"), [e, e], GgmlType::F16)
+            .tensor(
+                format!("blk.{i}.ffn_gate_inp.weight"),
+                [e, experts],
+                GgmlType::F32,
+            );
+        for name in ["gate", "up"] {
+            b = b.tensor(
+                format!("blk.{i}.ffn_{name}_exps.weight"),
+                [e, ff, experts],
+                GgmlType::F16,
+            );
+        }
+        b = b.tensor(
+            format!("blk.{i}.ffn_down_exps.weight"),
+            [ff, e, experts],
+            GgmlType::F16,
+        );
+    }
+    let model = Model::from_gguf(&Gguf::parse(&b.build()).unwrap()).unwrap();
+    let gpu = [Gpu::new(0, "GPU", 80 * GIB)];
+    let run = |args: &[&str]| {
+        let mut all = vec!["-c", "4096", "-ngl", "all", "-lm", "none"];
+        all.extend_from_slice(args);
+        let params = parse_llama_args(&all).unwrap().params;
+        estimate::estimate(&model, &params, &gpu).unwrap()
+    };
+    let align = |x: u64, a: u64| x.div_ceil(a) * a;
+    let experts_of_layer = 3 * align(e * ff * experts * 2, 32);
+    let embd = align(e * v * 2, 32);
+
+    let all_on_gpu = run(&[]);
+    assert_eq!(all_on_gpu.host().weights, embd);
+    // --cpu-moe: every layer's experts on the host (f16: not repacked, allocated with -lm none).
+    let cpu_moe = run(&["--cpu-moe"]);
+    assert_eq!(cpu_moe.host().weights, embd + 2 * experts_of_layer);
+    assert_eq!(
+        cpu_moe.device(0).unwrap().weights + 2 * 3 * align(e * ff * experts * 2, 128),
+        all_on_gpu.device(0).unwrap().weights
+    );
+    assert!(
+        cpu_moe
+            .notes
+            .iter()
+            .any(|n| n.contains("6 tensors placed by -ot")),
+        "{:?}",
+        cpu_moe.notes
+    );
+    // --n-cpu-moe 1: layer 0's only.
+    assert_eq!(
+        run(&["--n-cpu-moe", "1"]).host().weights,
+        embd + experts_of_layer
+    );
+    assert_eq!(run(&["-ncmoe", "2"]), cpu_moe);
+    // -ot: the first pattern found wins; CPU and CUDA0 by name.
+    let ot = run(&["-ot", r"blk\.1\.ffn_up=CPU,ffn_up_exps=CUDA0,exps=CPU"]);
+    assert_eq!(
+        ot.host().weights,
+        embd + 5 * align(e * ff * experts * 2, 32),
+        "layer 1's up and every gate and down (5 tensors) on the host; layer 0's up on the GPU"
+    );
+    // --n-cpu-ffn matches dense feed-forward tensors only (none here).
+    assert_eq!(run(&["--n-cpu-ffn", "2"]), all_on_gpu);
+
+    // What llama-server refuses.
+    let mut params = LlamaParams {
+        gpu_layers: GpuLayers::All,
+        ..LlamaParams::default()
+    };
+    params
+        .overrides
+        .push(TensorOverride::new("exps", Device::Gpu(3)));
+    let err = estimate::estimate(&model, &params, &gpu).unwrap_err();
+    assert!(
+        err.to_string().contains("unknown buffer type CUDA3"),
+        "{err}"
+    );
+    params.overrides = vec![TensorOverride::new("exps(", Device::Host)];
+    assert!(estimate::estimate(&model, &params, &gpu).is_err());
+    for bad in ["exps", "exps=VULKAN0"] {
+        let err = parse_llama_args(&["-ot", bad]).unwrap_err();
+        assert!(err.to_string().contains("option -ot"), "{err}");
+    }
+}
