@@ -753,11 +753,33 @@ fn expand_paths(spec: &mut ModelSpec) -> Result<(), String> {
         let text = path.to_string_lossy().into_owned();
         *path = PathBuf::from(expand(&text).map_err(|e| format!("source.path: {e}"))?);
     }
-    for field in ["program", "chat_template_file", "grammar_file"] {
+    for field in [
+        "program",
+        "chat_template_file",
+        "grammar_file",
+        "chat_template",
+        "generation_config",
+        "hf_cache",
+    ] {
         if let Some(serde_json::Value::String(text)) = spec.settings.get(field) {
+            // vLLM's `chat_template` may be the template itself: only a path is expanded.
+            if field == "chat_template" && text.contains(['{', '}', '\n']) {
+                continue;
+            }
             let expanded = expand(text).map_err(|e| format!("settings.{field}: {e}"))?;
             spec.settings.insert(field, expanded);
         }
+    }
+    // vLLM's LoRA adapters' directories.
+    if let Some(serde_json::Value::Array(adapters)) = spec.settings.get("lora_adapters") {
+        let mut adapters = adapters.clone();
+        for (i, adapter) in adapters.iter_mut().enumerate() {
+            if let Some(serde_json::Value::String(path)) = adapter.get_mut("path") {
+                *path =
+                    expand(path).map_err(|e| format!("settings.lora_adapters[{i}].path: {e}"))?;
+            }
+        }
+        spec.settings.insert("lora_adapters", adapters);
     }
     Ok(())
 }
@@ -823,6 +845,39 @@ mod tests {
         );
         assert!(expand("${HOME").unwrap_err().contains("without its"));
         assert_eq!(expand("/plain").unwrap(), "/plain");
+    }
+
+    /// vLLM's paths are expanded like llama.cpp's: a chat template file, a generation config
+    /// directory, the LoRA adapters; a template written inline is left as it is.
+    #[test]
+    fn vllm_paths_are_expanded_and_inline_templates_left_alone() {
+        let home = std::env::var("HOME").unwrap();
+        let spec = |settings: &str| {
+            let mut spec: ModelSpec = toml::from_str(&format!(
+                "id = \"v\"\nengine = \"vllm\"\nsource = {{ path = \"~/m\" }}\n[settings]\n{settings}"
+            ))
+            .unwrap();
+            expand_paths(&mut spec).unwrap();
+            spec
+        };
+        let s = spec(
+            "chat_template = \"~/t.jinja\"\ngeneration_config = \"${CORTEX_TEST_UNSET_VAR:-~/g}\"\nlora_adapters = [{ name = \"a\", path = \"~/lora\" }]",
+        );
+        assert_eq!(
+            s.settings.get("chat_template").unwrap(),
+            &format!("{home}/t.jinja")
+        );
+        assert_eq!(
+            s.settings.get("generation_config").unwrap(),
+            &format!("{home}/g")
+        );
+        assert_eq!(
+            s.settings.get("lora_adapters").unwrap()[0]["path"],
+            format!("{home}/lora")
+        );
+        let inline = "{% for m in messages %}${x}{% endfor %}";
+        let s = spec(&format!("chat_template = \"{inline}\""));
+        assert_eq!(s.settings.get("chat_template").unwrap(), inline);
     }
 
     #[test]
