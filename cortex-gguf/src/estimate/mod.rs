@@ -51,8 +51,13 @@
 //! ```
 
 mod args;
+mod compute;
+mod context;
 mod inverse;
+mod kv;
 mod model;
+mod output;
+mod placement;
 
 use std::fmt;
 
@@ -834,324 +839,42 @@ fn estimate_with(
     params.validate(model)?;
     let fa = params.flash_attn_on(model)?;
     let mut notes = Vec::new();
-
-    // --- context (llama_context constructor, server defaults) ---
-    let (n_seq, forced_unified) = match params.parallel {
-        Parallel::Auto => (4, true),
-        Parallel::Slots(n) => (n, false),
-    };
-    let kv_unified = forced_unified || params.kv_unified.unwrap_or(false);
-    let ctx = if params.ctx_size == 0 {
-        model.n_ctx_train
-    } else {
-        params.ctx_size
-    };
-    let mut n_ctx = pad(ctx, 256);
-    let n_ctx_seq = if kv_unified {
-        n_ctx
-    } else {
-        let per = pad(n_ctx.checked_div(n_seq).unwrap_or(0), 256);
-        if per == 0 {
-            return Err(EstimateError::param("-c", "n_ctx_seq == 0"));
-        }
-        let whole = per
-            .checked_mul(n_seq)
-            .ok_or_else(|| EstimateError::param("-c", "n_ctx_seq × n_seq overflows"))?;
-        if n_ctx != whole {
-            n_ctx = whole;
-            notes.push(format!(
-                "n_ctx is not divisible by n_seq_max - rounding down to {n_ctx}"
-            ));
-        }
-        per
-    };
-    let n_stream = if kv_unified { 1 } else { n_seq };
-    let n_batch = n_ctx.min(params.batch);
-    let n_ubatch = n_batch.min(params.ubatch);
-    let n_draft = params.draft.as_ref().map_or(0, |d| d.n_max);
-    // Both bounded by `validate` (256 slots, 2^24 draft tokens): the product fits in u64.
-    let n_outputs = u32::try_from(
-        u64::from(n_seq)
-            .saturating_mul(u64::from(n_draft).saturating_add(1))
-            .min(u64::from(n_batch)),
-    )
-    .unwrap_or(n_batch);
-
-    // --- layer placement (llama_model::load_tensors) ---
-    let n_layer = model.n_layer;
-    let devices = layer_devices(params, gpus);
-    let act = if devices.is_empty() {
-        0
-    } else {
-        ngl.min(n_layer.saturating_add(1))
-    };
-    let gpu_start = n_layer.saturating_add(1).saturating_sub(ngl);
-    let device_of = |il: u32| -> Device {
-        let Some(offloaded) = il.checked_sub(gpu_start).filter(|i| *i < act) else {
-            return Device::Host;
-        };
-        #[allow(clippy::cast_precision_loss, reason = "layer counts are small")]
-        let x = f64::from(offloaded) / f64::from(act);
-        let pos = devices
-            .iter()
-            .position(|(_, s)| *s > x)
-            .unwrap_or(devices.len().saturating_sub(1));
-        Device::Gpu(devices.get(pos).map_or(0, |(i, _)| *i))
-    };
-    let layers: Vec<Device> = (0..n_layer).map(device_of).collect();
-    let output_layer = device_of(n_layer);
-
-    // --- weights ---
+    let cx = context::resolve(model, params, fa, &mut notes)?;
+    let (layers, output_layer, act) = placement::layers(model, params, gpus, ngl);
     let mut buffers = Vec::new();
-    let mut host_mapped: Vec<&Tensor> = Vec::new();
-    let mut host_repack: u64 = 0;
-    let mut host_alloc: u64 = 0;
-    let mut gpu_alloc: Vec<u64> = vec![0; gpus.len()];
-    let tied = model
-        .tied_output
-        .then(|| model.tensors.iter().find(|t| t.name == "token_embd.weight"))
-        .flatten();
-    let placed = model
-        .tensors
-        .iter()
-        .map(|t| (t, t.role))
-        .chain(tied.map(|t| (t, Role::Output)));
-    let overrides = compile_overrides(&params.overrides, gpus.len())?;
-    let mut overridden = 0_usize;
-    for (t, role) in placed {
-        let by_layer = match role {
-            Role::Input => Device::Host,
-            Role::Layer(il) => layers.get(il as usize).copied().unwrap_or(Device::Host),
-            Role::Output => output_layer,
-        };
-        let device = overrides
-            .iter()
-            .find(|(re, _)| re.is_match(&t.name))
-            .map_or(by_layer, |(_, d)| *d);
-        if device != by_layer {
-            overridden = overridden.saturating_add(1);
-        }
-        match device {
-            Device::Host => {
-                if params.repack
-                    && role != Role::Input
-                    && model::is_matmul_weight(t)
-                    && params.cpu.repacks(t)
-                {
-                    add_to(&mut host_repack, t.bytes, "the repacked host weights")?;
-                } else if params.mmap {
-                    // The tied output projection is the token embedding tensor itself when
-                    // both are on the host: mapped once.
-                    if !(role == Role::Output && model.tied_output && t.name == "token_embd.weight")
-                    {
-                        host_mapped.push(t);
-                    }
-                } else if !(role == Role::Output
-                    && model.tied_output
-                    && t.name == "token_embd.weight")
-                {
-                    add_to(&mut host_alloc, align(t.bytes, 32), "the host weights")?;
-                }
-            }
-            Device::Gpu(i) => {
-                if let Some(slot) = gpu_alloc.get_mut(i) {
-                    add_to(slot, tensor_alloc(t, device), "a GPU's weights")?;
-                }
-            }
-        }
-    }
-    if overridden > 0 {
-        notes.push(format!(
-            "{overridden} tensors placed by -ot/--cpu-moe: the compute buffers' split between the host and the GPUs is not modelled for them"
-        ));
-    }
-    let mapped = mapped_span(&host_mapped);
-    if mapped > 0 {
-        buffers.push(Buffer {
-            device: Device::Host,
-            kind: BufferKind::Weights,
-            name: "CPU_Mapped".to_owned(),
-            part,
-            bytes: mapped,
-        });
-    }
-    if host_alloc > 0 {
-        buffers.push(Buffer {
-            device: Device::Host,
-            kind: BufferKind::Weights,
-            name: "CPU".to_owned(),
-            part,
-            bytes: host_alloc,
-        });
-    }
-    if host_repack > 0 {
-        buffers.push(Buffer {
-            device: Device::Host,
-            kind: BufferKind::Weights,
-            name: "CPU_REPACK".to_owned(),
-            part,
-            bytes: host_repack,
-        });
-    }
-    for (i, bytes) in gpu_alloc.iter().enumerate() {
-        if *bytes > 0 {
-            buffers.push(Buffer {
-                device: Device::Gpu(i),
-                kind: BufferKind::Weights,
-                name: format!("CUDA{i}"),
-                part,
-                bytes: *bytes,
-            });
-        }
-    }
-    if params.split_mode == SplitMode::Row && gpus.len() > 1 {
-        notes.push("-sm row: weights are shown on the main GPU; llama.cpp spreads each matrix's rows over all GPUs".to_owned());
-    }
-
-    // --- KV cache / recurrent state (llama_model::create_memory) ---
-    let kv_device = |il: usize| -> Device {
-        if params.kv_offload {
-            layers.get(il).copied().unwrap_or(Device::Host)
-        } else {
-            Device::Host
-        }
-    };
-    let swa_any = model.is_swa_any();
-    let swa_cells = if swa_any {
-        if params.swa_full {
-            n_ctx_seq
-        } else {
-            let window = model
-                .n_swa
-                .saturating_mul(if kv_unified { n_seq } else { 1 })
-                .saturating_add(n_ubatch);
-            pad(n_ctx_seq.min(window), 256)
-        }
-    } else {
-        0
-    };
-    let attn_layer = |l: &LayerShape| match model.memory {
-        MemoryKind::Kv => l.n_head_kv > 0,
-        // Falcon-H1 layers carry both; other hybrids one or the other.
-        MemoryKind::Hybrid => {
-            l.n_head_kv > 0 && (!l.recurrent || model.architecture == "falcon-h1")
-        }
-        MemoryKind::Recurrent | MemoryKind::None => false,
-    };
-    let mut kv: Vec<(Device, BufferKind, u64)> = Vec::new();
-    let mut add = |device: Device, kind: BufferKind, bytes: u64| -> Result<(), EstimateError> {
-        match kv.iter_mut().find(|(d, k, _)| *d == device && *k == kind) {
-            Some((_, _, b)) => add_to(b, bytes, "the KV cache")?,
-            None => kv.push((device, kind, bytes)),
-        }
-        Ok(())
-    };
-    for (il, l) in model.layers.iter().enumerate() {
-        if attn_layer(l) {
-            let (cells, kind) = if swa_any && l.swa {
-                (swa_cells, BufferKind::KvSwa)
-            } else {
-                (n_ctx_seq, BufferKind::KvFull)
-            };
-            let rows = product("the KV cache", [u64::from(cells), u64::from(n_stream)])?;
-            let k = product(
-                "the K cache",
-                [row_bytes(params.cache_type_k, l.k_row()), rows],
-            )?;
-            // V rows are as wide as the widest layer's when V is stored transposed (no FA) and
-            // widths vary.
-            let v_row = if fa {
-                l.v_row()
-            } else {
-                model
-                    .layers
-                    .iter()
-                    .map(LayerShape::v_row)
-                    .max()
-                    .unwrap_or(0)
-                    .max(l.v_row())
-            };
-            let v = if model.mla {
-                0
-            } else {
-                product("the V cache", [row_bytes(params.cache_type_v, v_row), rows])?
-            };
-            add(kv_device(il), kind, sum("the KV cache", [k, v])?)?;
-        }
-        if l.recurrent {
-            if let Some(r) = model.recurrent {
-                let mem = u64::from(n_seq.max(1));
-                let state = product(
-                    "the recurrent state",
-                    [sum("the recurrent state", [r.r, r.s])?, 4, mem],
-                )?;
-                add(kv_device(il), BufferKind::Recurrent, state)?;
-            }
-        }
-    }
-    for (device, kind, bytes) in kv {
-        buffers.push(Buffer {
-            device,
-            kind,
-            name: buffer_name(device, false),
-            part,
-            bytes,
-        });
-    }
-
-    // --- output buffer (llama_context::output_reserve) ---
-    let output_bytes = product(
-        "the output buffer",
-        [u64::from(model.n_vocab), u64::from(n_outputs.max(n_seq)), 4],
-    )?;
-    if model.memory != MemoryKind::None || model.n_vocab > 0 {
-        let name = if output_layer == Device::Host {
-            "CPU".to_owned()
-        } else {
-            "CUDA_Host".to_owned()
-        };
-        buffers.push(Buffer {
-            device: Device::Host,
-            kind: BufferKind::Output,
-            name,
-            part,
-            bytes: output_bytes,
-        });
-    }
-
-    // --- compute buffer (approximation; see docs/estimator.md) ---
-    let compute = compute_bytes(
+    placement::weights(
         model,
         params,
-        fa,
-        n_ctx_seq,
-        swa_cells,
-        n_ubatch,
-        n_outputs,
+        gpus,
         &layers,
         output_layer,
+        part,
+        &mut buffers,
+        &mut notes,
     )?;
-    for (device, bytes) in compute {
-        buffers.push(Buffer {
-            device,
-            kind: BufferKind::Compute,
-            name: buffer_name(device, !gpus.is_empty()),
-            part,
-            bytes,
-        });
-    }
-
+    kv::buffers(model, params, &cx, &layers, part, &mut buffers)?;
+    output::buffer(model, &cx, output_layer, part, &mut buffers)?;
+    compute::buffers(
+        model,
+        params,
+        &cx,
+        &layers,
+        output_layer,
+        gpus.len(),
+        part,
+        &mut buffers,
+    )?;
     Ok(Estimate {
         context: Context {
-            n_ctx,
-            n_ctx_seq,
-            n_seq,
-            kv_unified,
-            swa_cells,
+            n_ctx: cx.n_ctx,
+            n_ctx_seq: cx.n_ctx_seq,
+            n_seq: cx.n_seq,
+            kv_unified: cx.kv_unified,
+            swa_cells: cx.swa_cells,
             flash_attn: fa,
-            n_batch,
-            n_ubatch,
-            n_outputs,
+            n_batch: cx.n_batch,
+            n_ubatch: cx.n_ubatch,
+            n_outputs: cx.n_outputs,
             gpu_layers: act,
         },
         buffers,
@@ -1159,149 +882,6 @@ fn estimate_with(
         output_layer,
         gpus: gpus.to_vec(),
         notes,
-    })
-}
-
-/// Compute buffer bytes per device.
-///
-/// Masks are exact: one per cache kind, `n_kv × n_ubatch` in f16 with flash attention (f32
-/// without). The rest is the activation working set, per token of the micro-batch:
-/// `2·n_embd + 2·n_head·head_k + 3·n_ff` floats (`MoE`: the used experts' width, plus router
-/// logits), and without flash attention the attention scores
-/// `n_head × n_kv` floats plus `2·n_embd + 2·q + 1.5·n_ff`. With a quantized K cache the CPU
-/// quantizes Q for the dot products (`q × 34/32` bytes per token). The coefficients are
-/// calibrated against llama-server on the CPU backend (docs/estimator.md has the table).
-#[allow(clippy::too_many_arguments, reason = "internal; the resolved context")]
-#[allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_precision_loss,
-    reason = "a rounded estimate"
-)]
-fn compute_bytes(
-    model: &Model,
-    params: &LlamaParams,
-    fa: bool,
-    n_ctx_seq: u32,
-    swa_cells: u32,
-    n_ubatch: u32,
-    n_outputs: u32,
-    layers: &[Device],
-    output_layer: Device,
-) -> Result<Vec<(Device, u64)>, EstimateError> {
-    const WHAT: &str = "the compute buffer";
-    let ub = u64::from(n_ubatch);
-    let mask_elem = if fa { 2 } else { 4 };
-    let has_full = model
-        .layers
-        .iter()
-        .any(|l| l.n_head_kv > 0 && !(model.is_swa_any() && l.swa));
-    let has_swa = model.is_swa_any();
-    // n_kv at reserve is the whole cache (per stream); tokens split across streams.
-    let masks = match model.memory {
-        MemoryKind::Recurrent | MemoryKind::None => 0,
-        _ => {
-            let full = if has_full {
-                product(WHAT, [u64::from(n_ctx_seq), ub, mask_elem])?
-            } else {
-                0
-            };
-            let swa = if has_swa {
-                product(WHAT, [u64::from(swa_cells), ub, mask_elem])?
-            } else {
-                0
-            };
-            sum(WHAT, [full, swa])?
-        }
-    };
-    let n_embd = u64::from(model.n_embd);
-    let q = model
-        .layers
-        .iter()
-        .map(|l| u64::from(l.n_head).saturating_mul(u64::from(l.head_k)))
-        .max()
-        .unwrap_or(0);
-    let n_head = model
-        .layers
-        .iter()
-        .map(|l| u64::from(l.n_head))
-        .max()
-        .unwrap_or(0);
-    let ff = ff_width(model)?;
-    let ssm = model.recurrent.map_or(0, |r| r.working);
-    let (embd2, q2) = (product(WHAT, [2, n_embd])?, product(WHAT, [2, q])?);
-    let per_token = if fa {
-        sum(WHAT, [embd2, q2, product(WHAT, [3, ff])?])?
-    } else {
-        let scores = product(WHAT, [n_head, u64::from(n_ctx_seq)])?;
-        sum(WHAT, [embd2, q2, product(WHAT, [3, ff])? / 2, scores])?
-    }
-    .max(ssm);
-    let quantized_k = params.cache_type_k.block().is_some_and(|b| b.elements > 1);
-    let q8 = if quantized_k {
-        product(WHAT, [q, ub, 34])? / 32
-    } else {
-        0
-    };
-    let working = sum(WHAT, [product(WHAT, [per_token, ub, 4])?, q8])?;
-    let logits = product(WHAT, [u64::from(model.n_vocab), u64::from(n_outputs), 4])?;
-    let output_stage = sum(WHAT, [masks, logits, product(WHAT, [5, n_embd, ub, 4])?])?;
-    let layer_stage = sum(WHAT, [masks, working])?;
-
-    // Each device running layers holds the masks and a working set; on the output layer's
-    // device the output stage can be the peak instead (small micro-batches, large vocabularies).
-    let mut out: Vec<(Device, u64)> = Vec::new();
-    let mut devs: Vec<Device> = layers.to_vec();
-    devs.push(output_layer);
-    devs.sort();
-    devs.dedup();
-    for d in devs {
-        let bytes = if d == output_layer {
-            // The output stage: the logits beside the last layer's activations.
-            layer_stage.max(output_stage)
-        } else {
-            layer_stage
-        };
-        out.push((d, bytes));
-    }
-    if !out.iter().any(|(d, _)| *d == Device::Host) {
-        // Fully offloaded: the host keeps the inputs (token embeddings looked up on the CPU).
-        out.push((
-            Device::Host,
-            sum(
-                WHAT,
-                [product(WHAT, [n_embd, ub, 4])?, product(WHAT, [ub, 8])?],
-            )?,
-        ));
-    }
-    Ok(out)
-}
-
-/// The feed-forward width a token passes through: the widest layer's, or for `MoE` the used
-/// experts' together plus the router's logits.
-fn ff_width(model: &Model) -> Result<u64, EstimateError> {
-    const WHAT: &str = "the compute buffer";
-    Ok(if model.n_expert > 0 {
-        sum(
-            WHAT,
-            [
-                product(
-                    WHAT,
-                    [
-                        u64::from(model.n_expert_used),
-                        u64::from(model.n_ff_exp.max(1)),
-                    ],
-                )?,
-                u64::from(model.n_expert),
-            ],
-        )?
-    } else {
-        model
-            .layers
-            .iter()
-            .map(|l| u64::from(l.n_ff))
-            .max()
-            .unwrap_or(0)
     })
 }
 
