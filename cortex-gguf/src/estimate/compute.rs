@@ -150,13 +150,17 @@ fn compute_bytes(
         out.push((d, bytes));
     }
     if !out.iter().any(|(d, _)| *d == Device::Host) {
-        // Fully offloaded: the host keeps the inputs (token embeddings looked up on the CPU).
+        // Fully offloaded: the scheduler still gives every graph input to the last backend, the
+        // CPU (`ggml_backend_sched_backend_id_from_cur` in ggml-backend.cpp: "graph input …
+        // last backend (assumed CPU)"), and copies it into each split that reads it. So the
+        // host's compute buffer holds the attention masks (one per cache kind), the token ids
+        // and positions, the output ids, and the token embeddings looked up there (the table is
+        // in host memory). Derived from the source, not measured on a GPU.
+        let ids = product(WHAT, [ub, 8])?;
+        let out_ids = product(WHAT, [u64::from(n_outputs), 4])?;
         out.push((
             Device::Host,
-            sum(
-                WHAT,
-                [product(WHAT, [n_embd, ub, 4])?, product(WHAT, [ub, 8])?],
-            )?,
+            sum(WHAT, [masks, product(WHAT, [n_embd, ub, 4])?, ids, out_ids])?,
         ));
     }
     Ok(out)

@@ -723,3 +723,28 @@ fn tensor_overrides_place_expert_and_dense_weights() {
         assert!(err.to_string().contains("option -ot"), "{err}");
     }
 }
+
+/// With every layer on a GPU, the host's compute buffer holds the graph's inputs: the scheduler
+/// gives each input to the last backend, the CPU (`ggml_backend_sched_backend_id_from_cur`,
+/// "graph input"), and copies it to the GPU splits that read it: the attention mask, the token
+/// ids and positions, the output ids, and the embeddings looked up in the host's token table.
+/// Derived from the source (no GPU here).
+#[test]
+fn a_fully_offloaded_model_keeps_its_graph_inputs_in_host_compute() {
+    let model = model(4);
+    let params = LlamaParams {
+        ctx_size: 4096,
+        parallel: Parallel::Slots(1),
+        flash_attn: FlashAttn::On,
+        gpu_layers: GpuLayers::All,
+        ..LlamaParams::default()
+    };
+    let est = estimate::estimate(&model, &params, &[Gpu::new(0, "GPU", 80 * GIB)]).unwrap();
+    let c = est.context;
+    let (ub, kv) = (u64::from(c.n_ubatch), u64::from(c.n_ctx_seq));
+    let mask = kv * ub * 2; // f16 with flash attention
+    let inputs = mask + 1024 * ub * 4 + ub * 8 + u64::from(c.n_outputs) * 4;
+    assert_eq!(est.host().compute, inputs);
+    // The GPU's buffer holds the mask's copy with its working set.
+    assert!(est.device(0).unwrap().compute > mask);
+}
