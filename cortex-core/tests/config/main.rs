@@ -76,7 +76,7 @@ fn model_spec_round_trips() {
 }
 
 /// A number beyond `i64` in the settings is a float; it survives a JSON round trip exactly (the
-/// fuzz target found one that came back one unit in the last place off before serde_json's
+/// fuzz target found one that came back one unit in the last place off before `serde_json`'s
 /// correctly rounded parsing, `float_roundtrip`, was on). The case is a fuzz seed too.
 #[test]
 fn a_float_beyond_i64_in_the_settings_round_trips() {
