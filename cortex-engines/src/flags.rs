@@ -143,6 +143,18 @@ pub(crate) struct Retired {
     pub(crate) suggestion: &'static str,
 }
 
+impl Retired {
+    /// What is said of it at `field`: an error or a warning, with the replacement.
+    pub(crate) fn diagnostic(&self, field: &str) -> Diagnostic {
+        let d = if self.error {
+            Diagnostic::error(field, self.message)
+        } else {
+            Diagnostic::warning(field, self.message)
+        };
+        d.with_suggestion(self.suggestion)
+    }
+}
+
 /// The flags of one engine version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlagTable {
@@ -200,12 +212,7 @@ impl FlagTable {
     /// The known spelling closest to `name`, when one is close enough to be a likely typo.
     pub fn closest(&self, name: &str) -> Option<&str> {
         let name = self.normalize(name);
-        self.index
-            .keys()
-            .map(|k| (strsim::normalized_damerau_levenshtein(k, &name), k))
-            .filter(|(score, _)| *score >= 0.6)
-            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(a.1)))
-            .map(|(_, k)| k.as_str())
+        closest(&name, self.index.keys().map(String::as_str))
     }
 
     /// Parses llama-server's `--help` text.
@@ -456,12 +463,7 @@ impl FlagTable {
                 _ => (arg.as_str(), None),
             };
             if let Some(r) = retired.iter().find(|r| r.names.contains(&name)) {
-                let d = if r.error {
-                    Diagnostic::error(&field, r.message)
-                } else {
-                    Diagnostic::warning(&field, r.message)
-                };
-                out.push(d.with_suggestion(r.suggestion));
+                out.push(r.diagnostic(&field));
             }
             let flag = self.get(name).or_else(|| self.unique_prefix(name));
             let Some(flag) = flag else {
@@ -576,6 +578,16 @@ impl FlagTable {
             .then(|| self.flags.get(*first.1))
             .flatten()
     }
+}
+
+/// The name in `known` closest to `name`, when close enough to be a likely typo (normalized
+/// Damerau–Levenshtein similarity of 0.6 or more; ties go to the first in order).
+pub(crate) fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .map(|k| (strsim::normalized_damerau_levenshtein(k, name), k))
+        .filter(|(score, _)| *score >= 0.6)
+        .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+        .map(|(_, k)| k)
 }
 
 /// Bounds of a `<lo...hi>` placeholder.

@@ -526,7 +526,19 @@ impl Config {
                     format!("models[{i}] ({}): {message}", spec.id),
                 ));
             }
-            names.push((spec.served_name().to_owned(), i));
+            // A served name an earlier model's adapter already takes (an earlier model's served
+            // name is the duplicate reported above).
+            let served = spec.served_name();
+            if let Some((_, owner)) = names
+                .iter()
+                .find(|(n, owner)| n == served && self.models[*owner].get_ref().served_name() != n)
+            {
+                errors.push((
+                    Some(field_span(text, model.span(), "served_name")),
+                    format!("models[{i}].served_name: `{served}` is already served by models[{owner}] (a LoRA adapter)"),
+                ));
+            }
+            names.push((served.to_owned(), i));
             for alias in aliases {
                 if let Some((_, first)) = names.iter().find(|(n, _)| *n == alias) {
                     errors.push((
@@ -538,19 +550,6 @@ impl Config {
                     ));
                 }
                 names.push((alias, i));
-            }
-        }
-        // A served name taken by a later model's adapter is caught above; one taken by an
-        // earlier model's adapter here.
-        for (i, model) in self.models.iter().enumerate() {
-            let served = model.get_ref().served_name();
-            if let Some((_, owner)) = names.iter().find(|(n, owner)| n == served && *owner < i) {
-                if self.models[*owner].get_ref().served_name() != served {
-                    errors.push((
-                        Some(field_span(text, model.span(), "served_name")),
-                        format!("models[{i}].served_name: `{served}` is already served by models[{owner}] (a LoRA adapter)"),
-                    ));
-                }
             }
         }
         (errors, names)
@@ -878,6 +877,30 @@ mod tests {
         let inline = "{% for m in messages %}${x}{% endfor %}";
         let s = spec(&format!("chat_template = \"{inline}\""));
         assert_eq!(s.settings.get("chat_template").unwrap(), inline);
+    }
+
+    /// A LoRA adapter's name is a name the model serves: another model may not take it, in
+    /// either order, and keys may name it.
+    #[test]
+    fn adapter_names_are_served_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("adapter_config.json"), "{}").unwrap();
+        let base = format!(
+            "[[models]]\nid = \"base\"\nengine = \"vllm\"\nsource = {{ path = \"/m\" }}\n[models.settings]\nlora_adapters = [{{ name = \"sql\", path = \"{}\" }}]\n",
+            dir.path().display()
+        );
+        let other = "[[models]]\nid = \"other\"\nserved_name = \"sql\"\nengine = \"vllm\"\nsource = { path = \"/o\" }\n";
+        for text in [format!("{base}{other}"), format!("{other}{base}")] {
+            let errors = Config::parse(Path::new("c.toml"), &text).unwrap_err().0;
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.message.contains("`sql` is already served by models[0]")),
+                "{errors:?}"
+            );
+        }
+        let key = "[[keys]]\nid = \"k\"\nhash = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\nmodels = [\"sql\"]\n";
+        Config::parse(Path::new("c.toml"), &format!("{base}{key}")).unwrap();
     }
 
     #[test]

@@ -38,7 +38,7 @@ use std::sync::LazyLock;
 use cortex_core::{Diagnostic, Diagnostics};
 use serde_json::Value;
 
-use crate::flags::{Flag, FlagTable, ValueKind};
+use crate::flags::{Flag, FlagTable, ValueKind, closest};
 
 /// What the pinned vLLM's parser knows besides its options: registered names and the fields of
 /// its configuration classes.
@@ -261,15 +261,6 @@ fn kind_takes(kind: &str, v: &Value) -> bool {
             choices.split('|').any(|c| c == text)
         }),
     }
-}
-
-/// The known name closest to `name`, when close enough to be a likely typo.
-fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    known
-        .map(|k| (strsim::normalized_damerau_levenshtein(k, name), k))
-        .filter(|(score, _)| *score >= 0.6)
-        .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(a.1)))
-        .map(|(_, k)| k)
 }
 
 /// Python's `int(text)`: surrounding space, a sign, digits with single `_` between them.

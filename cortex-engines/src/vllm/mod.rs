@@ -404,7 +404,8 @@ impl VllmEngine {
         }
     }
 
-    fn check(spec: &ModelSpec, s: &VllmSettings) -> Diagnostics {
+    /// `bare`: a local model without a chat template ([`lacks_chat_template`]).
+    fn check(spec: &ModelSpec, s: &VllmSettings, bare: bool) -> Diagnostics {
         let mut d = Diagnostics::new();
         if let Some(u) = s.gpu_memory_utilization {
             if !(u > 0.0 && u <= 1.0) {
@@ -473,7 +474,7 @@ impl VllmEngine {
                     .with_suggestion("set settings.tokenizer (and settings.hf_config_path) to the original hub repository"));
             }
         }
-        Self::check_features(spec, s, &mut d);
+        Self::check_features(spec, s, bare, &mut d);
         check_managed(spec, MANAGED, &FLAGS, &mut d);
         check_retired(spec, &mut d);
         d
@@ -481,7 +482,7 @@ impl VllmEngine {
 
     /// The typed features: names against the pinned version's, files that must exist, the
     /// speculative configuration against its fields.
-    fn check_features(spec: &ModelSpec, s: &VllmSettings, d: &mut Diagnostics) {
+    fn check_features(spec: &ModelSpec, s: &VllmSettings, bare: bool, d: &mut Diagnostics) {
         for (field, value, what, known) in [
             (
                 "settings.tool_call_parser",
@@ -572,11 +573,11 @@ impl VllmEngine {
                 );
             }
         }
-        Self::check_model_dir(spec, s, d);
+        Self::check_model_dir(spec, s, bare, d);
     }
 
     /// What the local model directory says: a `max_new_tokens` cap, a missing chat template.
-    fn check_model_dir(spec: &ModelSpec, s: &VllmSettings, d: &mut Diagnostics) {
+    fn check_model_dir(spec: &ModelSpec, s: &VllmSettings, bare: bool, d: &mut Diagnostics) {
         let ModelSource::Path(dir) = &spec.source else {
             return;
         };
@@ -593,10 +594,7 @@ impl VllmEngine {
                 );
             }
         }
-        if s.chat_template.is_none()
-            && spec.task == Task::Generate
-            && model_has_chat_template(dir) == Some(false)
-        {
+        if bare {
             let d2 = match s.chat_fallback {
                 ChatFallback::Chatml => Diagnostic::warning(
                     "settings.chat_template",
@@ -707,8 +705,8 @@ fn visible(path: &Path, name: &str, container: bool, mounts: &mut Vec<Mount>) ->
 /// The typed features' options (data parallel, chat template, tools, reasoning, LoRA,
 /// speculative decoding, generation config); returns the LoRA names, the plan's aliases.
 fn features(
-    spec: &ModelSpec,
     s: &VllmSettings,
+    bare: bool,
     container: bool,
     args: &mut Vec<String>,
     mounts: &mut Vec<Mount>,
@@ -720,16 +718,12 @@ fn features(
     if s.data_parallel_size > 1 {
         arg("--data-parallel-size", s.data_parallel_size.to_string());
     }
-    let template = match (&s.chat_template, &spec.source) {
-        (Some(t), _) => Some(t.clone()),
-        (None, ModelSource::Path(dir))
-            if s.chat_fallback == ChatFallback::Chatml
-                && spec.task == Task::Generate
-                && model_has_chat_template(dir) == Some(false) =>
-        {
+    let template = match &s.chat_template {
+        Some(t) => Some(t.clone()),
+        None if bare && s.chat_fallback == ChatFallback::Chatml => {
             Some("template_chatml.jinja".to_owned())
         }
-        _ => None,
+        None => None,
     };
     if let Some(t) = template {
         let file = Path::new(&t);
@@ -790,6 +784,19 @@ fn features(
     s.lora_adapters.iter().map(|l| l.name.clone()).collect()
 }
 
+/// Whether the spec serves chat from a local model directory that has no chat template and gets
+/// none from the settings.
+fn lacks_chat_template(spec: &ModelSpec, s: &VllmSettings) -> bool {
+    match &spec.source {
+        ModelSource::Path(dir) => {
+            s.chat_template.is_none()
+                && spec.task == Task::Generate
+                && model_has_chat_template(dir) == Some(false)
+        }
+        _ => false,
+    }
+}
+
 /// Whether a Hugging Face model directory has a chat template (in `tokenizer_config.json`, or a
 /// `chat_template.jinja` / `chat_template.json` beside it); `None` when `dir` is not one.
 fn model_has_chat_template(dir: &Path) -> Option<bool> {
@@ -821,13 +828,7 @@ fn check_retired(spec: &ModelSpec, d: &mut Diagnostics) {
         let name = crate::common::arg_name(arg);
         let name = name.replace('_', "-");
         if let Some(r) = RETIRED.iter().find(|r| r.names.contains(&name.as_str())) {
-            let field = format!("args[{i}]");
-            let diagnostic = if r.error {
-                Diagnostic::error(field, r.message)
-            } else {
-                Diagnostic::warning(field, r.message)
-            };
-            d.push(diagnostic.with_suggestion(r.suggestion));
+            d.push(r.diagnostic(&format!("args[{i}]")));
         }
     }
 }
@@ -845,7 +846,9 @@ impl Engine for VllmEngine {
     #[allow(clippy::too_many_lines)]
     fn plan(&self, spec: &ModelSpec, cx: &PlanContext) -> Result<Planned, PlanError> {
         let s: VllmSettings = decode_settings(spec)?;
-        let mut diagnostics = Self::check(spec, &s);
+        // The model directory is read once for its chat template, for the warning and the flag.
+        let bare = lacks_chat_template(spec, &s);
+        let mut diagnostics = Self::check(spec, &s, bare);
         if !diagnostics.has_errors() {
             self.size(spec, &s, &mut diagnostics);
         }
@@ -989,7 +992,7 @@ impl Engine for VllmEngine {
             Some(false) => switch(true, "--no-enable-chunked-prefill"),
             None => {}
         }
-        let aliases = features(spec, &s, container, &mut args, &mut mounts);
+        let aliases = features(&s, bare, container, &mut args, &mut mounts);
         args.extend(spec.args.iter().cloned());
         // The whole command line, read as vLLM reads it: the custom arguments' values, and the
         // rules between options (Cortex's own and the custom ones together).

@@ -334,14 +334,14 @@ fn cortex_and_vllm_agree_on_every_command_line() {
         let spec = spec(ModelSource::Path(tiny.clone()), "", args, Task::Generate);
         // Cortex's own options with the custom ones, as the plan writes them; a refused line
         // is judged as the plan would have written it.
-        let refused = options(&spec, TargetKind::Process).err();
-        let argv = if let Ok(argv) = options(&spec, TargetKind::Process) {
-            argv
-        } else {
-            let base = self::spec(ModelSource::Path(tiny.clone()), "", &[], Task::Generate);
-            let mut argv = options(&base, TargetKind::Process).unwrap();
-            argv.extend(args.iter().map(|a| (*a).to_owned()));
-            argv
+        let (argv, refused) = match options(&spec, TargetKind::Process) {
+            Ok(argv) => (argv, None),
+            Err(refused) => {
+                let base = self::spec(ModelSource::Path(tiny.clone()), "", &[], Task::Generate);
+                let mut argv = options(&base, TargetKind::Process).unwrap();
+                argv.extend(args.iter().map(|a| (*a).to_owned()));
+                (argv, Some(refused))
+            }
         };
         cases.push(Case {
             id: format!("custom[{i}] {args:?}"),
