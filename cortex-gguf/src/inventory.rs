@@ -30,6 +30,26 @@ pub struct Gpu {
     /// The CUDA compute capability, `(major, minor)`, such as `(9, 0)`.
     #[cfg_attr(feature = "serde", serde(default))]
     pub compute_capability: Option<(u32, u32)>,
+    /// The ggml backend that drives it (CUDA unless said otherwise): it names the device's
+    /// buffers and decides how tensors are laid out in its memory.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub backend: GpuBackend,
+}
+
+/// The ggml backend behind a device llama.cpp offloads to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+#[non_exhaustive]
+pub enum GpuBackend {
+    /// An NVIDIA GPU through ggml's CUDA backend (buffers `CUDA0`, `CUDA1`, …; pinned host
+    /// buffers `CUDA_Host`).
+    #[default]
+    Cuda,
+    /// The device of a `ggml-rpc-server` at this `host:port` (`llama-server --rpc`), whose own
+    /// backend is the CPU's (buffer `RPC0[host:port]`). llama.cpp puts RPC devices before its
+    /// local GPUs.
+    Rpc(String),
 }
 
 // === impl Gpu ===
@@ -44,6 +64,18 @@ impl Gpu {
             total_bytes,
             free_bytes: None,
             compute_capability: None,
+            backend: GpuBackend::Cuda,
+        }
+    }
+
+    /// The device of the `ggml-rpc-server` at `endpoint` (`host:port`), with `total_bytes` of
+    /// memory (what the server reports: the remote machine's memory for a CPU backend).
+    pub fn rpc(endpoint: impl Into<String>, total_bytes: u64) -> Self {
+        let endpoint = endpoint.into();
+        Self {
+            name: format!("RPC0[{endpoint}]"),
+            backend: GpuBackend::Rpc(endpoint),
+            ..Self::new(0, String::new(), total_bytes)
         }
     }
 
@@ -261,6 +293,7 @@ mod nvml {
                                 u32::try_from(c.minor).unwrap_or(0),
                             )
                         }),
+                        backend: super::GpuBackend::Cuda,
                     })
                 })
                 .collect()

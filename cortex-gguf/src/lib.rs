@@ -91,7 +91,7 @@ pub use info::{FileType, ModelInfo, PerLayer, Rope, SwaPattern, ftype_name};
 #[cfg(feature = "nvml")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nvml")))]
 pub use inventory::NvmlInventory;
-pub use inventory::{Gpu, GpuInventory, InventoryError, StaticInventory};
+pub use inventory::{Gpu, GpuBackend, GpuInventory, InventoryError, StaticInventory};
 pub use split::SplitName;
 pub use types::{BlockLayout, GgmlType, ValueType};
 pub use writer::{GgufBuilder, OwnedValue};

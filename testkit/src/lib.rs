@@ -46,6 +46,12 @@ pub fn llama_server() -> PathBuf {
     require(cache().join("bin/llama-server-b11434"))
 }
 
+/// The RPC server of the same llama.cpp build (`ggml-rpc-server`): a second ggml backend over
+/// loopback, the one offload target a machine without a GPU has.
+pub fn rpc_server() -> PathBuf {
+    require(cache().join("bin/rpc-server-b11434"))
+}
+
 /// The Python of the test environment (the OpenAI SDK, the reference GGUF reader).
 pub fn python() -> PathBuf {
     require(cache().join("venv/bin/python"))

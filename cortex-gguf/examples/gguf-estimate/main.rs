@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! gguf-estimate [--json] [--gpu NAME:TOTAL_MIB[:FREE_MIB]]... [--gpus FILE.toml] [--nvml]
-//!               [llama-server] -m MODEL.gguf [llama-server flags]
+//!               [--rpc-mib TOTAL_MIB] [llama-server] -m MODEL.gguf [llama-server flags]
 //! ```
+//!
+//! llama-server's `--rpc host:port,…` adds those `ggml-rpc-server` devices before the GPUs, as
+//! llama.cpp does; `--rpc-mib` says how much memory each reports (required with `--rpc`).
 //!
 //! GPUs come from `--gpu` (repeatable, in `CUDA0, CUDA1, …` order), a TOML inventory
 //! (`[[gpu]]` tables: index, name, `total_bytes`, `free_bytes`), or `--nvml` (the NVIDIA driver; needs
@@ -19,10 +22,10 @@ use std::process::ExitCode;
 use cortex_gguf::estimate::{
     self, BufferKind, Device, Draft, Estimate, LlamaArgs, Model, parse_llama_args,
 };
-use cortex_gguf::{GgufModel, Gpu, GpuInventory as _, StaticInventory};
+use cortex_gguf::{GgufModel, Gpu, GpuBackend, GpuInventory as _, StaticInventory};
 use serde_json::json;
 
-const USAGE: &str = "usage: {name} [--json] [--gpu NAME:TOTAL_MIB[:FREE_MIB]]... [--gpus FILE.toml] [--nvml] [llama-server] -m MODEL.gguf [llama-server flags]";
+const USAGE: &str = "usage: {name} [--json] [--gpu NAME:TOTAL_MIB[:FREE_MIB]]... [--gpus FILE.toml] [--nvml] [--rpc-mib TOTAL_MIB] [llama-server] -m MODEL.gguf [llama-server flags]";
 
 /// `--gpus FILE.toml`: `[[gpu]]` tables.
 #[derive(serde::Deserialize)]
@@ -49,6 +52,7 @@ pub(crate) fn cli(name: &str, args: impl Iterator<Item = String>) -> ExitCode {
 fn run(name: &str, args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
     let mut json_out = false;
     let mut gpus: Vec<Gpu> = Vec::new();
+    let mut rpc_mib: Option<u64> = None;
     let mut rest = Vec::new();
     let mut args = args;
     while let Some(a) = args.next() {
@@ -72,6 +76,13 @@ fn run(name: &str, args: impl Iterator<Item = String>) -> Result<ExitCode, Strin
                 gpus.extend(file.gpu.gpus().map_err(|e| e.to_string())?);
             }
             "--nvml" => gpus.extend(nvml()?),
+            "--rpc-mib" => {
+                let v = args.next().ok_or("--rpc-mib needs TOTAL_MIB")?;
+                rpc_mib = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| format!("--rpc-mib {v}: not a number of MiB"))?,
+                );
+            }
             "llama-server" if rest.is_empty() => {}
             _ => rest.push(a),
         }
@@ -83,6 +94,13 @@ fn run(name: &str, args: impl Iterator<Item = String>) -> Result<ExitCode, Strin
             USAGE.replace("{name}", name)
         )
     })?;
+    if !parsed.rpc.is_empty() {
+        let mib = rpc_mib.ok_or(
+            "llama-server --rpc: give the memory each RPC server reports with --rpc-mib TOTAL_MIB",
+        )?;
+        let rpc = parsed.rpc.iter().map(|e| Gpu::rpc(e.clone(), mib << 20));
+        gpus.splice(0..0, rpc);
+    }
     let mut params = parsed.params.clone();
     let model = load(&path)?;
     attach(&mut params, &parsed)?;
@@ -166,10 +184,12 @@ fn nvml() -> Result<Vec<Gpu>, String> {
 fn device_name(est: &Estimate, d: Device) -> String {
     match d {
         Device::Host => "host".to_owned(),
-        Device::Gpu(i) => format!(
-            "CUDA{i} ({})",
-            est.gpus.get(i).map_or("?", |g| g.name.as_str())
-        ),
+        Device::Gpu(i) => match est.gpus.get(i) {
+            Some(g) if g.backend == GpuBackend::Cuda => {
+                format!("{} ({})", est.device_name(d), g.name)
+            }
+            _ => est.device_name(d),
+        },
     }
 }
 
@@ -182,6 +202,24 @@ fn devices(est: &Estimate) -> Vec<Device> {
         .map(Device::Gpu)
         .chain([Device::Host])
         .collect()
+}
+
+/// How far to trust the figures, the estimate's notes and what was ignored.
+fn print_margins(est: &Estimate, parsed: &LlamaArgs) {
+    println!(
+        "margin: weights, KV and output in host memory and on RPC devices are exact (measured \
+         against llama-server); on a CUDA GPU they are derived from its rules, not measured; \
+         compute buffers are approximate (docs/estimator.md)"
+    );
+    for n in &est.notes {
+        println!("note: {n}");
+    }
+    if !parsed.ignored.is_empty() {
+        println!(
+            "ignored (no effect on memory): {}",
+            parsed.ignored.join(" ")
+        );
+    }
 }
 
 fn print_tables(path: &str, est: &Estimate, ladder: &[estimate::Suggestion], parsed: &LlamaArgs) {
@@ -246,22 +284,13 @@ fn print_tables(path: &str, est: &Estimate, ladder: &[estimate::Suggestion], par
         }
     }
     println!("output layer on {}", device_name(est, est.output_layer));
-    println!(
-        "margin: weights, KV and output in host memory are exact (measured against llama-server); \
-         on a GPU they are derived from its rules, not measured; compute buffers are approximate \
-         (docs/estimator.md)"
-    );
-    for n in &est.notes {
-        println!("note: {n}");
-    }
-    if !parsed.ignored.is_empty() {
-        println!(
-            "ignored (no effect on memory): {}",
-            parsed.ignored.join(" ")
-        );
-    }
+    print_margins(est, parsed);
     for (i, short) in est.shortfalls() {
-        println!("does not fit: CUDA{i} is short by {} MiB", mib(short));
+        println!(
+            "does not fit: {} is short by {} MiB",
+            est.device_name(Device::Gpu(i)),
+            mib(short)
+        );
     }
     for s in ladder {
         let worst = s
@@ -315,10 +344,10 @@ fn kind_name(k: BufferKind) -> &'static str {
     }
 }
 
-fn device_id(d: Device) -> String {
+fn device_id(est: &Estimate, d: Device) -> String {
     match d {
         Device::Host => "host".to_owned(),
-        Device::Gpu(i) => format!("CUDA{i}"),
+        Device::Gpu(_) => est.device_name(d),
     }
 }
 
@@ -342,7 +371,7 @@ fn document(
             let t = est.totals(d);
             let gpu = match d { Device::Gpu(i) => est.gpus.get(i), Device::Host => None };
             json!({
-                "device": device_id(d),
+                "device": device_id(est, d),
                 "name": gpu.map(|g| g.name.clone()),
                 "free_bytes": gpu.map(Gpu::free),
                 "weights": t.weights, "kv_full": t.kv_full, "kv_swa": t.kv_swa,
@@ -351,9 +380,9 @@ fn document(
                 "layers": est.layers.iter().enumerate().filter(|(_, l)| **l == d).map(|(i, _)| i).collect::<Vec<_>>(),
             })
         }).collect::<Vec<_>>(),
-        "output_layer": device_id(est.output_layer),
+        "output_layer": device_id(est, est.output_layer),
         "buffers": est.buffers.iter().map(|b| json!({
-            "device": device_id(b.device), "name": b.name, "kind": kind_name(b.kind), "part": b.part, "bytes": b.bytes,
+            "device": device_id(est, b.device), "name": b.name, "kind": kind_name(b.kind), "part": b.part, "bytes": b.bytes,
             "basis": b.basis().as_str(),
         })).collect::<Vec<_>>(),
         "total": est.total(),

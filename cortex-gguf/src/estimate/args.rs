@@ -27,6 +27,9 @@ pub struct LlamaArgs {
     pub mmproj: Option<PathBuf>,
     /// `--lora` (comma-separated lists flattened).
     pub lora: Vec<PathBuf>,
+    /// `--rpc`: the `ggml-rpc-server` endpoints (`host:port`), which llama.cpp puts before its
+    /// local GPUs (see [`Gpu::rpc`](crate::Gpu::rpc); their memory is what each server reports).
+    pub rpc: Vec<String>,
     /// Flags that do not change memory, skipped (with their values).
     pub ignored: Vec<String>,
 }
@@ -80,6 +83,7 @@ pub fn parse_llama_args<S: AsRef<str>>(args: &[S]) -> Result<LlamaArgs, Estimate
         mmproj: None,
         lora: Vec::new(),
         ignored: Vec::new(),
+        rpc: Vec::new(),
     };
     let mut it = args.iter().map(AsRef::as_ref).peekable();
     while let Some(raw) = it.next() {
@@ -176,6 +180,23 @@ pub fn parse_llama_args<S: AsRef<str>>(args: &[S]) -> Result<LlamaArgs, Estimate
             "-nkvo" | "--no-kv-offload" => p.kv_offload = false,
             "--repack" => p.repack = true,
             "-nr" | "--no-repack" => p.repack = false,
+            "--rpc" => {
+                let v = value("--rpc")?;
+                for endpoint in v.split(',') {
+                    if endpoint
+                        .rsplit_once(':')
+                        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+                    {
+                        return Err(EstimateError::param(
+                            "--rpc",
+                            format!("`{endpoint}` is not host:port"),
+                        ));
+                    }
+                    out.rpc.push(endpoint.to_owned());
+                }
+            }
+            "--op-offload" => p.op_offload = true,
+            "--no-op-offload" => p.op_offload = false,
             "-fitt" | "--fit-target" => {
                 let v = value("-fitt")?;
                 let first = v.split(',').next().unwrap_or_default();

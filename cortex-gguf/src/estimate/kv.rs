@@ -4,8 +4,8 @@
 
 use super::context::Resolved;
 use super::{
-    Buffer, BufferKind, Device, EstimateError, LayerShape, LlamaParams, MemoryKind, Model, add_to,
-    buffer_name, product, row_bytes, sum,
+    Buffer, BufferKind, Device, Devices, EstimateError, LayerShape, LlamaParams, MemoryKind, Model,
+    add_to, product, row_bytes, sum,
 };
 
 /// The context memory's buffers.
@@ -14,6 +14,7 @@ pub(super) fn buffers(
     params: &LlamaParams,
     cx: &Resolved,
     layers: &[Device],
+    devs: Devices<'_>,
     part: &'static str,
     buffers: &mut Vec<Buffer>,
 ) -> Result<(), EstimateError> {
@@ -96,7 +97,7 @@ pub(super) fn buffers(
         buffers.push(Buffer {
             device,
             kind,
-            name: buffer_name(device, false),
+            name: devs.name(device),
             part,
             bytes,
         });

@@ -65,6 +65,7 @@ pub use args::{LlamaArgs, parse_llama_args};
 pub use inverse::{Suggestion, max_context, max_gpu_layers, split_by_free_memory, suggestions};
 pub use model::{LayerShape, MemoryKind, Model, Recurrent, Role, Tensor};
 
+use crate::inventory::GpuBackend;
 use crate::{GgmlType, Gpu};
 
 const MIB: u64 = 1 << 20;
@@ -271,6 +272,9 @@ pub struct LlamaParams {
     pub kv_offload: bool,
     /// `--repack` (default) / `-nr`.
     pub repack: bool,
+    /// `--op-offload` (default) / `--no-op-offload`: a CUDA GPU runs the host's weight
+    /// operations on batches of 32 tokens or more, copying each weight in.
+    pub op_offload: bool,
     /// The host CPU (for repacking).
     pub cpu: Cpu,
     /// `-fitt`: memory `-ngl auto` leaves free on each GPU, in bytes (default 1024 MiB).
@@ -358,6 +362,7 @@ impl Default for LlamaParams {
             mmap: true,
             kv_offload: true,
             repack: true,
+            op_offload: true,
             cpu: Cpu::detect(),
             fit_target: 1024 * MIB,
             draft: None,
@@ -416,15 +421,18 @@ pub struct Buffer {
 #[non_exhaustive]
 pub enum Basis {
     /// Computed as llama.cpp allocates it and measured equal to the real llama-server b11434
-    /// (to 0.01 MiB): weights, KV cache, recurrent state and output buffers in host memory.
+    /// (to 0.01 MiB): weights, KV cache, recurrent state and output buffers in host memory and
+    /// on RPC devices.
     Exact,
     /// Computed by the same rules, derived from the source for a GPU backend (CUDA's 128-byte
     /// alignment and padding of quantized rows, layer placement) and checked against published
     /// logs of real GPU runs, not measured here: weights, KV and output buffers on a GPU.
     Derived,
-    /// An approximation of what llama.cpp measures when it reserves its graph: compute buffers.
-    /// Within about 1% (Gemma) to 8.5% (other architectures) of the real llama-server on the
-    /// CPU; with layers offloaded to a GPU, far off (docs/estimator.md gives the measured errors).
+    /// An approximation of what llama.cpp measures when it reserves its graph: compute buffers
+    /// (their inputs exact, the working sets fitted). Within about 1% (Gemma) to 8% (other
+    /// architectures) of the real llama-server on the CPU and with layers offloaded to RPC
+    /// devices; CUDA's own rules (op offload) derived, not measured (docs/estimator.md gives the
+    /// measured errors).
     Approximate,
 }
 
@@ -445,6 +453,8 @@ impl Buffer {
         match (self.kind, self.device) {
             (BufferKind::Compute, _) => Basis::Approximate,
             (_, Device::Host) => Basis::Exact,
+            // RPC devices (named `RPC<n>[host:port]` by `Devices::name`) were measured.
+            (_, Device::Gpu(_)) if self.name.starts_with("RPC") => Basis::Exact,
             (_, Device::Gpu(_)) => Basis::Derived,
         }
     }
@@ -532,6 +542,12 @@ pub struct Estimate {
 // === impl Estimate ===
 
 impl Estimate {
+    /// The name llama-server gives `device`: `CPU` for the host, `CUDA0`, `CUDA1`, … for CUDA
+    /// GPUs (counted on their own), `RPC0[host:port]` for an RPC server's device.
+    pub fn device_name(&self, device: Device) -> String {
+        Devices { gpus: &self.gpus }.name(device)
+    }
+
     /// Totals for a device.
     pub fn totals(&self, device: Device) -> DeviceTotals {
         let mut t = DeviceTotals::default();
@@ -620,11 +636,15 @@ pub fn estimate(
         } else {
             Device::Gpu(params.main_gpu.min(gpus.len().saturating_sub(1)))
         };
-        let bytes = weights_alloc(mmproj.tensors.iter(), device);
+        let devs = Devices { gpus };
+        let bytes = mmproj
+            .tensors
+            .iter()
+            .fold(0_u64, |all, t| all.saturating_add(devs.alloc(t, device)));
         est.buffers.push(Buffer {
             device,
             kind: BufferKind::Weights,
-            name: buffer_name(device, false),
+            name: devs.name(device),
             part: "mmproj",
             bytes,
         });
@@ -639,7 +659,7 @@ pub fn estimate(
                 Some(il) => est.layers.get(il as usize).copied().unwrap_or(Device::Host),
                 None => est.output_layer,
             };
-            let bytes = tensor_alloc(t, device);
+            let bytes = Devices { gpus }.alloc(t, device);
             match per.iter_mut().find(|(d, _)| *d == device) {
                 Some((_, b)) => add_to(b, bytes, "a LoRA adapter's weights")?,
                 None => per.push((device, bytes)),
@@ -649,7 +669,7 @@ pub fn estimate(
             est.buffers.push(Buffer {
                 device,
                 kind: BufferKind::Weights,
-                name: buffer_name(device, false),
+                name: Devices { gpus }.name(device),
                 part: "lora",
                 bytes,
             });
@@ -852,17 +872,19 @@ fn estimate_with(
         &mut buffers,
         &mut notes,
     )?;
-    kv::buffers(model, params, &cx, &layers, part, &mut buffers)?;
-    output::buffer(model, &cx, output_layer, part, &mut buffers)?;
+    let devs = Devices { gpus };
+    kv::buffers(model, params, &cx, &layers, devs, part, &mut buffers)?;
+    output::buffer(model, &cx, output_layer, devs, part, &mut buffers)?;
     compute::buffers(
         model,
         params,
         &cx,
         &layers,
         output_layer,
-        gpus.len(),
+        devs,
         part,
         &mut buffers,
+        &mut notes,
     )?;
     Ok(Estimate {
         context: Context {
@@ -911,28 +933,6 @@ fn compile_overrides(
         .collect()
 }
 
-/// Bytes llama.cpp allocates for a weight on `device` (CUDA pads quantized rows to 512 values
-/// and aligns tensors to 128 bytes; the CPU aligns to 32).
-fn tensor_alloc(t: &Tensor, device: Device) -> u64 {
-    match device {
-        Device::Host => align(t.bytes, 32),
-        Device::Gpu(_) => {
-            let mut size = t.bytes;
-            let quantized = t.ggml_type.block().is_some_and(|b| b.elements > 1);
-            let ne0 = t.dims.first().copied().unwrap_or(0);
-            let partial = ne0 % 512;
-            if quantized && partial != 0 {
-                size = size.saturating_add(row_bytes(t.ggml_type, 512_u64.saturating_sub(partial)));
-            }
-            align(size, 128)
-        }
-    }
-}
-
-fn weights_alloc<'t>(tensors: impl Iterator<Item = &'t Tensor>, device: Device) -> u64 {
-    tensors.fold(0_u64, |all, t| all.saturating_add(tensor_alloc(t, device)))
-}
-
 /// The host mapping of mmapped weights: per file, from the first tensor's data to the end of the
 /// last one's (`llama_model_loader::get_mapping_range`).
 fn mapped_span(tensors: &[&Tensor]) -> u64 {
@@ -952,11 +952,64 @@ fn mapped_span(tensors: &[&Tensor]) -> u64 {
     })
 }
 
-fn buffer_name(device: Device, host_pinned: bool) -> String {
-    match device {
-        Device::Host if host_pinned => "CUDA_Host".to_owned(),
-        Device::Host => "CPU".to_owned(),
-        Device::Gpu(i) => format!("CUDA{i}"),
+/// The devices of one estimate: the host and the GPUs given, with the buffer names and the
+/// tensor layout of each one's ggml backend.
+#[derive(Debug, Clone, Copy)]
+struct Devices<'g> {
+    gpus: &'g [Gpu],
+}
+
+impl Devices<'_> {
+    /// The name llama-server prints for `device`'s buffers: `CPU`, `CUDA<k>` (counting CUDA
+    /// devices only), `RPC0[host:port]`.
+    fn name(self, device: Device) -> String {
+        match device {
+            Device::Host => "CPU".to_owned(),
+            Device::Gpu(i) => {
+                if let Some(GpuBackend::Rpc(endpoint)) = self.gpus.get(i).map(|g| &g.backend) {
+                    return format!("RPC0[{endpoint}]");
+                }
+                let k = self
+                    .gpus
+                    .iter()
+                    .take(i)
+                    .filter(|g| g.backend == GpuBackend::Cuda)
+                    .count();
+                format!("CUDA{k}")
+            }
+        }
+    }
+
+    fn is_cuda(self, device: Device) -> bool {
+        matches!(device, Device::Gpu(i) if self.gpus.get(i).is_some_and(|g| g.backend == GpuBackend::Cuda))
+    }
+
+    /// The host buffer for what a device reads back (`CUDA_Host`, pinned, when `device` is a
+    /// CUDA GPU; plain `CPU` memory otherwise): llama.cpp takes the host compute buffer's type
+    /// from the first device and the output buffer's from the output layer's device.
+    fn host_of(self, device: Device) -> String {
+        if self.is_cuda(device) {
+            "CUDA_Host".to_owned()
+        } else {
+            "CPU".to_owned()
+        }
+    }
+
+    /// Bytes llama.cpp allocates for a weight on `device`: CUDA pads quantized rows to 512
+    /// values and aligns tensors to 128 bytes; the CPU (and an RPC server's CPU backend) aligns
+    /// to 32.
+    fn alloc(self, t: &Tensor, device: Device) -> u64 {
+        if !self.is_cuda(device) {
+            return align(t.bytes, 32);
+        }
+        let mut size = t.bytes;
+        let quantized = t.ggml_type.block().is_some_and(|b| b.elements > 1);
+        let ne0 = t.dims.first().copied().unwrap_or(0);
+        let partial = ne0 % 512;
+        if quantized && partial != 0 {
+            size = size.saturating_add(row_bytes(t.ggml_type, 512_u64.saturating_sub(partial)));
+        }
+        align(size, 128)
     }
 }
 

@@ -1,14 +1,15 @@
 //! The output buffer (`llama_context::output_reserve`): logits for `max(n_outputs, slots)` rows,
-//! in host memory (`CUDA_Host`, pinned, when the output layer is on a GPU).
+//! in host memory (`CUDA_Host`, pinned, when the output layer is on a CUDA GPU).
 
 use super::context::Resolved;
-use super::{Buffer, BufferKind, Device, EstimateError, MemoryKind, Model, product};
+use super::{Buffer, BufferKind, Device, Devices, EstimateError, MemoryKind, Model, product};
 
 /// The output buffer.
 pub(super) fn buffer(
     model: &Model,
     cx: &Resolved,
     output_layer: Device,
+    devs: Devices<'_>,
     part: &'static str,
     buffers: &mut Vec<Buffer>,
 ) -> Result<(), EstimateError> {
@@ -20,11 +21,7 @@ pub(super) fn buffer(
         [u64::from(model.n_vocab), u64::from(n_outputs.max(n_seq)), 4],
     )?;
     if model.memory != MemoryKind::None || model.n_vocab > 0 {
-        let name = if output_layer == Device::Host {
-            "CPU".to_owned()
-        } else {
-            "CUDA_Host".to_owned()
-        };
+        let name = devs.host_of(output_layer);
         buffers.push(Buffer {
             device: Device::Host,
             kind: BufferKind::Output,

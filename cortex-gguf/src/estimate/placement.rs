@@ -5,8 +5,8 @@
 //! them.
 
 use super::{
-    Buffer, BufferKind, Device, EstimateError, LlamaParams, Model, Role, SplitMode, Tensor, add_to,
-    align, compile_overrides, layer_devices, mapped_span, model, tensor_alloc,
+    Buffer, BufferKind, Device, Devices, EstimateError, LlamaParams, Model, Role, SplitMode,
+    Tensor, add_to, align, compile_overrides, layer_devices, mapped_span, model,
 };
 use crate::Gpu;
 
@@ -61,28 +61,10 @@ pub(super) fn weights(
     let mut host_repack: u64 = 0;
     let mut host_alloc: u64 = 0;
     let mut gpu_alloc: Vec<u64> = vec![0; gpus.len()];
-    let tied = model
-        .tied_output
-        .then(|| model.tensors.iter().find(|t| t.name == "token_embd.weight"))
-        .flatten();
-    let placed = model
-        .tensors
-        .iter()
-        .map(|t| (t, t.role))
-        .chain(tied.map(|t| (t, Role::Output)));
-    let overrides = compile_overrides(&params.overrides, gpus.len())?;
+    let placed = tensors(model, params, gpus, layers, output_layer)?;
     let mut overridden = 0_usize;
-    for (t, role) in placed {
-        let by_layer = match role {
-            Role::Input => Device::Host,
-            Role::Layer(il) => layers.get(il as usize).copied().unwrap_or(Device::Host),
-            Role::Output => output_layer,
-        };
-        let device = overrides
-            .iter()
-            .find(|(re, _)| re.is_match(&t.name))
-            .map_or(by_layer, |(_, d)| *d);
-        if device != by_layer {
+    for &(t, role, device, by_override) in &placed {
+        if by_override {
             overridden = overridden.saturating_add(1);
         }
         match device {
@@ -109,14 +91,14 @@ pub(super) fn weights(
             }
             Device::Gpu(i) => {
                 if let Some(slot) = gpu_alloc.get_mut(i) {
-                    add_to(slot, tensor_alloc(t, device), "a GPU's weights")?;
+                    add_to(slot, Devices { gpus }.alloc(t, device), "a GPU's weights")?;
                 }
             }
         }
     }
     if overridden > 0 {
         notes.push(format!(
-            "{overridden} tensors placed by -ot/--cpu-moe: the compute buffers' split between the host and the GPUs is not modelled for them"
+            "{overridden} tensors placed by -ot/--cpu-moe: their layers' work runs where ggml's scheduler sends it (derived rules, docs/estimator.md)"
         ));
     }
     let host = [
@@ -124,10 +106,13 @@ pub(super) fn weights(
         ("CPU", host_alloc),
         ("CPU_REPACK", host_repack),
     ];
-    let gpu = gpu_alloc
-        .iter()
-        .enumerate()
-        .map(|(i, bytes)| (Device::Gpu(i), format!("CUDA{i}"), *bytes));
+    let gpu = gpu_alloc.iter().enumerate().map(|(i, bytes)| {
+        (
+            Device::Gpu(i),
+            Devices { gpus }.name(Device::Gpu(i)),
+            *bytes,
+        )
+    });
     let all = host
         .into_iter()
         .map(|(name, bytes)| (Device::Host, name.to_owned(), bytes))
@@ -145,4 +130,39 @@ pub(super) fn weights(
         notes.push("-sm row: weights are shown on the main GPU; llama.cpp spreads each matrix's rows over all GPUs".to_owned());
     }
     Ok(())
+}
+
+/// Every tensor with its role and its device, the tied output projection included (the token
+/// embeddings again, for the output layer), and whether a tensor override (`-ot`, `--cpu-moe`)
+/// moved it from its layer's device.
+pub(super) fn tensors<'m>(
+    model: &'m Model,
+    params: &LlamaParams,
+    gpus: &[Gpu],
+    layers: &[Device],
+    output_layer: Device,
+) -> Result<Vec<(&'m Tensor, Role, Device, bool)>, EstimateError> {
+    let tied = model
+        .tied_output
+        .then(|| model.tensors.iter().find(|t| t.name == "token_embd.weight"))
+        .flatten();
+    let overrides = compile_overrides(&params.overrides, gpus.len())?;
+    Ok(model
+        .tensors
+        .iter()
+        .map(|t| (t, t.role))
+        .chain(tied.map(|t| (t, Role::Output)))
+        .map(|(t, role)| {
+            let by_layer = match role {
+                Role::Input => Device::Host,
+                Role::Layer(il) => layers.get(il as usize).copied().unwrap_or(Device::Host),
+                Role::Output => output_layer,
+            };
+            let device = overrides
+                .iter()
+                .find(|(re, _)| re.is_match(&t.name))
+                .map_or(by_layer, |(_, d)| *d);
+            (t, role, device, device != by_layer)
+        })
+        .collect())
 }

@@ -182,14 +182,5 @@ fn estimates_match_llama_server_over_the_matrix() {
         worst_total * 100.0,
         worst_compute * 100.0
     ));
-    let out =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/estimator-accuracy.md");
-    std::fs::write(&out, &table).unwrap();
-    println!("{table}");
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    server::report_and_check("estimator-accuracy.md", &table, &failures);
 }

@@ -726,9 +726,8 @@ fn tensor_overrides_place_expert_and_dense_weights() {
 
 /// With every layer on a GPU, the host's compute buffer holds the graph's inputs: the scheduler
 /// gives each input to the last backend, the CPU (`ggml_backend_sched_backend_id_from_cur`,
-/// "graph input"), and copies it to the GPU splits that read it: the attention mask, the token
-/// ids and positions, the output ids, and the embeddings looked up in the host's token table.
-/// Derived from the source (no GPU here).
+/// "graph input"), and copies it to the splits that read it. Measured to 0.01 MiB against
+/// llama-server offloading to an RPC device (`tests/archs`); here the rule itself.
 #[test]
 fn a_fully_offloaded_model_keeps_its_graph_inputs_in_host_compute() {
     let model = model(4);
@@ -743,8 +742,191 @@ fn a_fully_offloaded_model_keeps_its_graph_inputs_in_host_compute() {
     let c = est.context;
     let (ub, kv) = (u64::from(c.n_ubatch), u64::from(c.n_ctx_seq));
     let mask = kv * ub * 2; // f16 with flash attention
-    let inputs = mask + 1024 * ub * 4 + ub * 8 + u64::from(c.n_outputs) * 4;
+    let idx = 2 * ub * 8; // K and V row indices (i64)
+    let embd = 1024 * ub * 4; // inp_embd, inp_mixed_embd and the two token lookups
+    let tokens = ub * (4 + 4 + 8 + 4 + 4); // ids, mixed ids, slots, row scales, positions
+    let inputs = mask + idx + 4 * embd + tokens + u64::from(c.n_outputs) * 4;
     assert_eq!(est.host().compute, inputs);
-    // The GPU's buffer holds the mask's copy with its working set.
-    assert!(est.device(0).unwrap().compute > mask);
+    // The GPU's buffer holds the copies it reads (the mask, three activations with layer 0)
+    // beside its working set.
+    assert!(est.device(0).unwrap().compute > mask + 3 * embd);
+    assert_eq!(
+        est.buffers
+            .iter()
+            .find(|b| b.device == Device::Host && b.kind == estimate::BufferKind::Compute)
+            .unwrap()
+            .name,
+        "CUDA_Host"
+    );
+}
+
+/// Pipeline parallelism (`llama_context`: several devices, every layer and the output
+/// offloaded, `-sm layer`, KV offloaded, no tensor overrides) makes the scheduler keep four
+/// copies of every input, on the host and in each device's buffer. Measured on two RPC devices
+/// in `tests/archs`; here when it applies.
+#[test]
+fn pipeline_parallelism_keeps_four_copies_of_the_inputs() {
+    let model = model(4);
+    let two = [Gpu::new(0, "A", 80 * GIB), Gpu::new(1, "B", 80 * GIB)];
+    let base = LlamaParams {
+        ctx_size: 4096,
+        parallel: Parallel::Slots(1),
+        flash_attn: FlashAttn::On,
+        gpu_layers: GpuLayers::All,
+        ..LlamaParams::default()
+    };
+    let est = estimate::estimate(&model, &base, &two).unwrap();
+    let c = est.context;
+    let ub = u64::from(c.n_ubatch);
+    let embd = 1024 * ub * 4;
+    let leafs = u64::from(c.n_ctx_seq) * ub * 2
+        + 2 * ub * 8
+        + 2 * embd
+        + ub * 24
+        + u64::from(c.n_outputs) * 4;
+    assert_eq!(est.host().compute, 4 * leafs + 2 * embd);
+    assert!(est.notes.iter().any(|n| n.contains("pipeline parallelism")));
+    let single = estimate::estimate(&model, &base, &two[..1]).unwrap();
+    assert!(est.device(0).unwrap().compute > 3 * single.device(0).unwrap().compute / 2);
+
+    // Not with one unit on the host, with the KV cache on the host, or with -sm none.
+    for p in [
+        LlamaParams {
+            gpu_layers: GpuLayers::Count(4),
+            ..base.clone()
+        },
+        LlamaParams {
+            kv_offload: false,
+            ..base.clone()
+        },
+        LlamaParams {
+            split_mode: estimate::SplitMode::None,
+            ..base.clone()
+        },
+    ] {
+        let est = estimate::estimate(&model, &p, &two).unwrap();
+        assert!(
+            !est.notes.iter().any(|n| n.contains("pipeline parallelism")),
+            "{p:?}"
+        );
+    }
+}
+
+/// With layers on the host and micro-batches of 32 tokens or more, CUDA's `offload_op` makes the
+/// scheduler run the host's weight operations on the first CUDA GPU, copying each weight in
+/// (one per split, `ggml_backend_sched_split_graph`): that GPU's buffer grows by the largest
+/// such weight and the host keeps only its inputs. An RPC device never asks (no `offload_op`:
+/// measured in `tests/archs`, where the host keeps its layers' working set), nor does CUDA
+/// with `--no-op-offload` or small micro-batches. Derived from ggml-cuda.cu and
+/// ggml-backend.cpp, not measured on a GPU.
+#[test]
+fn cuda_runs_the_hosts_weight_operations_and_copies_the_largest_weight_in() {
+    let model = model(4);
+    let cuda = [Gpu::new(0, "GPU", 80 * GIB)];
+    // -ngl 2 of 5: the output layer and layer 3 on the GPU; layers 0-2 (ffn_up: 1024 × 4096
+    // f16, 8 MiB, the largest) on the host.
+    let p = LlamaParams {
+        ctx_size: 4096,
+        parallel: Parallel::Slots(1),
+        flash_attn: FlashAttn::On,
+        gpu_layers: GpuLayers::Count(2),
+        ..LlamaParams::default()
+    };
+    let est = estimate::estimate(&model, &p, &cuda).unwrap();
+    let all_on_gpu = estimate::estimate(
+        &model,
+        &LlamaParams {
+            gpu_layers: GpuLayers::All,
+            ..p.clone()
+        },
+        &cuda,
+    )
+    .unwrap();
+    let ffn_up = 1024 * 4096 * 2;
+    assert_eq!(
+        est.device(0).unwrap().compute,
+        all_on_gpu.device(0).unwrap().compute + ffn_up
+    );
+    assert_eq!(est.host().compute, all_on_gpu.host().compute);
+    assert!(est.notes.iter().any(|n| n.contains("--no-op-offload")));
+
+    // -ngl 0: the output projection (1024 × 32,000 f16) is the largest weight copied in.
+    let est0 = estimate::estimate(
+        &model,
+        &LlamaParams {
+            gpu_layers: GpuLayers::Count(0),
+            ..p.clone()
+        },
+        &cuda,
+    )
+    .unwrap();
+    assert!(est0.device(0).unwrap().compute >= 1024 * 32_000 * 2);
+
+    // The host keeps its layers' work: --no-op-offload, -ub 16, an RPC device.
+    let kept = |p: &LlamaParams, gpus: &[Gpu]| {
+        let est = estimate::estimate(&model, p, gpus).unwrap();
+        let cpu_only = estimate::estimate(&model, p, &[]).unwrap();
+        assert_eq!(est.host().compute, cpu_only.host().compute, "{p:?}");
+        assert!(!est.notes.iter().any(|n| n.contains("--no-op-offload")));
+        est.device(0).unwrap().compute
+    };
+    let no_op_offload = kept(
+        &LlamaParams {
+            op_offload: false,
+            ..p.clone()
+        },
+        &cuda,
+    );
+    kept(
+        &LlamaParams {
+            ubatch: 16,
+            batch: 16,
+            ..p.clone()
+        },
+        &cuda,
+    );
+    let rpc = kept(&p, &[Gpu::rpc("127.0.0.1:50052", 80 * GIB)]);
+    assert_eq!(rpc, no_op_offload);
+    assert!(no_op_offload + ffn_up <= est.device(0).unwrap().compute);
+}
+
+/// Buffer names as llama-server prints them: RPC devices come first and are named by endpoint,
+/// CUDA devices are counted on their own; pinned host buffers only for a CUDA device (the
+/// first device for the host compute buffer, the output layer's for the output buffer).
+#[test]
+fn rpc_and_cuda_devices_are_named_as_llama_server_names_them() {
+    let model = model(4);
+    let gpus = [
+        Gpu::rpc("10.0.0.2:50052", 80 * GIB),
+        Gpu::new(0, "GPU", 80 * GIB),
+    ];
+    let p = LlamaParams {
+        ctx_size: 4096,
+        gpu_layers: GpuLayers::All,
+        tensor_split: vec![1.0, 1.0],
+        ..LlamaParams::default()
+    };
+    let est = estimate::estimate(&model, &p, &gpus).unwrap();
+    let names = |kind: estimate::BufferKind| -> Vec<&str> {
+        est.buffers
+            .iter()
+            .filter(|b| b.kind == kind)
+            .map(|b| b.name.as_str())
+            .collect()
+    };
+    assert_eq!(
+        names(estimate::BufferKind::Weights),
+        ["CPU_Mapped", "RPC0[10.0.0.2:50052]", "CUDA0"]
+    );
+    // The output layer is on CUDA0 (the last device): its output buffer is pinned; the host
+    // compute buffer takes the first device's host type, and an RPC device has none.
+    assert_eq!(names(estimate::BufferKind::Output), ["CUDA_Host"]);
+    assert!(names(estimate::BufferKind::Compute).contains(&"CPU"));
+    // RPC weights are laid out as the remote CPU backend does (32-byte alignment, no padding).
+    let rpc_only = estimate::estimate(&model, &p, &gpus[..1]).unwrap();
+    assert_eq!(
+        rpc_only.buffers[1].basis(),
+        estimate::Basis::Exact,
+        "measured against llama-server's RPC devices"
+    );
 }

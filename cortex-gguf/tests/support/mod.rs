@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-pub use cortex_testkit::{cache, gemma, llama_server, python, require};
+pub use cortex_testkit::{cache, gemma, llama_server, python, require, rpc_server};
 
 /// The vocab-only GGUFs of the pinned llama.cpp source package, sorted.
 pub fn vocab_files() -> Vec<PathBuf> {

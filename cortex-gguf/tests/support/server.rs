@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cortex_gguf::estimate::{BufferKind, Cpu, Device, Estimate};
+use cortex_gguf::estimate::{BufferKind, Cpu, Estimate};
 
 /// One buffer line llama-server printed.
 #[derive(Debug, Clone)]
@@ -28,6 +28,44 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A `ggml-rpc-server` on a free loopback port, stopped when dropped: llama-server offloads to
+/// it with `--rpc` as to a GPU (the scheduler splits the graph between the two backends).
+pub struct RpcServer {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl RpcServer {
+    pub fn start() -> Self {
+        let port = free_port();
+        let endpoint = format!("127.0.0.1:{port}");
+        let child = Command::new(crate::support::rpc_server())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-t", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&endpoint).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the RPC server did not listen on {endpoint}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, endpoint }
+    }
+}
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Starts llama-server with `args`, reads its log until the slots are ready, stops it.
@@ -81,7 +119,8 @@ fn parse(lines: &[String], args: &[&str]) -> Run {
         }
         let name_before = |marker: &str| {
             let (head, _) = l.split_once(marker).unwrap();
-            head.rsplit(':').next().unwrap().trim().to_owned()
+            // The last word: `CPU_Mapped`, `CUDA0`, `RPC0[127.0.0.1:PORT]` (which has a colon).
+            head.split_whitespace().last().unwrap().to_owned()
         };
         let kind = if l.contains(" model buffer size =") {
             Some((BufferKind::Weights, name_before(" model buffer size")))
@@ -133,7 +172,7 @@ pub fn compare(label: &str, run: &Run, est: &Estimate, compute_tolerance: f64) -
         let v: Vec<_> = est
             .buffers
             .iter()
-            .filter(|b| b.device == Device::Host && b.kind == kind && b.name == name)
+            .filter(|b| b.kind == kind && b.name == name)
             .collect();
         (!v.is_empty()).then(|| v.iter().map(|b| b.bytes as f64).sum::<f64>() / MIB)
     };
@@ -157,7 +196,8 @@ pub fn compare(label: &str, run: &Run, est: &Estimate, compute_tolerance: f64) -
             let err = (e - real).abs() / real;
             if err > compute_tolerance {
                 failures.push(format!(
-                    "{label}: compute {e:.2} MiB estimated, {real:.2} MiB real ({:.1}%)",
+                    "{label}: {} compute {e:.2} MiB estimated, {real:.2} MiB real ({:.1}%)",
+                    p.name,
                     err * 100.0
                 ));
             }
@@ -208,4 +248,20 @@ fn kinds_count(run: &Run, kind: BufferKind, name: &str) -> f64 {
         .iter()
         .filter(|p| p.kind == kind && p.name == name)
         .count() as f64
+}
+
+/// Writes `report` to `target/<file>` (docs/estimator.md quotes these tables), prints it, and
+/// fails with every mismatch.
+pub fn report_and_check(file: &str, report: &str, failures: &[String]) {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target")
+        .join(file);
+    std::fs::write(&out, report).unwrap();
+    println!("{report}");
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
