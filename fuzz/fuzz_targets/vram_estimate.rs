@@ -28,17 +28,20 @@ fuzz_target!(|data: &[u8]| {
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    let count = take(&mut data, 1).first().copied().unwrap_or(0) % 5;
+    let count_byte = take(&mut data, 1).first().copied().unwrap_or(0);
+    let count = count_byte % 5;
     let gpus: Vec<Gpu> = (0..count)
         .map(|i| {
             let mib = take(&mut data, 4);
             let mut word = [0u8; 4];
             word[..mib.len()].copy_from_slice(mib);
-            Gpu::new(
-                u32::from(i),
-                "fuzz",
-                u64::from(u32::from_le_bytes(word)) << 20,
-            )
+            let bytes = u64::from(u32::from_le_bytes(word)) << 20;
+            // The high bit of the GPU count picks an RPC device for the even positions.
+            if count_byte & 0x80 != 0 && i % 2 == 0 {
+                Gpu::rpc(format!("10.0.0.{i}:50052"), bytes)
+            } else {
+                Gpu::new(u32::from(i), "fuzz", bytes)
+            }
         })
         .collect();
     let Ok(gguf) = Gguf::parse(data) else {
