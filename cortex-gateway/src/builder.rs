@@ -10,14 +10,17 @@ use tower::layer::util::Stack;
 use crate::auth::{KeyStore, RequireApiKey, RequireApiKeyLayer};
 use crate::balance::{Balance, BalanceLayer, Policy};
 use crate::breaker::{Breakers, CircuitBreaker, CircuitBreakerLayer};
+use crate::failover::{FailoverLayer, FailoverService};
 use crate::meter::{MeterUsage, MeterUsageLayer, UsageSink};
 use crate::proxy::Proxy;
 use crate::queue::{Queue, QueueLayer};
 use crate::route::{Route, RouteLayer};
 
-/// The full stack: auth → route → meter → balance → breaker → queue → proxy.
-pub type Gateway =
-    RequireApiKey<Route<MeterUsage<Balance<CircuitBreaker<Queue<Proxy>>>>>, dyn KeyStore>;
+/// The full stack: auth → route → meter → failover → balance → breaker → queue → proxy.
+pub type Gateway = RequireApiKey<
+    Route<MeterUsage<FailoverService<Balance<CircuitBreaker<Queue<Proxy>>>>>>,
+    dyn KeyStore,
+>;
 
 /// The response body of [`Gateway`].
 pub type GatewayBody = <Gateway as GatewayBodyOf>::Body;
@@ -70,6 +73,7 @@ pub struct GatewayBuilder {
     route: RouteLayer,
     policy: Policy,
     breaker: CircuitBreakerLayer,
+    failover: FailoverLayer,
     queue: QueueLayer,
     proxy: Proxy,
     replicas: crate::replicas::Replicas,
@@ -94,6 +98,7 @@ impl GatewayBuilder {
             sink: None,
             policy: Policy::default(),
             breaker: CircuitBreakerLayer::new().breakers(Breakers::over(replicas.clone())),
+            failover: FailoverLayer::new(),
             queue: QueueLayer::new(4).with_queues(crate::queue::Queues::over(replicas.clone())),
             proxy: Proxy::new(),
             replicas,
@@ -189,6 +194,13 @@ impl GatewayBuilder {
         self.breaker.table()
     }
 
+    /// Failover to another replica when one refuses the connection (default: on, 2 retries
+    /// per request within a shared budget; [`FailoverLayer::max_retries`]`(0)` turns it off).
+    pub fn failover(mut self, failover: FailoverLayer) -> Self {
+        self.failover = failover;
+        self
+    }
+
     /// Builds the stack.
     pub fn build(self) -> Gateway {
         let breakers = self.breaker.table().clone();
@@ -204,6 +216,7 @@ impl GatewayBuilder {
             .layer(auth)
             .layer(self.route)
             .layer(sink)
+            .layer(self.failover)
             .layer(
                 BalanceLayer::new(self.policy)
                     .with_replicas(self.replicas)

@@ -13,14 +13,15 @@
 //! | [`auth`] | API keys (Bearer or `X-Api-Key`), hashed, constant-time; per-key models and rate |
 //! | [`route`] | reads the body (bounded), finds `model`/`stream`, resolves the registry; `/v1/models` |
 //! | [`meter`] | one usage record per request, exactly once; stream usage; Prometheus metrics |
+//! | [`failover`] | a refused connection retried on another replica, within a retry budget |
 //! | [`balance`] | round robin or least in flight (power of two choices), skipping open circuits |
 //! | [`breaker`] | a circuit per replica: consecutive failures, cooldown, one probe |
 //! | [`queue`] | a concurrency limit per replica, bounded FIFO wait with a timeout |
 //! | [`proxy`] | pooled HTTP/1 client, timeouts, header hygiene, SSE frame by frame |
 //! | [`error`] | OpenAI-shaped refusals |
 //!
-//! [`GatewayBuilder`] composes the whole stack (`auth → route → meter → balance → breaker → queue
-//! → proxy`) into one [`Gateway`] service; [`ServiceBuilderExt`] adds the layers to
+//! [`GatewayBuilder`] composes the whole stack (`auth → route → meter → failover → balance →
+//! breaker → queue → proxy`) into one [`Gateway`] service; [`ServiceBuilderExt`] adds the layers to
 //! `tower::ServiceBuilder` for stacks of your own. Under them sit two parsers, each
 //! property-tested and fuzzed: [`scan`] (the request body, never re-serialized) and [`sse`] (an
 //! event stream in any chunking, and the usage it carries).
@@ -94,6 +95,7 @@ pub mod balance;
 pub mod breaker;
 pub mod builder;
 pub mod error;
+pub mod failover;
 mod guard;
 pub mod meter;
 pub mod outcome;

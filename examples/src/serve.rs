@@ -8,7 +8,8 @@
 //! - `GET /metrics`: the gateway's Prometheus metrics (the `metrics` facade, rendered by
 //!   `metrics-exporter-prometheus`);
 //! - `/admin/…`: the [admin API](crate::admin), with the admin key;
-//! - everything else: the gateway (auth → route → meter → balance → breaker → queue → proxy).
+//! - everything else: the gateway (auth → route → meter → failover → balance → breaker → queue →
+//!   proxy).
 //!
 //! While models load, their state changes and their engines' own log lines are printed to stderr
 //! (an engine's log stops being copied once it is running, so request logs do not flood the

@@ -18,6 +18,7 @@ use super::headers::strip_hop_by_hop;
 use super::service::Proxy;
 use crate::balance::Picked;
 use crate::error::Refusal;
+use crate::failover::NotSent;
 use crate::meter::UpstreamTiming;
 use crate::outcome::TapBody;
 use crate::request_id::X_REQUEST_ID;
@@ -207,9 +208,12 @@ impl Future for ResponseFuture {
                                 )
                             };
                             tracing::warn!(replica = %ctx.replica(), error = %e, "upstream request failed");
-                            return Poll::Ready(Ok(
-                                ctx.refusal(&refusal.code("upstream_unavailable"))
-                            ));
+                            let mut response = ctx.refusal(&refusal.code("upstream_unavailable"));
+                            if e.is_connect() {
+                                // Not one byte reached the engine: safe to send elsewhere.
+                                response.extensions_mut().insert(NotSent);
+                            }
+                            return Poll::Ready(Ok(response));
                         }
                         Poll::Pending => {
                             std::task::ready!(deadline.poll(cx));

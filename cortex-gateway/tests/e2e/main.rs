@@ -439,3 +439,101 @@ async fn a_stream_broken_mid_event_is_an_api_error_for_the_openai_sdk() {
         cortex_gateway::breaker::CircuitState::Closed { failures: 1 }
     );
 }
+
+/// Failover with two real llama-server replicas, one killed while both are still registered (as
+/// in the moment before the supervisor notices): every request is answered by the survivor —
+/// plain and streamed, through the OpenAI-shaped path — because a refused connection never
+/// reached the engine and is sent to the other replica. With failover off, the same traffic sees
+/// the dead replica's 502s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_fails_over_to_the_other_one() {
+    let (mut first, first_port) = start_llama_server();
+    let (_second, second_port) = start_llama_server();
+    wait_healthy(first_port).await;
+    wait_healthy(second_port).await;
+    let registry = Arc::new(InMemoryRegistry::new());
+    for (i, port) in [first_port, second_port].into_iter().enumerate() {
+        registry.register(Endpoint::new(
+            ModelId::new("gemma").unwrap(),
+            "gemma",
+            u32::try_from(i).unwrap(),
+            InstanceId::new(format!("llama-{i}")),
+            EngineKind::LLAMA_CPP,
+            format!("http://127.0.0.1:{port}").parse().unwrap(),
+        ));
+    }
+    let (records, sink) = support::records();
+    let sink = Arc::new(sink);
+    let gateway = |failover: cortex_gateway::failover::FailoverLayer| {
+        GatewayBuilder::new(Arc::clone(&registry) as Arc<dyn cortex_core::Registry>)
+            .usage_sink(Arc::clone(&sink))
+            .balance(cortex_gateway::balance::Policy::RoundRobin)
+            .failover(failover)
+            .slots(2)
+            .build()
+    };
+    let with = support::serve(gateway(cortex_gateway::failover::FailoverLayer::new())).await;
+    let without = support::serve(gateway(
+        cortex_gateway::failover::FailoverLayer::new().max_retries(0),
+    ))
+    .await;
+
+    let _ = first.0.kill();
+    let _ = first.0.wait();
+
+    let client = support::client();
+    let send = |addr: std::net::SocketAddr, stream: bool| {
+        let client = client.clone();
+        async move {
+            let body = serde_json::json!({
+                "model": "gemma",
+                "messages": [{"role": "user", "content": "Say hi."}],
+                "max_tokens": 4,
+                "stream": stream,
+            });
+            let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+                .unwrap();
+            let response = client.request(req).await.unwrap();
+            let status = response.status();
+            let bytes = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    for i in 0..10 {
+        let (status, body) = send(with, i % 2 == 1).await;
+        assert_eq!(status, 200, "request {i} with failover: {body}");
+        if i % 2 == 1 {
+            assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+        }
+    }
+    support::eventually("ten records", || records.lock().unwrap().len() == 10).await;
+    assert!(
+        records
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.status == Some(200) && r.replica == Some(1)),
+        "{:?}",
+        records.lock().unwrap()
+    );
+
+    let mut refused = 0;
+    for _ in 0..10 {
+        let (status, body) = send(without, false).await;
+        if status == 502 {
+            assert!(body.contains("upstream_unavailable"), "{body}");
+            refused += 1;
+        } else {
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    assert!(
+        refused >= 4,
+        "round robin over a dead and a live replica without failover: {refused} of 10 refused"
+    );
+}

@@ -405,3 +405,108 @@ async fn hang_up_while_streaming_reaches_the_upstream_and_keeps_the_partial_reco
     assert!(record.client_disconnected && record.streamed && !record.failed);
     assert!(record.time_to_first_token.is_some());
 }
+
+fn closed_port() -> u16 {
+    // Bound and dropped: nothing listens there, so a connection is refused.
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn replica(i: u32, port: u16) -> Endpoint {
+    Endpoint::new(
+        ModelId::new("m").unwrap(),
+        "m",
+        i,
+        InstanceId::new(format!("m-{i}")),
+        EngineKind::VLLM,
+        format!("http://127.0.0.1:{port}").parse().unwrap(),
+    )
+}
+
+/// Failover's bounds: refused connections are retried on the other replicas, at most
+/// `max_retries` times per request and only while the shared budget allows; an engine's own error
+/// answer is never retried (the request reached it). Real sockets: closed ports refuse, a
+/// scripted upstream answers.
+#[test]
+fn failover_is_bounded_by_retries_and_budget_and_never_retries_an_answer() {
+    use cortex_gateway::failover::FailoverLayer;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // A snapshot drains the counters: keep the running totals.
+    let totals = std::cell::RefCell::new(std::collections::HashMap::<String, u64>::new());
+    let counter = |name: &str| -> u64 {
+        let mut totals = totals.borrow_mut();
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            if let DebugValue::Counter(n) = value {
+                *totals.entry(key.key().name().to_owned()).or_default() += n;
+            }
+        }
+        totals.get(name).copied().unwrap_or(0)
+    };
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let chat = || {
+                Request::post("/v1/chat/completions")
+                    .body(Full::new(Bytes::from_static(
+                        br#"{"model":"m","messages":[]}"#,
+                    )))
+                    .unwrap()
+            };
+            // Four replicas refusing: two retries, then the third refusal is the answer.
+            let registry = Arc::new(InMemoryRegistry::new());
+            for i in 0..4 {
+                registry.register(replica(i, closed_port()));
+            }
+            let gateway = GatewayBuilder::new(Arc::clone(&registry) as _)
+                .failover(FailoverLayer::new().max_retries(2))
+                .build();
+            let response = tower::ServiceExt::oneshot(gateway, chat()).await.unwrap();
+            assert_eq!(response.status(), 502);
+            assert_eq!(counter("cortex_gateway_failovers_total"), 2);
+
+            // An empty budget: no retry, counted.
+            let gateway = GatewayBuilder::new(Arc::clone(&registry) as _)
+                .failover(FailoverLayer::new().budget(Duration::from_secs(1), 0, 0.0))
+                .build();
+            let response = tower::ServiceExt::oneshot(gateway, chat()).await.unwrap();
+            assert_eq!(response.status(), 502);
+            assert_eq!(counter("cortex_gateway_failovers_total"), 2);
+            assert_eq!(counter("cortex_gateway_failover_budget_exhausted_total"), 1);
+
+            // A refusing replica beside one that answers 500: the refusal fails over, the
+            // answer does not (it reached the engine), whatever the order.
+            let upstream = Upstream::start(|_, _, _| Action::Json {
+                status: 500,
+                body: vllm_error(500, "Internal Server Error", "EngineCore died."),
+                headers: Vec::new(),
+            })
+            .await;
+            let registry = Arc::new(InMemoryRegistry::new());
+            registry.register(replica(0, closed_port()));
+            registry.register(replica(1, upstream.addr.port()));
+            let gateway = GatewayBuilder::new(registry as _)
+                .balance(cortex_gateway::balance::Policy::RoundRobin)
+                .build();
+            for _ in 0..4 {
+                let response = tower::ServiceExt::oneshot(gateway.clone(), chat())
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 500);
+            }
+            assert_eq!(
+                upstream.requests(),
+                4,
+                "each request reached the engine once"
+            );
+            assert_eq!(counter("cortex_gateway_failovers_total"), 4);
+        });
+    });
+}
