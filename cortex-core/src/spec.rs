@@ -71,6 +71,14 @@ pub struct ModelSpec {
     /// What to do when an instance exits while running.
     #[serde(default, skip_serializing_if = "RestartPolicy::is_no")]
     pub restart: RestartPolicy,
+    /// Other names clients may use for this model: the gateway sends a request naming one to
+    /// this model, with the request's `model` rewritten to the served name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Served names of other models, in order, that take this model's requests when none of
+    /// its replicas is usable (none running, or every circuit open).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
 }
 
 fn one() -> NonZeroU32 {
@@ -94,7 +102,29 @@ impl ModelSpec {
             startup_timeout: None,
             replicas: one(),
             restart: RestartPolicy::default(),
+            aliases: Vec::new(),
+            fallback: Vec::new(),
         }
+    }
+
+    /// Sets the aliases.
+    pub fn with_aliases<I, S>(mut self, aliases: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.aliases = aliases.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the fallbacks, in order.
+    pub fn with_fallback<I, S>(mut self, fallback: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.fallback = fallback.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The name clients use: [`served_name`](Self::served_name) or else the id.

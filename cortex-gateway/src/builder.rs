@@ -194,6 +194,13 @@ impl GatewayBuilder {
         self.breaker.table()
     }
 
+    /// Aliases and fallbacks (see [`Names`](crate::route::Names)); the route reads the
+    /// breakers' table to tell a model whose every circuit is open.
+    pub fn names(mut self, names: crate::route::Names) -> Self {
+        self.route = self.route.names(names);
+        self
+    }
+
     /// Failover to another replica when one refuses the connection (default: on, 2 retries
     /// per request within a shared budget; [`FailoverLayer::max_retries`]`(0)` turns it off).
     pub fn failover(mut self, failover: FailoverLayer) -> Self {
@@ -214,7 +221,7 @@ impl GatewayBuilder {
             .unwrap_or_else(|| MeterUsageLayer::new(|_record: crate::meter::UsageRecord| {}));
         ServiceBuilder::new()
             .layer(auth)
-            .layer(self.route)
+            .layer(self.route.breakers(breakers.clone()))
             .layer(sink)
             .layer(self.failover)
             .layer(

@@ -161,6 +161,26 @@ impl Scanned {
     }
 }
 
+/// `body` (a JSON object, already [`scan`]ned) sent to `model` instead: `"model":"…"` appended as
+/// its last member, which the engines' JSON parsers keep over the client's (the last duplicate key
+/// wins, as for [`Scanned::with_usage_requested`]). Used for aliases and fallbacks.
+pub fn with_model(body: &Bytes, model: &str) -> Bytes {
+    let Some(end) = last_brace(body) else {
+        return body.clone();
+    };
+    let value = serde_json::to_string(model).unwrap_or_else(|_| String::from("\"\""));
+    let comma = !is_empty_object(body, end);
+    let mut out = BytesMut::with_capacity(body.len() + value.len() + 10);
+    out.extend_from_slice(body.get(..end).unwrap_or_default());
+    if comma {
+        out.extend_from_slice(b",");
+    }
+    out.extend_from_slice(b"\"model\":");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(body.get(end..).unwrap_or_default());
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

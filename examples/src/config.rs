@@ -415,6 +415,31 @@ impl Config {
         for (span, message) in model_errors {
             errors.push(error(span, message));
         }
+        // A fallback is a name another model serves (not an alias: the registry knows served
+        // names only); one hop, so cycles are harmless.
+        let aliases: Vec<&str> = config
+            .specs()
+            .flat_map(|s| s.aliases.iter().map(String::as_str))
+            .collect();
+        for (i, model) in config.models.iter().enumerate() {
+            for name in &model.get_ref().fallback {
+                let owner = names.iter().find(|(n, _)| n == name).map(|(_, o)| *o);
+                let problem = match owner {
+                    _ if aliases.contains(&name.as_str()) => {
+                        Some("is an alias; name the model's served name")
+                    }
+                    Some(o) if o == i => Some("is this model itself"),
+                    Some(_) => None,
+                    None => Some("is not a name any model in this file serves"),
+                };
+                if let Some(problem) = problem {
+                    errors.push(error(
+                        Some(field_span(text, model.span(), "fallback")),
+                        format!("models[{i}].fallback: `{name}` {problem}"),
+                    ));
+                }
+            }
+        }
         for (i, key) in config.keys.iter().enumerate() {
             if let Err(e) = KeyHash::parse(key.hash.get_ref()) {
                 errors.push(error(Some(key.hash.span()), format!("keys[{i}].hash: {e}")));
@@ -484,6 +509,20 @@ impl Config {
         store
     }
 
+    /// The models' aliases and fallbacks, for the gateway's route.
+    pub fn names(&self) -> cortex_gateway::route::Names {
+        let mut names = cortex_gateway::route::Names::new();
+        for spec in self.specs() {
+            for alias in &spec.aliases {
+                names = names.alias(alias.as_str(), spec.served_name());
+            }
+            if !spec.fallback.is_empty() {
+                names = names.fallback(spec.served_name(), spec.fallback.iter().cloned());
+            }
+        }
+        names
+    }
+
     /// What is wrong with the models (ids, served names, plans), with where; and every name a
     /// model serves (its served name and the names its plan adds: vLLM's LoRA adapters) with the
     /// model that serves it.
@@ -535,10 +574,25 @@ impl Config {
             {
                 errors.push((
                     Some(field_span(text, model.span(), "served_name")),
-                    format!("models[{i}].served_name: `{served}` is already served by models[{owner}] (a LoRA adapter)"),
+                    format!("models[{i}].served_name: `{served}` is already served by models[{owner}] (an alias or a LoRA adapter)"),
                 ));
             }
             names.push((served.to_owned(), i));
+            for alias in &spec.aliases {
+                let taken = names.iter().find(|(n, _)| n == alias);
+                let problem = if alias.trim().is_empty() || alias.chars().any(char::is_control) {
+                    Some("is not a name (empty, or with control characters)".to_owned())
+                } else {
+                    taken.map(|(_, first)| format!("is already served by models[{first}]"))
+                };
+                if let Some(problem) = problem {
+                    errors.push((
+                        Some(field_span(text, model.span(), "aliases")),
+                        format!("models[{i}].aliases: `{alias}` {problem}"),
+                    ));
+                }
+                names.push((alias.clone(), i));
+            }
             for alias in aliases {
                 if let Some((_, first)) = names.iter().find(|(n, _)| *n == alias) {
                     errors.push((
@@ -901,6 +955,88 @@ mod tests {
         }
         let key = "[[keys]]\nid = \"k\"\nhash = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\nmodels = [\"sql\"]\n";
         Config::parse(Path::new("c.toml"), &format!("{base}{key}")).unwrap();
+    }
+
+    #[test]
+    fn aliases_and_fallbacks_are_names_checked_like_served_names() {
+        let model = |id: &str, extra: &str| {
+            format!(
+                "[[models]]\nid = \"{id}\"\nengine = \"vllm\"\nsource = {{ path = \"/m/{id}\" }}\n{extra}"
+            )
+        };
+        let good = format!(
+            "{}{}",
+            model(
+                "big",
+                "aliases = [\"gpt-4o\", \"chat\"]\nfallback = [\"small\"]\n"
+            ),
+            model("small", "")
+        );
+        let key = "[[keys]]\nid = \"k\"\nhash = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\nmodels = [\"chat\"]\n";
+        let config = Config::parse(Path::new("c.toml"), &format!("{good}{key}")).unwrap();
+        let names = config.names();
+        assert_eq!(names.target("gpt-4o"), Some("big"));
+        assert_eq!(names.target("chat"), Some("big"));
+        assert_eq!(names.fallbacks("big"), ["small"]);
+
+        for (text, needle) in [
+            (
+                format!(
+                    "{}{}",
+                    model("big", "aliases = [\"small\"]\n"),
+                    model("small", "")
+                ),
+                "models[1].served_name: `small` is already served by models[0]",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    model("big", ""),
+                    model("small", "aliases = [\"big\"]\n")
+                ),
+                "models[1].aliases: `big` is already served by models[0]",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    model("big", "aliases = [\" \"]\n"),
+                    model("small", "")
+                ),
+                "models[0].aliases: ` ` is not a name",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    model("big", "fallback = [\"nope\"]\n"),
+                    model("small", "")
+                ),
+                "models[0].fallback: `nope` is not a name any model in this file serves",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    model("big", "fallback = [\"big\"]\n"),
+                    model("small", "")
+                ),
+                "models[0].fallback: `big` is this model itself",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    model("big", "fallback = [\"tiny\"]\n"),
+                    model("small", "aliases = [\"tiny\"]\n")
+                ),
+                "models[0].fallback: `tiny` is an alias",
+            ),
+        ] {
+            let errors = Config::parse(Path::new("c.toml"), &text).unwrap_err().0;
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.message.contains(needle) && e.at.is_some()),
+                "{needle}: {errors:?}"
+            );
+        }
     }
 
     #[test]

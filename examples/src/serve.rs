@@ -318,7 +318,10 @@ pub fn gateway(
     if config.server.auth {
         builder = builder.keys(move |presented: &str| keys.load().lookup(presented));
     }
-    builder.unrouted(unrouted(config, supervisor)).build()
+    builder
+        .names(config.names())
+        .unrouted(unrouted(config, supervisor))
+        .build()
 }
 
 /// Slots per replica: what the engine runs at once. llama-server: its `parallel` (-np), else the

@@ -2,7 +2,7 @@
 //! healthy replica of the same model.
 //!
 //! [`FailoverLayer`] sits between metering and balancing. It is tower's
-//! [`Retry`](tower::retry::Retry) with a [`Policy`](tower::retry::Policy) that retries only what is
+//! [`Retry`] with a [`Policy`] that retries only what is
 //! safe to retry: the proxy marks a response [`NotSent`] when it could not connect to the replica,
 //! so not one byte of the request reached the engine. Nothing else is retried: not an engine's
 //! error answer, not a timeout, not a connection that broke after the request was written, and

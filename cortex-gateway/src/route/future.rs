@@ -152,20 +152,47 @@ fn decide(parts: &mut Parts, body: Bytes, config: &RouteLayer) -> Result<Bytes, 
     let Some(model) = model else {
         return Err(Refusal::bad_request("you must provide a model parameter").param("model"));
     };
-    if let Some(key) = parts.extensions.get::<Arc<ApiKey>>() {
-        if !key.allows(&model) {
-            return Err(Refusal::model_not_allowed(&model));
-        }
+    let key = parts.extensions.get::<Arc<ApiKey>>();
+    let target = config.names.target(&model).unwrap_or(&model).to_owned();
+    if key.is_some_and(|k| !k.allows(&model) && !k.allows(&target)) {
+        return Err(Refusal::model_not_allowed(&model));
     }
-    let Some(endpoints) = config.registry.resolve(&model).filter(|e| !e.is_empty()) else {
-        let explained = config.unrouted.as_ref().and_then(|u| u.refusal(&model));
-        return Err(explained.unwrap_or_else(|| Refusal::model_not_found(&model)));
+    let usable = |endpoints: &cortex_core::Endpoints| {
+        !endpoints.is_empty()
+            && config
+                .breakers
+                .as_ref()
+                .is_none_or(|b| endpoints.iter().any(|e| b.is_available(&e.instance)))
+    };
+    let primary = config.registry.resolve(&target).filter(|e| !e.is_empty());
+    let fallback = if primary.as_ref().is_some_and(usable) {
+        None
+    } else {
+        config.names.fallbacks(&target).iter().find_map(|name| {
+            let allowed = key.is_none_or(|k| k.allows(name));
+            let endpoints = config
+                .registry
+                .resolve(name)
+                .filter(|e| allowed && usable(e))?;
+            Some((name.clone(), endpoints))
+        })
+    };
+    let (served, endpoints) = match (fallback, primary) {
+        (Some((name, endpoints)), _) => {
+            tracing::info!(model = %target, fallback = %name, "no usable replica: using the fallback");
+            (name, endpoints)
+        }
+        (None, Some(endpoints)) => (target, endpoints),
+        (None, None) => {
+            let explained = config.unrouted.as_ref().and_then(|u| u.refusal(&target));
+            return Err(explained.unwrap_or_else(|| Refusal::model_not_found(&model)));
+        }
     };
     let path = parts.uri.path();
     let Some(operation) =
         config
             .surface
-            .operation(&endpoints[0].engine, &model, &parts.method, path)
+            .operation(&endpoints[0].engine, &served, &parts.method, path)
     else {
         return Err(Refusal::unknown_url(&parts.method, path));
     };
@@ -176,8 +203,13 @@ fn decide(parts: &mut Parts, body: Bytes, config: &RouteLayer) -> Result<Bytes, 
         (Some(scanned), true) => scanned.with_usage_requested(&body),
         _ => body,
     };
+    let body = if scanned.is_some() && served != model {
+        crate::scan::with_model(&body, &served)
+    } else {
+        body
+    };
     parts.extensions.insert(Routed {
-        model: Arc::from(model),
+        model: Arc::from(served),
         endpoints,
         stream,
         client_wants_usage,

@@ -3,7 +3,8 @@ use std::sync::Arc;
 use cortex_core::Registry;
 use tower_layer::Layer;
 
-use super::{BodyBudget, DEFAULT_BODY_LIMIT, Route, Surface, Unrouted};
+use super::{BodyBudget, DEFAULT_BODY_LIMIT, Names, Route, Surface, Unrouted};
+use crate::breaker::Breakers;
 
 /// Applies [`Route`]. See the [module docs](crate::route).
 #[derive(Clone)]
@@ -14,6 +15,8 @@ pub struct RouteLayer {
     pub(super) unrouted: Option<Arc<dyn Unrouted>>,
     pub(super) surface: Arc<Surface>,
     pub(super) budget: BodyBudget,
+    pub(super) names: Arc<Names>,
+    pub(super) breakers: Option<Breakers>,
 }
 
 impl std::fmt::Debug for RouteLayer {
@@ -25,6 +28,8 @@ impl std::fmt::Debug for RouteLayer {
             .field("unrouted", &self.unrouted.is_some())
             .field("surface", &self.surface)
             .field("budget", &self.budget)
+            .field("names", &self.names)
+            .field("breakers", &self.breakers.is_some())
             .finish()
     }
 }
@@ -41,7 +46,22 @@ impl RouteLayer {
             unrouted: None,
             surface: Arc::new(Surface::new()),
             budget: BodyBudget::default(),
+            names: Arc::new(Names::new()),
+            breakers: None,
         }
+    }
+
+    /// Aliases and fallbacks. See [`Names`].
+    pub fn names(mut self, names: Names) -> Self {
+        self.names = Arc::new(names);
+        self
+    }
+
+    /// The circuits to read when deciding whether a model has a usable replica (a model whose
+    /// every circuit is open goes to its fallback). Without it, any registered replica is usable.
+    pub fn breakers(mut self, breakers: Breakers) -> Self {
+        self.breakers = Some(breakers);
+        self
     }
 
     /// The paths clients may reach (default: the engines' OpenAI surface only). See [`Surface`].

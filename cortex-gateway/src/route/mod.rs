@@ -71,6 +71,7 @@
 mod budget;
 mod future;
 mod layer;
+mod names;
 mod service;
 mod surface;
 
@@ -83,6 +84,7 @@ use crate::error::Refusal;
 pub use self::budget::{BodyBudget, DEFAULT_BODY_BUDGET};
 pub use self::future::ResponseFuture;
 pub use self::layer::RouteLayer;
+pub use self::names::Names;
 pub use self::service::Route;
 pub use self::surface::{Operation, Surface};
 

@@ -8,7 +8,7 @@ use http_body::Body;
 use http_body_util::Full;
 use tower_service::Service;
 
-use super::{ResponseFuture, RouteLayer};
+use super::{Names, ResponseFuture, RouteLayer};
 use crate::auth::ApiKey;
 use crate::error::{Refusal, RefusalOr, Refused};
 
@@ -38,13 +38,35 @@ impl<S> Route<S> {
     define_inner_service_accessors!();
 }
 
-/// One model object, as the engines and `OpenAI` list it.
-fn model_object(snapshot: &cortex_core::RegistrySnapshot, name: &str) -> serde_json::Value {
+/// One model object, as the engines and `OpenAI` list it; an alias says which model it names
+/// (`alias_of`), a model with fallbacks lists those the key may use (`fallbacks`).
+fn model_object(
+    snapshot: &cortex_core::RegistrySnapshot,
+    names: &Names,
+    key: Option<&ApiKey>,
+    name: &str,
+) -> serde_json::Value {
+    let target = names.target(name);
+    let served = target.unwrap_or(name);
     let owned_by = snapshot
-        .get(name)
+        .get(served)
         .and_then(|e| e.first())
         .map(|e| e.engine.to_string());
-    serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": owned_by})
+    let mut object =
+        serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": owned_by});
+    if let Some(target) = target {
+        object["alias_of"] = target.into();
+    }
+    let fallbacks: Vec<&str> = names
+        .fallbacks(served)
+        .iter()
+        .map(String::as_str)
+        .filter(|f| key.is_none_or(|k| k.allows(f)))
+        .collect();
+    if !fallbacks.is_empty() {
+        object["fallbacks"] = fallbacks.into();
+    }
+    object
 }
 
 /// A JSON answer written by the gateway, marked [`Refused`] (no replica was asked).
@@ -58,40 +80,56 @@ fn answer<B>(body: &serde_json::Value) -> Response<RefusalOr<B>> {
     response
 }
 
-/// `GET /v1/models`: the registry's served names the key may use.
+/// Whether `name` (a served name or an alias) is served now and `key` may use it.
+fn listed(
+    snapshot: &cortex_core::RegistrySnapshot,
+    names: &Names,
+    key: Option<&ApiKey>,
+    name: &str,
+) -> bool {
+    let target = names.target(name).unwrap_or(name);
+    snapshot.get(target).is_some_and(|e| !e.is_empty())
+        && key.is_none_or(|k| k.allows(name) || k.allows(target))
+}
+
+/// `GET /v1/models`: the registry's served names and their aliases the key may use.
 pub(super) fn list_models<B>(
     registry: &dyn Registry,
+    names: &Names,
     key: Option<&ApiKey>,
 ) -> Response<RefusalOr<B>> {
     let snapshot = registry.snapshot();
-    let mut names: Vec<&str> = snapshot
+    let mut all: Vec<&str> = snapshot
         .models
         .keys()
         .map(|name| &**name)
-        .filter(|name| key.is_none_or(|k| k.allows(name)))
+        .chain(names.aliases().map(|(alias, _)| alias))
+        .filter(|name| listed(&snapshot, names, key, name))
         .collect();
-    names.sort_unstable();
-    let data: Vec<_> = names
+    all.sort_unstable();
+    all.dedup();
+    let data: Vec<_> = all
         .iter()
-        .map(|name| model_object(&snapshot, name))
+        .map(|name| model_object(&snapshot, names, key, name))
         .collect();
     answer(&serde_json::json!({"object": "list", "data": data}))
 }
 
-/// `GET /v1/models/{id}`: one served model the key may use, else 404 `model_not_found` (a model
-/// the key may not use is not told apart from one that does not exist, as `OpenAI` answers).
+/// `GET /v1/models/{id}`: one served model (or alias) the key may use, else 404
+/// `model_not_found` (a model the key may not use is not told apart from one that does not
+/// exist, as `OpenAI` answers).
 pub(super) fn get_model<B>(
     registry: &dyn Registry,
+    names: &Names,
     key: Option<&ApiKey>,
     raw: &str,
 ) -> Response<RefusalOr<B>> {
     let name = percent_decode(raw);
     let snapshot = registry.snapshot();
-    let served = snapshot.get(&name).is_some_and(|e| !e.is_empty());
-    if !served || key.is_some_and(|k| !k.allows(&name)) {
+    if !listed(&snapshot, names, key, &name) {
         return Refusal::model_not_found(&name).into_response();
     }
-    answer(&model_object(&snapshot, &name))
+    answer(&model_object(&snapshot, names, key, &name))
 }
 
 /// `%XX` escapes decoded (served names may hold `/`, which clients escape in a path); a malformed
@@ -139,11 +177,20 @@ where
         let (method, path) = (req.method(), req.uri().path());
         if method == Method::GET && path == "/v1/models" {
             let key = req.extensions().get::<Arc<ApiKey>>().map(|k| &**k);
-            return ResponseFuture::answered(list_models::<()>(&*self.config.registry, key));
+            return ResponseFuture::answered(list_models::<()>(
+                &*self.config.registry,
+                &self.config.names,
+                key,
+            ));
         }
         if let (true, Some(id)) = (method == Method::GET, path.strip_prefix("/v1/models/")) {
             let key = req.extensions().get::<Arc<ApiKey>>().map(|k| &**k);
-            return ResponseFuture::answered(get_model::<()>(&*self.config.registry, key, id));
+            return ResponseFuture::answered(get_model::<()>(
+                &*self.config.registry,
+                &self.config.names,
+                key,
+                id,
+            ));
         }
         if !self.config.surface.is_known(method, path) {
             return ResponseFuture::refused(Refusal::unknown_url(method, path));

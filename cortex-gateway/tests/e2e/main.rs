@@ -75,12 +75,25 @@ async fn wait_healthy(port: u16) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openai_sdk_through_the_gateway_to_llama_server() {
-    let python = python();
-    let (_server, port) = start_llama_server();
-    wait_healthy(port).await;
+/// Runs the SDK's Python with `args`; its standard output, as JSON.
+async fn run_python(python: &std::path::Path, args: &[&str]) -> Value {
+    let output = tokio::process::Command::new(python)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the SDK script failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
 
+/// A healthy llama-server registered as `gemma` (replica 0, instance `llama-0`).
+async fn gemma_registry() -> (Server, Arc<InMemoryRegistry>) {
+    let (server, port) = start_llama_server();
+    wait_healthy(port).await;
     let registry = Arc::new(InMemoryRegistry::new());
     registry.register(Endpoint::new(
         ModelId::new("gemma").unwrap(),
@@ -90,6 +103,13 @@ async fn the_openai_sdk_through_the_gateway_to_llama_server() {
         EngineKind::LLAMA_CPP,
         format!("http://127.0.0.1:{port}").parse().unwrap(),
     ));
+    (server, registry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_through_the_gateway_to_llama_server() {
+    let python = python();
+    let (_server, registry) = gemma_registry().await;
     let mut keys = InMemoryKeyStore::new();
     keys.insert_key("sk-e2e", ApiKey::new("e2e"));
     let (records, sink) = support::records();
@@ -102,18 +122,11 @@ async fn the_openai_sdk_through_the_gateway_to_llama_server() {
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/sdk.py");
     let base = format!("http://{addr}/v1");
-    let output = tokio::process::Command::new(python)
-        .arg(script)
-        .args([base.as_str(), "sk-e2e", "gemma"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the SDK script failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let out = run_python(
+        &python,
+        &[script.to_str().unwrap(), base.as_str(), "sk-e2e", "gemma"],
+    )
+    .await;
     eprintln!("OpenAI SDK {}", out["sdk_version"]);
 
     // Every call that reached llama-server left one record; the error calls that the gateway
@@ -535,5 +548,54 @@ async fn a_killed_replica_fails_over_to_the_other_one() {
     assert!(
         refused >= 4,
         "round robin over a dead and a live replica without failover: {refused} of 10 refused"
+    );
+}
+
+/// Aliases and fallbacks seen by the real OpenAI SDK against the real llama-server: the alias
+/// and the fallback both answer, `models.list()` shows the alias with the model it names and the
+/// model's fallback, all through `route::Names`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_uses_aliases_and_fallbacks() {
+    let python = python();
+    let (_server, registry) = gemma_registry().await;
+    let (records, sink) = support::records();
+    let gateway = GatewayBuilder::new(registry)
+        .usage_sink(sink)
+        .names(
+            cortex_gateway::route::Names::new()
+                .alias("gpt-4o-mini", "gemma")
+                // `qwen` is configured but not running: its requests go to gemma.
+                .fallback("qwen", ["gemma"])
+                .fallback("gemma", ["qwen"]),
+        )
+        .build();
+    let addr = support::serve(gateway).await;
+    let script = r#"
+import json, sys, openai
+client = openai.OpenAI(base_url=sys.argv[1], api_key="none")
+out = {}
+for name in ["gpt-4o-mini", "qwen"]:
+    r = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+    out[name] = {"model": r.model, "content": r.choices[0].message.content}
+out["models"] = [m.model_dump() for m in client.models.list().data]
+print(json.dumps(out))
+"#;
+    let out = run_python(&python, &["-c", script, &format!("http://{addr}/v1")]).await;
+    // Both answered by the one llama-server (it names its model by `--alias`, its path here);
+    // the records below show the gateway routed both to `gemma`.
+    assert!(out["gpt-4o-mini"]["content"].is_string(), "{out}");
+    assert_eq!(out["gpt-4o-mini"]["model"], out["qwen"]["model"], "{out}");
+    let models = out["models"].as_array().unwrap();
+    let alias = models.iter().find(|m| m["id"] == "gpt-4o-mini").unwrap();
+    assert_eq!(alias["alias_of"], "gemma");
+    let gemma = models.iter().find(|m| m["id"] == "gemma").unwrap();
+    assert_eq!(gemma["fallbacks"], serde_json::json!(["qwen"]));
+    support::eventually("two records", || records.lock().unwrap().len() == 2).await;
+    assert!(
+        records
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.model.as_deref() == Some("gemma") && r.status == Some(200))
     );
 }

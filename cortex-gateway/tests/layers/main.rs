@@ -455,6 +455,131 @@ async fn route_checks_the_keys_models_and_lists_only_those() {
     assert_eq!(ids, ["large", "small"]);
 }
 
+/// Aliases and fallbacks (`route::Names`): an alias reaches its model with the body's `model`
+/// rewritten; a model with no usable replica — none registered, or every circuit open — goes to
+/// its first usable fallback the key may use; `/v1/models` shows both.
+#[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one story: the same names from routing to the listing"
+)]
+async fn aliases_and_fallbacks_route_rewrite_and_list() {
+    use cortex_gateway::route::Names;
+    let registry = registry();
+    registry.register(endpoint("tiny", 0));
+    let breakers = Breakers::new();
+    let names = Names::new()
+        .alias("chat", "small")
+        .alias("ghost", "gone")
+        .fallback("gone", ["large", "small"])
+        .fallback("large", ["tiny"]);
+    let mut keys = keys();
+    keys.insert_key("sk-carol", ApiKey::new("carol").allow_models(["chat"]));
+    keys.insert_key(
+        "sk-dave",
+        ApiKey::new("dave").allow_models(["gone", "small"]),
+    );
+    let service = ServiceBuilder::new()
+        .layer(RequireApiKeyLayer::new(keys))
+        .layer(
+            RouteLayer::new(Arc::clone(&registry) as _)
+                .names(names)
+                .breakers(breakers.clone()),
+        )
+        .service(routed_echo());
+    let ask = |key: &str, body: &str| {
+        let mut req = post(body);
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        service.clone().oneshot(req)
+    };
+    let sent_model = |json: &Value| -> String {
+        let sent: Value = serde_json::from_str(json["body"].as_str().unwrap()).unwrap();
+        sent["model"].as_str().unwrap().to_owned()
+    };
+
+    // The alias: routed to `small`, the body says `small` (its last `model` member).
+    let (status, _, json) = body_json(
+        ask(
+            "sk-alice",
+            r#"{"model":"chat","messages":[],"stream":true}"#,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(json["model"], "small");
+    assert_eq!(json["endpoints"], 2);
+    assert_eq!(sent_model(&json), "small");
+    assert_eq!(json["injected"], true, "the usage splice still happens");
+    // Keys: bob may use `small`, so its alias too; carol may use the alias only; carol may
+    // not name `small` itself.
+    for (key, model, status) in [
+        ("sk-bob", "chat", 200),
+        ("sk-carol", "chat", 200),
+        ("sk-carol", "small", 403),
+    ] {
+        let response = ask(key, &format!(r#"{{"model":"{model}"}}"#))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{key} {model}");
+    }
+    // `gone` has no replica: the first fallback the key may use (alice: `large`; dave may not
+    // use `large`, so `small`).
+    let (_, _, json) = body_json(ask("sk-alice", r#"{"model":"gone"}"#).await.unwrap()).await;
+    assert_eq!(json["model"], "large");
+    assert_eq!(sent_model(&json), "large");
+    let (_, _, json) = body_json(ask("sk-dave", r#"{"model":"gone"}"#).await.unwrap()).await;
+    assert_eq!(json["model"], "small");
+    // Through an alias of a model without replicas too.
+    let (_, _, json) = body_json(ask("sk-alice", r#"{"model":"ghost"}"#).await.unwrap()).await;
+    assert_eq!(json["model"], "large");
+
+    // `large` is registered but its one circuit is open: its fallback `tiny` takes the request.
+    let failing = ServiceBuilder::new()
+        .layer(
+            CircuitBreakerLayer::new()
+                .breakers(breakers.clone())
+                .failures(NonZeroU32::new(1).unwrap()),
+        )
+        .service_fn(|_req: Request<Body>| async {
+            let mut response = ok();
+            *response.status_mut() = StatusCode::BAD_GATEWAY;
+            Ok::<_, Infallible>(response)
+        });
+    let mut req = post(r#"{"model":"large"}"#);
+    req.extensions_mut().insert(Picked(endpoint("large", 0)));
+    let response = failing.oneshot(req).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    let (_, _, json) = body_json(ask("sk-alice", r#"{"model":"large"}"#).await.unwrap()).await;
+    assert_eq!(json["model"], "tiny");
+    assert_eq!(sent_model(&json), "tiny");
+
+    // The listing: aliases of served models (not `ghost`: its model is not served), with what
+    // they name; fallbacks the key may use.
+    let list = |key: &str| {
+        let mut req = Request::get("/v1/models").body(Body::default()).unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        service.clone().oneshot(req)
+    };
+    let (_, _, json) = body_json(list("sk-alice").await.unwrap()).await;
+    let data = json["data"].as_array().unwrap();
+    let ids: Vec<&str> = data.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["chat", "large", "small", "tiny"]);
+    assert_eq!(data[0]["alias_of"], "small");
+    assert_eq!(data[1]["fallbacks"], serde_json::json!(["tiny"]));
+    let (_, _, json) = body_json(list("sk-carol").await.unwrap()).await;
+    let ids: Vec<&str> = json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["chat"]);
+}
+
 // ---------------------------------------------------------------- balance
 
 fn picked_echo(
