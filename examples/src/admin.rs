@@ -156,7 +156,7 @@ impl Admin {
                 self.logs(name, lines).await
             }
             (&Method::GET, ["models", name, "metrics"]) => self.engine_metrics(name).await,
-            (&Method::GET, ["usage"]) => self.usage(),
+            (&Method::GET, ["usage"]) => self.usage(&query).await,
             (&Method::POST, ["keys", "reload"]) => match self.shared.reload_keys() {
                 Ok(n) => json_response(StatusCode::OK, &json!({"reloaded": true, "keys": n})),
                 Err(errors) => error(
@@ -319,11 +319,51 @@ impl Admin {
             .unwrap_or_default()
     }
 
-    fn usage(&self) -> Response<Full<Bytes>> {
-        let data: Vec<Value> = self
-            .shared
-            .usage
-            .totals()
+    /// `GET /admin/usage?key=&model=&since=&until=`: totals by key and model (`since`/`until`:
+    /// RFC 3339 or a duration before now, such as `1h`).
+    async fn usage(&self, query: &str) -> Response<Full<Bytes>> {
+        let mut q = cortex_gateway::meter::UsageQuery::default();
+        let (mut since, mut until) = (None, None);
+        for (name, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            let value = cortex_gateway::route::percent_decode(&value.replace('+', " "));
+            let time = |v: &str| crate::usage::parse_time(v);
+            match name {
+                "key" => q = q.key(value),
+                "model" => q = q.model(value),
+                "since" | "until" => match time(&value) {
+                    Ok(t) if name == "since" => since = Some(t),
+                    Ok(t) => until = Some(t),
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_parameter",
+                            format!("{name}: {e}"),
+                        );
+                    }
+                },
+                _ => {}
+            }
+        }
+        let q = q.between(since, until);
+        let usage = std::sync::Arc::clone(&self.shared.usage);
+        // What was recorded before this call is in the answer.
+        let rows = tokio::task::spawn_blocking(move || {
+            usage.flush();
+            usage.query(&q)
+        })
+        .await;
+        let rows = match rows {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", e),
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    e.to_string(),
+                );
+            }
+        };
+        let data: Vec<Value> = rows
             .into_iter()
             .map(|e| {
                 let t = e.totals;

@@ -59,6 +59,34 @@ pub struct Config {
     /// model that will not fit is refused with the changes that would make it fit.
     #[serde(default)]
     pub gpu: Vec<cortex_gguf::Gpu>,
+    /// `[usage]`: where usage records are kept.
+    #[serde(default)]
+    pub usage: UsageConfig,
+}
+
+/// `[usage]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageConfig {
+    /// `sqlite` (default): every record in an embedded SQLite database, kept across restarts;
+    /// `memory`: totals by key and model since the server started.
+    pub store: UsageStoreKind,
+    /// The SQLite file. Default: `usage.sqlite3` in the runtime's state directory.
+    pub path: Option<PathBuf>,
+    /// Records waiting for the database at most; beyond, records are dropped and counted
+    /// (`cortex_usage_dropped_total`). Default 65,536.
+    pub buffer: Option<usize>,
+}
+
+/// `usage.store`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageStoreKind {
+    /// An embedded SQLite database.
+    #[default]
+    Sqlite,
+    /// In memory, totals only.
+    Memory,
 }
 
 /// `[server]`.

@@ -20,3 +20,4 @@ pub mod gguf;
 pub mod keys;
 pub mod plan;
 pub mod serve;
+pub mod usage;

@@ -108,8 +108,54 @@ enum ModelsCommand {
         #[arg(long, default_value_t = 100)]
         lines: usize,
     },
-    /// Requests and tokens by key and model.
-    Usage,
+    /// Requests and tokens by key and model (all time, or a range).
+    Usage {
+        /// Only this key id.
+        #[arg(long)]
+        key: Option<String>,
+        /// Only this served name.
+        #[arg(long)]
+        model: Option<String>,
+        /// From this time: RFC 3339 (`2026-12-02T08:00:00Z`) or a duration before now (`24h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time, in the same forms.
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+/// `/admin/usage` with the filters given.
+fn usage_path(
+    key: Option<&str>,
+    model: Option<&str>,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> String {
+    let query: Vec<String> = [
+        ("key", key),
+        ("model", model),
+        ("since", since),
+        ("until", until),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some(format!("{name}={}", query_value(value?))))
+    .collect();
+    format!("/admin/usage?{}", query.join("&"))
+}
+
+/// A query string value, percent-encoded (RFC 3986 unreserved characters kept).
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 // `--help` goes to the programs themselves (the gguf-inspect and gguf-estimate examples), whose
@@ -308,7 +354,20 @@ fn models_command(
                 )
                 .await
             }
-            ModelsCommand::Usage => call(Method::GET, "/admin/usage".into()).await,
+            ModelsCommand::Usage {
+                key,
+                model,
+                since,
+                until,
+            } => {
+                let path = usage_path(
+                    key.as_deref(),
+                    model.as_deref(),
+                    since.as_deref(),
+                    until.as_deref(),
+                );
+                call(Method::GET, path).await
+            }
         };
         let (status, body) = match result {
             Ok(answer) => answer,

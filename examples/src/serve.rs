@@ -39,7 +39,7 @@ use cortex_engines::{
 use cortex_gateway::auth::{InMemoryKeyStore, KeyHash, KeyStore as _};
 use cortex_gateway::balance::Policy;
 use cortex_gateway::error::Refusal;
-use cortex_gateway::meter::{InMemoryUsage, UsageRecord, UsageSink as _};
+use cortex_gateway::meter::{UsageRecord, UsageSink as _};
 use cortex_gateway::proxy::Proxy;
 use cortex_gateway::{Gateway, GatewayBody, GatewayBuilder};
 use futures_util::StreamExt as _;
@@ -80,6 +80,9 @@ pub enum ServeError {
     /// Models that failed to start (the server went on with the others).
     #[error("{0} model(s) failed to start")]
     Models(usize),
+    /// The usage store could not be opened (`[usage]`).
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// The parts of a running server the admin API and the shutdown share.
@@ -93,8 +96,8 @@ pub struct Shared {
     pub supervisor: Supervisor,
     /// The runtime, for logs and forced stops.
     pub runtime: Arc<dyn DynRuntime>,
-    /// Usage by key and model.
-    pub usage: Arc<InMemoryUsage>,
+    /// Usage records (`[usage]`).
+    pub usage: Arc<crate::usage::UsageStore>,
     /// The Prometheus recorder's handle.
     pub metrics: Option<PrometheusHandle>,
     /// The client keys in force: replaced by a reload (SIGHUP, `POST /admin/keys/reload`).
@@ -276,7 +279,7 @@ async fn runtime(config: &Config) -> Result<Arc<dyn DynRuntime>, ServeError> {
 pub fn gateway(
     config: &Config,
     supervisor: &Supervisor,
-    usage: Arc<InMemoryUsage>,
+    usage: Arc<crate::usage::UsageStore>,
     keys: Arc<ArcSwap<InMemoryKeyStore>>,
     access: Arc<AccessLog>,
 ) -> Gateway {
@@ -535,7 +538,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         ))
         .config(config.supervisor.clone())
         .build();
-    let usage = Arc::new(InMemoryUsage::new());
+    let usage = crate::usage::UsageStore::open(&config).map_err(ServeError::Usage)?;
     let keys = Arc::new(ArcSwap::from_pointee(config.key_store()));
     let access = AccessLog::stdout(config.server.access_log);
     let gateway = gateway(

@@ -60,12 +60,16 @@ mod future;
 mod layer;
 mod record;
 mod service;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::MeterUsageLayer;
 pub use self::record::{InMemoryUsage, UsageEntry, UsageRecord, UsageSink, UsageTotals};
 pub use self::service::MeterUsage;
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::{SqliteUsage, UsageQuery, UsageStoreError};
 
 /// When the proxy sent a request and when the upstream's headers came back, in the response's
 /// extensions, so metering can tell the gateway's own time from the upstream's.

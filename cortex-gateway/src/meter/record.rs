@@ -39,6 +39,28 @@ pub struct UsageRecord {
     pub failed: bool,
 }
 
+impl UsageRecord {
+    /// A record of request `request_id` with nothing else known yet (no key, model, replica or
+    /// status; usage missing): for a sink's own tests, or to replay records into a sink.
+    pub fn new(request_id: impl Into<String>) -> Self {
+        Self {
+            request_id: request_id.into(),
+            key_id: None,
+            model: None,
+            replica: None,
+            instance: None,
+            engine: None,
+            status: None,
+            usage: crate::sse::Usage::MISSING,
+            latency: Duration::ZERO,
+            time_to_first_token: None,
+            streamed: false,
+            client_disconnected: false,
+            failed: false,
+        }
+    }
+}
+
 /// Receives usage records. Implemented for closures `Fn(UsageRecord)`.
 ///
 /// `record` runs on the task that ends the response (or drops it) and must not block: hand the

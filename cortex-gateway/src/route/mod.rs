@@ -85,7 +85,7 @@ pub use self::budget::{BodyBudget, DEFAULT_BODY_BUDGET};
 pub use self::future::ResponseFuture;
 pub use self::layer::RouteLayer;
 pub use self::names::Names;
-pub use self::service::Route;
+pub use self::service::{Route, percent_decode};
 pub use self::surface::{Operation, Surface};
 
 /// Why a model the registry has no endpoints for is refused: asked by [`Route`] before it answers

@@ -132,9 +132,13 @@ pub(super) fn get_model<B>(
     answer(&model_object(&snapshot, names, key, &name))
 }
 
-/// `%XX` escapes decoded (served names may hold `/`, which clients escape in a path); a malformed
-/// escape is kept as it is.
-pub(super) fn percent_decode(raw: &str) -> String {
+/// `%XX` escapes decoded (served names may hold `/`, which clients escape in a path or a query);
+/// a malformed escape is kept as it is.
+///
+/// ```
+/// assert_eq!(cortex_gateway::route::percent_decode("org%2Fmodel"), "org/model");
+/// ```
+pub fn percent_decode(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -742,6 +742,24 @@ fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
     assert_eq!(entry["key"], "tester");
     assert_eq!(entry["requests"], 2);
     assert_eq!(entry["completion_tokens"], 16);
+    // By key, model and time range (records are kept in SQLite by default).
+    let out = server.models(&[
+        "usage",
+        "--key",
+        "tester",
+        "--model",
+        "gemma-3-270m",
+        "--since",
+        "1h",
+    ]);
+    let ranged: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ranged["data"], usage["data"], "{ranged}");
+    let out = server.models(&["usage", "--since", "2999-01-01T00:00:00Z"]);
+    let future: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(future["data"], serde_json::json!([]), "{future}");
+    let out = server.models(&["usage", "--until", "yesterday-ish"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("until"), "{}", text(&out.stderr));
 
     // Metrics and the admin API are on the admin listener only; admin needs the key.
     let admin_base = server.admin_base();
@@ -815,6 +833,13 @@ fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
             "llama-server {pid} outlived cortex"
         );
     }
+    // The usage records outlive the server: the next one (or anyone) reads them from the file.
+    let store =
+        cortex_gateway::meter::SqliteUsage::open(dir.path().join("state/usage.sqlite3")).unwrap();
+    let kept = store
+        .query(&cortex_gateway::meter::UsageQuery::default().key("tester"))
+        .unwrap();
+    assert_eq!(kept[0].totals.requests, 2, "{kept:?}");
 }
 
 /// The README's quickstart, verbatim, from a clean clone of this repository's committed state.

@@ -1,0 +1,429 @@
+//! Usage records kept in an embedded SQLite database (feature `sqlite`; SQLite is compiled in by
+//! `rusqlite`'s `bundled` feature, so there is nothing to install).
+//!
+//! [`SqliteUsage`] is a [`UsageSink`] that never blocks or slows a response: `record` hands the
+//! row to a bounded channel and returns; one writer thread commits rows in batches (up to 1,024
+//! per transaction, WAL journal). When the database is slow or locked, rows wait in the channel
+//! up to its bound ([`SqliteUsage::with_buffer`], default 65,536) and the batch being written
+//! is retried with back-off; beyond the bound a row is dropped, counted
+//! ([`SqliteUsage::dropped`], `cortex_usage_dropped_total`) and logged — the gateway keeps
+//! serving. [`SqliteUsage::flush`] waits for what was recorded so far to be committed;
+//! dropping the store flushes it too.
+//!
+//! [`SqliteUsage::query`] sums requests and tokens by key and model over a time range, as
+//! `cortex models usage` and the admin API answer.
+//!
+//! ```no_run
+//! use cortex_gateway::meter::{SqliteUsage, UsageQuery};
+//!
+//! let usage = SqliteUsage::open("/var/lib/cortex/usage.sqlite3").unwrap();
+//! // … GatewayBuilder::new(registry).usage_sink(std::sync::Arc::new(usage)) …
+//! # let usage = SqliteUsage::open("/tmp/u.sqlite3").unwrap();
+//! let rows = usage.query(&UsageQuery::default().model("gemma")).unwrap();
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, params};
+
+use super::{UsageEntry, UsageRecord, UsageSink, UsageTotals};
+use crate::sse::UsageSource;
+
+/// Rows committed per transaction, at most.
+const BATCH: usize = 1024;
+
+/// Rows waiting for the writer, by default.
+pub const DEFAULT_USAGE_BUFFER: usize = 65_536;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    key_id TEXT,
+    model TEXT,
+    replica INTEGER,
+    instance TEXT,
+    engine TEXT,
+    status INTEGER,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    total_tokens INTEGER NOT NULL,
+    usage_source TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    ttft_ms REAL,
+    streamed INTEGER NOT NULL,
+    client_disconnected INTEGER NOT NULL,
+    failed INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_at ON usage (at_ms);
+CREATE INDEX IF NOT EXISTS usage_key_model_at ON usage (key_id, model, at_ms);
+";
+
+/// Why the usage database could not be opened or read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UsageStoreError {
+    /// SQLite refused, on this file.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done.
+        doing: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The writer thread could not be started.
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for UsageStoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite {
+                path,
+                doing,
+                source,
+            } => write!(f, "usage database {}: {doing}: {source}", path.display()),
+            Self::Thread(e) => write!(f, "usage database: starting the writer thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for UsageStoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Sqlite { source, .. } => Some(source),
+            Self::Thread(e) => Some(e),
+        }
+    }
+}
+
+/// Which records [`SqliteUsage::query`] sums: every field unset means all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UsageQuery {
+    /// Only this key id.
+    pub key_id: Option<String>,
+    /// Only this served name.
+    pub model: Option<String>,
+    /// Only records at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only records before this time.
+    pub until: Option<SystemTime>,
+}
+
+impl UsageQuery {
+    /// Only `key_id`'s records.
+    #[must_use]
+    pub fn key(mut self, key_id: impl Into<String>) -> Self {
+        self.key_id = Some(key_id.into());
+        self
+    }
+
+    /// Only `model`'s records.
+    #[must_use]
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Records in `[since, until)`; either end may be open.
+    #[must_use]
+    pub fn between(mut self, since: Option<SystemTime>, until: Option<SystemTime>) -> Self {
+        self.since = since;
+        self.until = until;
+        self
+    }
+}
+
+enum Msg {
+    Row(Box<Row>),
+    Flush(SyncSender<()>),
+}
+
+struct Row {
+    at_ms: i64,
+    record: UsageRecord,
+}
+
+/// Usage records in SQLite. See the [module docs](self).
+#[derive(Debug)]
+pub struct SqliteUsage {
+    path: PathBuf,
+    /// `None` only while dropping.
+    tx: Option<SyncSender<Msg>>,
+    dropped: AtomicU64,
+    closing: Arc<AtomicBool>,
+    writer: Option<JoinHandle<()>>,
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn source_name(source: UsageSource) -> &'static str {
+    match source {
+        UsageSource::Reported => "reported",
+        UsageSource::Timings => "timings",
+        UsageSource::Missing => "missing",
+    }
+}
+
+// === impl SqliteUsage ===
+
+impl SqliteUsage {
+    /// Opens (creating it and its table when missing) the database at `path`, with the default
+    /// buffer.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened or is not a usage database SQLite can write.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, UsageStoreError> {
+        Self::with_buffer(path, DEFAULT_USAGE_BUFFER)
+    }
+
+    /// As [`open`](Self::open), with `rows` waiting for the writer at most (at least 1).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn with_buffer(path: impl AsRef<Path>, rows: usize) -> Result<Self, UsageStoreError> {
+        let path = path.as_ref().to_path_buf();
+        let conn = connect(&path)?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|source| UsageStoreError::Sqlite {
+                path: path.clone(),
+                doing: "creating the usage table",
+                source,
+            })?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(rows.max(1));
+        let closing = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let closing = Arc::clone(&closing);
+            std::thread::Builder::new()
+                .name("cortex-usage-writer".to_owned())
+                .spawn(move || write_loop(&conn, &rx, &closing))
+                .map_err(UsageStoreError::Thread)?
+        };
+        Ok(Self {
+            path,
+            tx: Some(tx),
+            dropped: AtomicU64::new(0),
+            closing,
+            writer: Some(writer),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records dropped because the buffer was full (the database slow or locked).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every record handed over before this call is committed (returns at once
+    /// when the writer is gone). Blocks: call it from a blocking context.
+    pub fn flush(&self) {
+        let (ack, done) = std::sync::mpsc::sync_channel(1);
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Msg::Flush(ack)).is_ok());
+        if sent {
+            let _ = done.recv();
+        }
+    }
+
+    /// Requests and tokens by key and model, for the records `query` selects, sorted by key
+    /// and model. Reads through its own connection, beside the writer.
+    ///
+    /// # Errors
+    ///
+    /// SQLite could not read the database.
+    pub fn query(&self, query: &UsageQuery) -> Result<Vec<UsageEntry>, UsageStoreError> {
+        let err = |doing| {
+            let path = self.path.clone();
+            move |source| UsageStoreError::Sqlite {
+                path,
+                doing,
+                source,
+            }
+        };
+        let conn = connect(&self.path)?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key_id, model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),
+                        SUM(total_tokens), SUM(usage_source = 'missing'), SUM(failed),
+                        SUM(client_disconnected)
+                 FROM usage
+                 WHERE (?1 IS NULL OR key_id = ?1) AND (?2 IS NULL OR model = ?2)
+                   AND (?3 IS NULL OR at_ms >= ?3) AND (?4 IS NULL OR at_ms < ?4)
+                 GROUP BY key_id, model ORDER BY key_id, model",
+            )
+            .map_err(err("preparing the usage query"))?;
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        let rows = stmt
+            .query_map(
+                params![
+                    query.key_id,
+                    query.model,
+                    query.since.map(millis),
+                    query.until.map(millis)
+                ],
+                |r| {
+                    Ok(UsageEntry {
+                        key_id: r.get::<_, Option<String>>(0)?.map(Arc::from),
+                        model: r.get::<_, Option<String>>(1)?.map(Arc::from),
+                        totals: UsageTotals {
+                            requests: n(r.get(2)?),
+                            prompt_tokens: n(r.get(3)?),
+                            completion_tokens: n(r.get(4)?),
+                            total_tokens: n(r.get(5)?),
+                            usage_missing: n(r.get(6)?),
+                            failed: n(r.get(7)?),
+                            client_disconnected: n(r.get(8)?),
+                        },
+                    })
+                },
+            )
+            .map_err(err("reading usage"))?;
+        rows.collect::<Result<_, _>>().map_err(err("reading usage"))
+    }
+}
+
+impl UsageSink for SqliteUsage {
+    fn record(&self, record: UsageRecord) {
+        let row = Msg::Row(Box::new(Row {
+            at_ms: millis(SystemTime::now()),
+            record,
+        }));
+        let Some(tx) = self.tx.as_ref() else { return };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(row) {
+            let before = self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("cortex_usage_dropped_total").increment(1);
+            // Once, then every 10,000th: the count is in the metric.
+            if before % 10_000 == 0 {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    dropped = before + 1,
+                    "usage buffer full (the database is slow or locked): dropping records"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for SqliteUsage {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it has committed what is buffered (or, with
+        // the database unwritable, after 10 s more of retries).
+        self.closing.store(true, Ordering::Relaxed);
+        self.tx.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, UsageStoreError> {
+    let err = |doing| {
+        move |source| UsageStoreError::Sqlite {
+            path: path.to_path_buf(),
+            doing,
+            source,
+        }
+    };
+    let conn = Connection::open(path).map_err(err("opening"))?;
+    conn.busy_timeout(Duration::from_millis(200))
+        .map_err(err("setting the busy timeout"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err("turning on the WAL journal"))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err("setting synchronous = NORMAL"))?;
+    Ok(conn)
+}
+
+/// Commits rows in batches until the channel closes; a batch that fails (the database locked
+/// or unwritable) is retried with back-off, up to 5 s apart, while new rows wait in the channel.
+fn write_loop(conn: &Connection, rx: &Receiver<Msg>, closing: &AtomicBool) {
+    let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
+    let mut acks: Vec<SyncSender<()>> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Row(row) => batch.push(*row),
+                Msg::Flush(ack) => acks.push(ack),
+            }
+            if batch.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        let mut wait = Duration::from_millis(50);
+        let mut closing_since: Option<std::time::Instant> = None;
+        while let Err(e) = commit(conn, &batch) {
+            if closing.load(Ordering::Relaxed) {
+                let since = *closing_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(10) {
+                    tracing::error!(error = %e, rows = batch.len(), "usage database: giving up at shutdown; these rows are lost");
+                    break;
+                }
+            }
+            tracing::warn!(error = %e, rows = batch.len(), "usage database: commit failed; retrying");
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+        batch.clear();
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
+
+fn commit(conn: &Connection, rows: &[Row]) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO usage (at_ms, request_id, key_id, model, replica, instance, engine,
+                status, prompt_tokens, completion_tokens, total_tokens, usage_source, latency_ms,
+                ttft_ms, streamed, client_disconnected, failed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        )?;
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for Row { at_ms, record: r } in rows {
+            insert.execute(params![
+                at_ms,
+                r.request_id,
+                r.key_id.as_deref(),
+                r.model.as_deref(),
+                r.replica,
+                r.instance.as_ref().map(ToString::to_string),
+                r.engine.as_ref().map(ToString::to_string),
+                r.status,
+                n(r.usage.prompt_tokens),
+                n(r.usage.completion_tokens),
+                n(r.usage.total_tokens),
+                source_name(r.usage.source),
+                r.latency.as_secs_f64() * 1000.0,
+                r.time_to_first_token.map(|d| d.as_secs_f64() * 1000.0),
+                r.streamed,
+                r.client_disconnected,
+                r.failed,
+            ])?;
+        }
+    }
+    tx.commit()
+}
