@@ -104,7 +104,7 @@ pub use runtime::{
     Runtime, RuntimeError,
 };
 pub use settings::{EngineSettings, SettingsError};
-pub use spec::{HubRepo, InvalidSource, ModelSource, ModelSpec, RestartPolicy, Task};
+pub use spec::{HubRepo, InvalidSource, Load, ModelSource, ModelSpec, RestartPolicy, Task};
 pub use state::{Event, EventKind, ModelState, ModelStatus, ReplicaStatus};
 pub use supervisor::{
     Adoption, Reconciliation, Removal, Supervisor, SupervisorBuilder, SupervisorConfig,

@@ -79,6 +79,37 @@ pub struct ModelSpec {
     /// its replicas is usable (none running, or every circuit open).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallback: Vec<String>,
+    /// When the model runs: from the start (`always`, the default) or from its first request
+    /// (`on-demand`), stopped again after [`idle_unload`](Self::idle_unload) without requests.
+    #[serde(default, skip_serializing_if = "Load::is_always")]
+    pub load: Load,
+    /// How long an on-demand model may go without requests before it is stopped; never when
+    /// not given.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_unload: Option<Duration>,
+}
+
+/// When a model runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Load {
+    /// Started with the server and kept running.
+    #[default]
+    Always,
+    /// Started by its first request (which waits for it), stopped when idle.
+    OnDemand,
+}
+
+impl Load {
+    /// Whether this is [`Load::Always`].
+    pub fn is_always(&self) -> bool {
+        *self == Self::Always
+    }
 }
 
 fn one() -> NonZeroU32 {
@@ -104,7 +135,16 @@ impl ModelSpec {
             restart: RestartPolicy::default(),
             aliases: Vec::new(),
             fallback: Vec::new(),
+            load: Load::Always,
+            idle_unload: None,
         }
+    }
+
+    /// Loads the model on demand, stopping it after `idle` without requests (`None`: never).
+    pub fn on_demand(mut self, idle: Option<Duration>) -> Self {
+        self.load = Load::OnDemand;
+        self.idle_unload = idle;
+        self
     }
 
     /// Sets the aliases.

@@ -201,6 +201,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Starts models on demand (see [`Loader`](crate::route::Loader)).
+    pub fn loader(mut self, loader: impl crate::route::Loader) -> Self {
+        self.route = self.route.loader(loader);
+        self
+    }
+
     /// Failover to another replica when one refuses the connection (default: on, 2 retries
     /// per request within a shared budget; [`FailoverLayer::max_retries`]`(0)` turns it off).
     pub fn failover(mut self, failover: FailoverLayer) -> Self {

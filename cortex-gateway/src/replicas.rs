@@ -110,6 +110,13 @@ impl Replicas {
         self.len() == 0
     }
 
+    /// Requests in flight on `instance` (picked by the balancer, their bodies not yet ended).
+    pub fn in_flight(&self, instance: &InstanceId) -> usize {
+        self.read().get(instance).map_or(0, |r| {
+            r.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<InstanceId, Arc<Replica>>> {
         self.inner
             .by_instance

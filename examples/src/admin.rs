@@ -83,10 +83,14 @@ pub fn health(shared: &Shared) -> Response<Full<Bytes>> {
                 .supervisor
                 .status(&spec.id)
                 .map_or("stopped", |s| state_name(&s.state));
-            json!({"id": spec.id, "served_name": spec.served_name(), "state": state})
+            let on_demand = spec.load == cortex_core::Load::OnDemand;
+            json!({"id": spec.id, "served_name": spec.served_name(), "state": state, "on_demand": on_demand})
         })
         .collect();
-    let ready = models.iter().all(|m| m["state"] == "running");
+    // On-demand models are ready to be loaded whatever their state.
+    let ready = models
+        .iter()
+        .all(|m| m["state"] == "running" || m["on_demand"] == true);
     json_response(
         StatusCode::OK,
         &json!({"status": "ok", "ready": ready, "models": models}),

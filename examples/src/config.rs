@@ -443,6 +443,17 @@ impl Config {
         for (span, message) in model_errors {
             errors.push(error(span, message));
         }
+        for (i, model) in config.models.iter().enumerate() {
+            let spec = model.get_ref();
+            if spec.idle_unload.is_some() && spec.load == cortex_core::Load::Always {
+                errors.push(error(
+                    Some(field_span(text, model.span(), "idle_unload")),
+                    format!(
+                        "models[{i}].idle_unload: only an on-demand model is unloaded (add load = \"on-demand\")"
+                    ),
+                ));
+            }
+        }
         // A fallback is a name another model serves (not an alias: the registry knows served
         // names only); one hop, so cycles are harmless.
         let aliases: Vec<&str> = config
@@ -1031,6 +1042,14 @@ mod tests {
                     model("small", "")
                 ),
                 "models[0].aliases: ` ` is not a name",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    model("big", "idle_unload = \"5m\"\n"),
+                    model("small", "")
+                ),
+                "models[0].idle_unload: only an on-demand model is unloaded",
             ),
             (
                 format!(

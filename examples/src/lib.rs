@@ -18,6 +18,7 @@ pub mod config;
 pub mod engine_metrics;
 pub mod gguf;
 pub mod keys;
+pub mod ondemand;
 pub mod plan;
 pub mod serve;
 pub mod usage;

@@ -4,7 +4,7 @@
 //! One listener answers:
 //!
 //! - `GET /health`: 200 and every model's state (the process is up; `ready` says whether every
-//!   declared model is running);
+//!   declared model is running, on-demand models excepted);
 //! - `GET /metrics`: the gateway's Prometheus metrics (the `metrics` facade, rendered by
 //!   `metrics-exporter-prometheus`);
 //! - `/admin/…`: the [admin API](crate::admin), with the admin key;
@@ -40,6 +40,9 @@ use cortex_gateway::auth::{InMemoryKeyStore, KeyHash, KeyStore as _};
 use cortex_gateway::balance::Policy;
 use cortex_gateway::error::Refusal;
 use cortex_gateway::meter::{UsageRecord, UsageSink as _};
+use cortex_gateway::route::Loader as _;
+
+use crate::ondemand::OnDemand;
 use cortex_gateway::proxy::Proxy;
 use cortex_gateway::{Gateway, GatewayBody, GatewayBuilder};
 use futures_util::StreamExt as _;
@@ -275,14 +278,15 @@ async fn runtime(config: &Config) -> Result<Arc<dyn DynRuntime>, ServeError> {
     })
 }
 
-/// Builds the gateway of `config` over `supervisor`'s registry.
+/// Builds the gateway of `config` over `supervisor`'s registry, with the loader of its
+/// on-demand models.
 pub fn gateway(
     config: &Config,
     supervisor: &Supervisor,
     usage: Arc<crate::usage::UsageStore>,
     keys: Arc<ArcSwap<InMemoryKeyStore>>,
     access: Arc<AccessLog>,
-) -> Gateway {
+) -> (Gateway, OnDemand) {
     let g = &config.gateway;
     let slots = slots_of(config.specs());
     // The engines' own keys, sent upstream in place of the client's; never logged.
@@ -296,8 +300,19 @@ pub fn gateway(
         })
         .collect();
     let default_slots = g.slots;
-    let mut builder = GatewayBuilder::new(Arc::clone(supervisor.registry()))
+    let mut builder = GatewayBuilder::new(Arc::clone(supervisor.registry()));
+    let on_demand = OnDemand::new(
+        config.specs(),
+        supervisor.clone(),
+        builder.replicas().clone(),
+    );
+    let touched = on_demand.clone();
+    builder = builder
         .usage_sink(move |record: UsageRecord| {
+            // A request's end counts as use too (a long stream keeps its model loaded).
+            if let Some(model) = &record.model {
+                touched.touch(model);
+            }
             access.stash(record.clone());
             usage.record(record);
         })
@@ -321,10 +336,12 @@ pub fn gateway(
     if config.server.auth {
         builder = builder.keys(move |presented: &str| keys.load().lookup(presented));
     }
-    builder
+    let gateway = builder
         .names(config.names())
+        .loader(on_demand.clone())
         .unrouted(unrouted(config, supervisor))
-        .build()
+        .build();
+    (gateway, on_demand)
 }
 
 /// Slots per replica: what the engine runs at once. llama-server: its `parallel` (-np), else the
@@ -541,13 +558,16 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let usage = crate::usage::UsageStore::open(&config).map_err(ServeError::Usage)?;
     let keys = Arc::new(ArcSwap::from_pointee(config.key_store()));
     let access = AccessLog::stdout(config.server.access_log);
-    let gateway = gateway(
+    let (gateway, on_demand) = gateway(
         &config,
         &supervisor,
         Arc::clone(&usage),
         Arc::clone(&keys),
         Arc::clone(&access),
     );
+    // Idle on-demand models are stopped; the task ends with the server.
+    let unloader = (!on_demand.is_empty())
+        .then(|| tokio::spawn(on_demand.run_unloader(Duration::from_secs(1))));
     let shared = Arc::new(Shared {
         admin_key: ArcSwap::from_pointee(config.admin_key()),
         config,
@@ -606,6 +626,9 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     .await;
     // Stop accepting: the listeners close; requests and streams in flight go on.
     drop((listener, admin_listener));
+    if let Some(unloader) = unloader {
+        unloader.abort();
+    }
     drain_and_stop(&shared, graceful, &limits.close).await;
     eprintln!("cortex: stopped");
     let failed = failures.load(Ordering::Relaxed);
@@ -624,8 +647,14 @@ fn start_models(shared: &Arc<Shared>, started_at: Instant) -> Arc<AtomicUsize> {
     let shared = Arc::clone(shared);
     let counted = Arc::clone(&failures);
     tokio::spawn(async move {
+        // On-demand models start with their first request.
         let wanted: Vec<ModelSpec> = if shared.config.server.start_models {
-            shared.config.specs().cloned().collect()
+            shared
+                .config
+                .specs()
+                .filter(|s| s.load == cortex_core::Load::Always)
+                .cloned()
+                .collect()
         } else {
             Vec::new()
         };

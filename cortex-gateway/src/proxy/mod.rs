@@ -22,6 +22,11 @@
 //!   breaks or goes idle after its headers ends with one well-formed
 //!   `data: {"error": ..}` event and a clean end of the body, so SDKs raise a typed error instead
 //!   of hanging or failing to parse.
+//! - Connections: llama-server (b11434) closes its connection after a streamed answer despite
+//!   its `Keep-Alive` header, so llama.cpp streams are sent with `Connection: close` and their
+//!   connections never return to the pool (a pooled one would fail the next request with
+//!   "connection closed before message completed"); plain requests and vLLM's streams reuse
+//!   connections.
 //! - Cancellation: when the client goes away the stack drops this service's future or body,
 //!   which drops the upstream request; hyper closes that connection and the engine sees the
 //!   disconnect (llama-server then stops generating).

@@ -163,10 +163,9 @@ impl Service<Request<Full<Bytes>>> for Proxy {
 
     fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
         let picked = req.extensions_mut().remove::<Picked>();
-        let cut_usage = req
-            .extensions()
-            .get::<crate::route::Routed>()
-            .is_some_and(|r| r.usage_injected);
+        let routed = req.extensions().get::<crate::route::Routed>();
+        let cut_usage = routed.is_some_and(|r| r.usage_injected);
+        let stream = routed.is_some_and(|r| r.stream);
         let request_id = request_id::ensure(req.headers_mut());
         let (base, engine) = match (&picked, &self.fixed) {
             (Some(p), _) => (p.0.base_url.clone(), p.0.engine.clone()),
@@ -204,6 +203,13 @@ impl Service<Request<Full<Bytes>>> for Proxy {
         headers.remove(header::HOST);
         headers.remove(header::ACCEPT_ENCODING);
         headers.remove(header::CONTENT_LENGTH);
+        if stream && engine == EngineKind::LLAMA_CPP {
+            // llama-server (b11434's cpp-httplib) closes the connection after a streamed
+            // answer despite its `Keep-Alive` header; a pooled connection would fail the next
+            // request sent on it ("connection closed before message completed"). Saying so
+            // keeps it out of the pool.
+            headers.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
         if let (Some(key), Some(p)) = (&self.upstream_key, &picked) {
             if let Some(value) = key(&p.0) {
                 headers.insert(header::AUTHORIZATION, value);

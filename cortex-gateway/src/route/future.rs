@@ -37,6 +37,14 @@ pin_project! {
             config: RouteLayer,
             reserved: Option<Reservation>,
         },
+        Loading {
+            loading: super::Loading,
+            parts: Option<Parts>,
+            body: Bytes,
+            inner: Option<S>,
+            config: RouteLayer,
+            reserved: Option<Reservation>,
+        },
         Calling {
             #[pin]
             future: F,
@@ -141,8 +149,21 @@ fn model_in_query(parts: &Parts) -> Option<String> {
     })
 }
 
-/// What the read body decides: forward (with the body to send) or refuse.
-fn decide(parts: &mut Parts, body: Bytes, config: &RouteLayer) -> Result<Bytes, Refusal> {
+/// What the read body decides.
+enum Decision {
+    /// Forward, with the body to send.
+    Forward(Bytes),
+    /// Wait for the model to load, then decide again.
+    Load(super::Loading, Bytes),
+}
+
+/// What the read body decides: forward, wait for the model to load (when `may_load`), or refuse.
+fn decide(
+    parts: &mut Parts,
+    body: Bytes,
+    config: &RouteLayer,
+    may_load: bool,
+) -> Result<Decision, Refusal> {
     let (model, scanned) = if body.is_empty() && parts.method != http::Method::POST {
         (model_in_query(parts), None)
     } else {
@@ -184,10 +205,21 @@ fn decide(parts: &mut Parts, body: Bytes, config: &RouteLayer) -> Result<Bytes, 
         }
         (None, Some(endpoints)) => (target, endpoints),
         (None, None) => {
+            if let Some(loading) = config
+                .loader
+                .as_ref()
+                .filter(|_| may_load)
+                .and_then(|l| l.load(&target))
+            {
+                return Ok(Decision::Load(loading, body));
+            }
             let explained = config.unrouted.as_ref().and_then(|u| u.refusal(&target));
             return Err(explained.unwrap_or_else(|| Refusal::model_not_found(&model)));
         }
     };
+    if let Some(loader) = &config.loader {
+        loader.touch(&served);
+    }
     let path = parts.uri.path();
     let Some(operation) =
         config
@@ -218,7 +250,41 @@ fn decide(parts: &mut Parts, body: Bytes, config: &RouteLayer) -> Result<Bytes, 
     });
     // The length changes when usage is spliced in; the body sets it again.
     parts.headers.remove(header::CONTENT_LENGTH);
-    Ok(body)
+    Ok(Decision::Forward(body))
+}
+
+/// The state after a decision: calling the inner service, waiting for the model to load, or
+/// answering with the refusal.
+fn next_state<B, S, F, ResBody, E>(
+    decided: Result<Decision, Refusal>,
+    parts: Parts,
+    inner: &mut Option<S>,
+    config: &RouteLayer,
+    reserved: &mut Option<Reservation>,
+) -> State<B, S, F>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>, Error = E, Future = F>,
+{
+    match decided {
+        Ok(Decision::Forward(bytes)) => {
+            let mut inner = inner.take().expect("polled after completion");
+            State::Calling {
+                future: inner.call(Request::from_parts(parts, Full::new(bytes))),
+                reserved: reserved.take(),
+            }
+        }
+        Ok(Decision::Load(loading, body)) => State::Loading {
+            loading,
+            parts: Some(parts),
+            body,
+            inner: inner.take(),
+            config: config.clone(),
+            reserved: reserved.take(),
+        },
+        Err(refusal) => State::Answered {
+            response: Some(flatten(refusal.into_response::<()>())),
+        },
+    }
 }
 
 impl<B, S, F, ResBody, E> Future for ResponseFuture<B, S, F>
@@ -268,21 +334,26 @@ where
                     let mut parts = parts.take().expect("polled after completion");
                     let decided = match refusal {
                         Some(r) => Err(r),
-                        None => decide(&mut parts, buf.take(), config),
+                        None => decide(&mut parts, buf.take(), config, true),
                     };
-                    match decided {
-                        Ok(bytes) => {
-                            let mut inner = inner.take().expect("polled after completion");
-                            let future = inner.call(Request::from_parts(parts, Full::new(bytes)));
-                            let reserved = reserved.take();
-                            this.state.set(State::Calling { future, reserved });
-                        }
-                        Err(refusal) => {
-                            this.state.set(State::Answered {
-                                response: Some(flatten(refusal.into_response::<()>())),
-                            });
-                        }
-                    }
+                    let next = next_state(decided, parts, inner, config, reserved);
+                    this.state.set(next);
+                }
+                StateProj::Loading {
+                    loading,
+                    parts,
+                    body,
+                    inner,
+                    config,
+                    reserved,
+                } => {
+                    let loaded = ready!(loading.as_mut().poll(cx));
+                    let mut parts = parts.take().expect("polled after completion");
+                    // Once loaded, routed as usual (never a second load for this request).
+                    let decided = loaded
+                        .and_then(|()| decide(&mut parts, std::mem::take(body), config, false));
+                    let next = next_state(decided, parts, inner, config, reserved);
+                    this.state.set(next);
                 }
                 StateProj::Calling { future, reserved } => {
                     let result = ready!(future.poll(cx));

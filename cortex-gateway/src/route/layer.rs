@@ -3,7 +3,7 @@ use std::sync::Arc;
 use cortex_core::Registry;
 use tower_layer::Layer;
 
-use super::{BodyBudget, DEFAULT_BODY_LIMIT, Names, Route, Surface, Unrouted};
+use super::{BodyBudget, DEFAULT_BODY_LIMIT, Loader, Names, Route, Surface, Unrouted};
 use crate::breaker::Breakers;
 
 /// Applies [`Route`]. See the [module docs](crate::route).
@@ -17,6 +17,7 @@ pub struct RouteLayer {
     pub(super) budget: BodyBudget,
     pub(super) names: Arc<Names>,
     pub(super) breakers: Option<Breakers>,
+    pub(super) loader: Option<Arc<dyn Loader>>,
 }
 
 impl std::fmt::Debug for RouteLayer {
@@ -30,6 +31,7 @@ impl std::fmt::Debug for RouteLayer {
             .field("budget", &self.budget)
             .field("names", &self.names)
             .field("breakers", &self.breakers.is_some())
+            .field("loader", &self.loader.is_some())
             .finish()
     }
 }
@@ -48,7 +50,14 @@ impl RouteLayer {
             budget: BodyBudget::default(),
             names: Arc::new(Names::new()),
             breakers: None,
+            loader: None,
         }
+    }
+
+    /// Starts models on demand. See [`Loader`].
+    pub fn loader(mut self, loader: impl Loader) -> Self {
+        self.loader = Some(Arc::new(loader));
+        self
     }
 
     /// Aliases and fallbacks. See [`Names`].

@@ -119,6 +119,27 @@ where
     }
 }
 
+/// A model being loaded for a request: resolves once the model has endpoints, or to the refusal
+/// every request waiting for it gets (an OpenAI-shaped 503 naming why the start failed).
+pub type Loading = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Refusal>> + Send>>;
+
+/// Starts models on demand. Asked by [`Route`] when a model has no endpoints, before
+/// [`Unrouted`]: a model it loads makes the request wait (bounded by the model's start, and by
+/// the client, whose hang-up drops only its own wait: the start goes on for the others) and is
+/// then routed as usual. `GET /v1/models` lists what it can load beside what runs.
+pub trait Loader: Send + Sync + 'static {
+    /// `None` when `model` (a served name) is not loaded on demand; otherwise the wait for it,
+    /// starting it unless it is starting already (so concurrent first requests start it once).
+    fn load(&self, model: &str) -> Option<Loading>;
+
+    /// The models it can load, with each one's state (`unloaded`, `loading`, `loaded`,
+    /// `failed`), for `GET /v1/models`.
+    fn catalog(&self) -> Vec<(String, &'static str)>;
+
+    /// A request for `model` was routed (for idle tracking).
+    fn touch(&self, model: &str);
+}
+
 /// The default limit on a request body: 32 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 32 << 20;
 

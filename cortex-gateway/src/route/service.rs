@@ -8,7 +8,7 @@ use http_body::Body;
 use http_body_util::Full;
 use tower_service::Service;
 
-use super::{Names, ResponseFuture, RouteLayer};
+use super::{Loader, Names, ResponseFuture, RouteLayer};
 use crate::auth::ApiKey;
 use crate::error::{Refusal, RefusalOr, Refused};
 
@@ -96,6 +96,7 @@ fn listed(
 pub(super) fn list_models<B>(
     registry: &dyn Registry,
     names: &Names,
+    loader: Option<&dyn Loader>,
     key: Option<&ApiKey>,
 ) -> Response<RefusalOr<B>> {
     let snapshot = registry.snapshot();
@@ -108,10 +109,23 @@ pub(super) fn list_models<B>(
         .collect();
     all.sort_unstable();
     all.dedup();
-    let data: Vec<_> = all
+    let mut data: Vec<serde_json::Value> = all
         .iter()
         .map(|name| model_object(&snapshot, names, key, name))
         .collect();
+    // Models loaded on demand: listed whatever their state, with it.
+    for (name, state) in loader.map(Loader::catalog).unwrap_or_default() {
+        if key.is_some_and(|k| !k.allows(&name)) {
+            continue;
+        }
+        match data.iter_mut().find(|m| m["id"] == name.as_str()) {
+            Some(object) => object["state"] = state.into(),
+            None => data.push(serde_json::json!({
+                "id": name, "object": "model", "created": 0, "owned_by": null, "state": state,
+            })),
+        }
+    }
+    data.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     answer(&serde_json::json!({"object": "list", "data": data}))
 }
 
@@ -184,6 +198,7 @@ where
             return ResponseFuture::answered(list_models::<()>(
                 &*self.config.registry,
                 &self.config.names,
+                self.config.loader.as_deref(),
                 key,
             ));
         }

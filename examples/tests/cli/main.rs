@@ -637,20 +637,9 @@ fn assert_logs_into_a_closed_pipe_are_quiet(server: &Server) {
     );
 }
 
-/// After `cortex models stop`: the replica is not shown as ready, and a client is told the model
-/// is stopped (503 `model_stopped`), not that it does not exist.
-fn assert_the_model_is_said_to_be_stopped(server: &Server) {
-    let out = server.models(&["status", "gemma"]);
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(status["state"], "stopped", "{status}");
-    for replica in status["replicas"].as_array().unwrap() {
-        assert_eq!(replica["registered"], false, "{status}");
-        assert_ne!(replica["health"], "ready", "{status}");
-        assert!(
-            replica["health"].to_string().contains("stopped"),
-            "{status}"
-        );
-    }
+/// A chat request through `server` is refused with 503, the OpenAI-shaped `code`, and a message
+/// containing `says`.
+fn assert_refused_503(server: &Server, code: &str, says: &str) {
     let out = Command::new("curl")
         .args([
             "-s",
@@ -667,17 +656,31 @@ fn assert_the_model_is_said_to_be_stopped(server: &Server) {
         .output()
         .unwrap();
     let answer = text(&out.stdout);
-    let (body, code) = answer.rsplit_once('\n').unwrap();
-    assert_eq!(code, "503", "{answer}");
+    let (body, status) = answer.rsplit_once('\n').unwrap();
+    assert_eq!(status, "503", "{answer}");
     let body: Value = serde_json::from_str(body).unwrap();
-    assert_eq!(body["error"]["code"], "model_stopped", "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("`gemma-3-270m` is stopped"),
+        body["error"]["message"].as_str().unwrap().contains(says),
         "{body}"
     );
+}
+
+/// After `cortex models stop`: the replica is not shown as ready, and a client is told the model
+/// is stopped (503 `model_stopped`), not that it does not exist.
+fn assert_the_model_is_said_to_be_stopped(server: &Server) {
+    let out = server.models(&["status", "gemma"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "stopped", "{status}");
+    for replica in status["replicas"].as_array().unwrap() {
+        assert_eq!(replica["registered"], false, "{status}");
+        assert_ne!(replica["health"], "ready", "{status}");
+        assert!(
+            replica["health"].to_string().contains("stopped"),
+            "{status}"
+        );
+    }
+    assert_refused_503(server, "model_stopped", "`gemma-3-270m` is stopped");
 }
 
 #[test]
@@ -840,6 +843,151 @@ fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
         .query(&cortex_gateway::meter::UsageQuery::default().key("tester"))
         .unwrap();
     assert_eq!(kept[0].totals.requests, 2, "{kept:?}");
+}
+
+/// `load = "on-demand"` with the real llama-server: nothing runs until the first requests, which
+/// start the model once and are answered from it; `/v1/models` says its state; a client that
+/// hangs up while waiting does not cancel the start; after `idle_unload` without requests the
+/// model is stopped (its process gone), and the next request starts it again.
+#[test]
+#[allow(clippy::too_many_lines, reason = "one session, read top to bottom")]
+fn an_on_demand_model_starts_once_with_its_first_requests_and_unloads_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config(dir.path(), port);
+    let text_of = std::fs::read_to_string(&path).unwrap().replace(
+        "startup_timeout = \"2m\"",
+        "startup_timeout = \"2m\"\nload = \"on-demand\"\nidle_unload = \"4s\"",
+    );
+    std::fs::write(&path, text_of).unwrap();
+    let server = Server::start(path, port);
+    server.wait_ready();
+    let models = |server: &Server| -> Value {
+        let out = Command::new("curl")
+            .args(["-s", &format!("{}/v1/models", server.base), "-H"])
+            .arg(format!("Authorization: Bearer {CLIENT}"))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let listed = models(&server);
+    assert_eq!(listed["data"][0]["id"], "gemma-3-270m", "{listed}");
+    assert_eq!(listed["data"][0]["state"], "unloaded", "{listed}");
+    let out = server.models(&["status", "gemma"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "stopped", "{status}");
+
+    // A client that gives up after half a second while the model loads, then two at once.
+    let hang_up = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "0.5",
+            &format!("{}/v1/chat/completions", server.base),
+            "-H",
+            &format!("Authorization: Bearer {CLIENT}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"model":"gemma-3-270m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#,
+        ])
+        .status()
+        .unwrap();
+    assert!(!hang_up.success(), "curl should have timed out waiting");
+    let base = server.base.clone();
+    let first = std::thread::spawn(move || sdk_chat(&base, CLIENT, "gemma-3-270m"));
+    let base = server.base.clone();
+    let second = std::thread::spawn(move || sdk_chat(&base, CLIENT, "gemma-3-270m"));
+    let (first, second) = (first.join().unwrap(), second.join().unwrap());
+    eprintln!(
+        "on demand: first request to first token {} s and {} s for two concurrent first requests (the start included; the model began loading 0.5 s earlier with the request that hung up)",
+        first["first_token_s"], second["first_token_s"]
+    );
+    assert!(first["content"].is_string(), "{first}");
+    assert!(second["content"].is_string(), "{second}");
+    let log = server.log.lock().unwrap().clone();
+    assert_eq!(
+        log.matches("gemma: loaded on demand").count(),
+        1,
+        "one start for the three requests:\n{log}"
+    );
+    let out = server.models(&["status", "gemma"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "running", "{status}");
+    let pids = instance_pids(&status);
+    assert_eq!(pids.len(), 1, "{status}");
+    assert_eq!(models(&server)["data"][0]["state"], "loaded");
+
+    // Idle for 4 s: stopped, its process gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = server.models(&["status", "gemma"]);
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if status["state"] == "stopped" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never unloaded: {status}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for pid in &pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "llama-server {pid} still runs after the unload"
+        );
+    }
+    assert!(
+        server
+            .log
+            .lock()
+            .unwrap()
+            .contains("gemma: unloading after 4s without requests")
+    );
+    // And the next request loads it again.
+    let again = sdk_chat(&server.base, CLIENT, "gemma-3-270m");
+    assert!(again["content"].is_string(), "{again}");
+    eprintln!(
+        "on demand, cold: first request to first token {} s (the model's start included)",
+        again["first_token_s"]
+    );
+    assert_eq!(
+        server
+            .log
+            .lock()
+            .unwrap()
+            .matches("gemma: loaded on demand")
+            .count(),
+        2
+    );
+}
+
+/// An on-demand model that cannot start: every waiting request gets a 503 naming why.
+#[test]
+fn an_on_demand_model_that_cannot_start_answers_503_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config(dir.path(), port);
+    let text_of = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "startup_timeout = \"2m\"",
+            "startup_timeout = \"2m\"\nload = \"on-demand\"",
+        )
+        .replace(
+            &require(cache().join("bin/llama-server-b11434"))
+                .display()
+                .to_string(),
+            "/bin/false",
+        );
+    std::fs::write(&path, text_of).unwrap();
+    let server = Server::start(path, port);
+    server.wait_ready();
+    assert_refused_503(
+        &server,
+        "model_start_failed",
+        "`gemma-3-270m` could not be started",
+    );
 }
 
 /// The README's quickstart, verbatim, from a clean clone of this repository's committed state.
