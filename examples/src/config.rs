@@ -62,6 +62,21 @@ pub struct Config {
     /// `[usage]`: where usage records are kept.
     #[serde(default)]
     pub usage: UsageConfig,
+    /// `[budget]`: the memory models loaded on demand must fit in.
+    #[serde(default)]
+    pub budget: BudgetConfig,
+}
+
+/// `[budget]`: memory the running models may use together, by the llama.cpp estimator. Before an
+/// on-demand model starts, idle on-demand models are stopped (least recently used first) until
+/// it fits; a model that cannot fit is refused with its estimate.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Host memory, in MiB (no limit when not given).
+    pub host_mib: Option<u64>,
+    /// Memory per GPU, in MiB, by index (default: each `[[gpu]]`'s total).
+    pub gpu_mib: Vec<u64>,
 }
 
 /// `[usage]`.

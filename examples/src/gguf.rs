@@ -29,3 +29,24 @@ pub fn inspect(args: impl Iterator<Item = String>) -> ExitCode {
 pub fn estimate(args: impl Iterator<Item = String>) -> ExitCode {
     estimate_example::cli("cortex gguf estimate", args)
 }
+
+/// What llama-server will allocate for the command line `args` (`-m FILE` and its flags) on
+/// `gpus`: the estimate `cortex gguf estimate` prints.
+///
+/// # Errors
+///
+/// The flags, the model file or the estimate refused, with why.
+pub fn estimate_for(
+    args: &[String],
+    gpus: &[cortex_gguf::Gpu],
+) -> Result<cortex_gguf::estimate::Estimate, String> {
+    let parsed = cortex_gguf::estimate::parse_llama_args(args).map_err(|e| e.to_string())?;
+    let path = parsed
+        .model
+        .clone()
+        .ok_or("no model (-m) in the command line")?;
+    let mut params = parsed.params.clone();
+    let model = estimate_example::load(&path)?;
+    estimate_example::attach(&mut params, &parsed)?;
+    cortex_gguf::estimate::estimate(&model, &params, gpus).map_err(|e| e.to_string())
+}

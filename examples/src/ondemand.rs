@@ -34,6 +34,98 @@ struct Inner {
     specs: HashMap<String, ModelSpec>,
     starts: Mutex<HashMap<ModelId, Outcome>>,
     last_used: Mutex<HashMap<ModelId, Instant>>,
+    /// The memory budget, when one is set, with every model's estimate.
+    budget: Option<Budget>,
+    /// Held while a start is decided and made, so that two starts never both count on the same
+    /// free memory.
+    deciding: tokio::sync::Mutex<()>,
+}
+
+/// Memory the running models may use together, by device.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// Host bytes (`None`: no limit).
+    pub host: Option<u64>,
+    /// Bytes per GPU, by position.
+    pub gpus: Vec<u64>,
+    /// Each llama.cpp model's estimate (all replicas), by device: `(host, per GPU)`.
+    pub needs: HashMap<ModelId, (u64, Vec<u64>)>,
+}
+
+impl Budget {
+    /// The budget of `config` (`[budget]`, `[[gpu]]`) with each llama.cpp model's estimate, or
+    /// `None` when nothing limits memory. A model the estimator cannot read counts as nothing,
+    /// with a warning.
+    pub fn of(config: &crate::config::Config) -> Option<Self> {
+        let gpus: Vec<u64> = config
+            .gpu
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                config
+                    .budget
+                    .gpu_mib
+                    .get(i)
+                    .map_or(g.total_bytes, |mib| mib << 20)
+            })
+            .collect();
+        let host = config.budget.host_mib.map(|mib| mib << 20);
+        if host.is_none() && gpus.is_empty() {
+            return None;
+        }
+        let mut needs = HashMap::new();
+        for spec in config.specs() {
+            let Some(args) = crate::plan::estimate_args(spec) else {
+                continue;
+            };
+            match crate::gguf::estimate_for(&args, &config.gpu) {
+                Ok(est) => {
+                    let n = u64::from(spec.replicas.get());
+                    let per_gpu = (0..config.gpu.len())
+                        .map(|i| est.device(i).map_or(0, |d| d.total()).saturating_mul(n))
+                        .collect();
+                    needs.insert(
+                        spec.id.clone(),
+                        (est.host().total().saturating_mul(n), per_gpu),
+                    );
+                }
+                Err(e) => eprintln!(
+                    "cortex: {}: no memory estimate for the budget: {e}",
+                    spec.id
+                ),
+            }
+        }
+        Some(Self { host, gpus, needs })
+    }
+
+    /// What is short when `need` comes on top of `used`, in words; `None` when it fits.
+    fn short(&self, used: &(u64, Vec<u64>), need: &(u64, Vec<u64>)) -> Option<String> {
+        let mib = |b: u64| b >> 20;
+        if let Some(host) = self.host {
+            let total = used.0.saturating_add(need.0);
+            if total > host {
+                return Some(format!(
+                    "it needs an estimated {} MiB of host memory and {} MiB of the budget's {} MiB are in use",
+                    mib(need.0),
+                    mib(used.0),
+                    mib(host)
+                ));
+            }
+        }
+        for (i, budget) in self.gpus.iter().enumerate() {
+            let u = used.1.get(i).copied().unwrap_or(0);
+            let n = need.1.get(i).copied().unwrap_or(0);
+            if u.saturating_add(n) > *budget {
+                return Some(format!(
+                    "it needs an estimated {} MiB on GPU {i} and {} MiB of its {} MiB budget are in use",
+                    mib(n),
+                    mib(u),
+                    mib(*budget)
+                ));
+            }
+        }
+        None
+    }
 }
 
 impl std::fmt::Debug for OnDemand {
@@ -69,6 +161,7 @@ impl OnDemand {
         specs: impl Iterator<Item = &'a ModelSpec>,
         supervisor: Supervisor,
         replicas: Replicas,
+        budget: Option<Budget>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -80,6 +173,8 @@ impl OnDemand {
                     .collect(),
                 starts: Mutex::new(HashMap::new()),
                 last_used: Mutex::new(HashMap::new()),
+                budget,
+                deciding: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -105,15 +200,25 @@ impl OnDemand {
         self.touch_id(&spec.id);
         let supervisor = self.inner.supervisor.clone();
         let spec = spec.clone();
+        let this = self.clone();
         tokio::spawn(async move {
             let id = spec.id.clone();
             let begun = Instant::now();
-            let result = match supervisor.start(spec).await {
-                Ok(()) => Ok(()),
-                // Started by someone else (an operator, an earlier request): wait for it.
-                Err(SupervisorError::AlreadyStarted { .. }) => running(&supervisor, &id).await,
-                Err(e) => Err(cortex_core::error_chain(&e)),
+            // Starts are decided one at a time only under a budget.
+            let deciding = match this.inner.budget {
+                Some(_) => Some(this.inner.deciding.lock().await),
+                None => None,
             };
+            let result = match this.make_room(&id).await {
+                Err(e) => Err(e),
+                Ok(()) => match supervisor.start(spec).await {
+                    Ok(()) => Ok(()),
+                    // Started by someone else (an operator, an earlier request): wait for it.
+                    Err(SupervisorError::AlreadyStarted { .. }) => running(&supervisor, &id).await,
+                    Err(e) => Err(cortex_core::error_chain(&e)),
+                },
+            };
+            drop(deciding);
             match &result {
                 Ok(()) => eprintln!(
                     "cortex: {id}: loaded on demand in {:.1} s",
@@ -132,6 +237,96 @@ impl OnDemand {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id.clone(), Instant::now());
+    }
+
+    /// Whether a model runs (or is starting): it holds its memory.
+    fn holds_memory(&self, id: &ModelId) -> bool {
+        self.inner.supervisor.status(id).is_some_and(|s| {
+            matches!(
+                s.state,
+                ModelState::Running | ModelState::Starting | ModelState::Unhealthy { .. }
+            )
+        })
+    }
+
+    /// Whether requests are in flight on `spec`'s replicas.
+    fn busy(&self, spec: &ModelSpec) -> bool {
+        self.inner
+            .supervisor
+            .registry()
+            .resolve(spec.served_name())
+            .is_some_and(|eps| {
+                eps.iter()
+                    .any(|e| self.inner.replicas.in_flight(&e.instance) > 0)
+            })
+    }
+
+    /// Under a budget, stops idle on-demand models, least recently used first, until `id` fits;
+    /// `Err` (the refusal's reason, with the estimate) when it cannot.
+    async fn make_room(&self, id: &ModelId) -> Result<(), String> {
+        let Some(budget) = &self.inner.budget else {
+            return Ok(());
+        };
+        let Some(need) = budget.needs.get(id) else {
+            return Ok(());
+        };
+        // What the models that hold memory use, all of them or only those that cannot be
+        // stopped for this one (always loaded, or busy).
+        let used = |evictable_too: bool| {
+            let mut used = (0_u64, vec![0_u64; budget.gpus.len()]);
+            for (other, (host, gpus)) in &budget.needs {
+                let evictable = self
+                    .inner
+                    .specs
+                    .values()
+                    .any(|s| &s.id == other && !self.busy(s));
+                if other != id && self.holds_memory(other) && (evictable_too || !evictable) {
+                    used.0 = used.0.saturating_add(*host);
+                    for (u, g) in used.1.iter_mut().zip(gpus) {
+                        *u = u.saturating_add(*g);
+                    }
+                }
+            }
+            used
+        };
+        if let Some(short) = budget.short(&used(false), need) {
+            return Err(format!(
+                "{short} by models that cannot be stopped for it ([budget] in the configuration)"
+            ));
+        }
+        loop {
+            let Some(short) = budget.short(&used(true), need) else {
+                return Ok(());
+            };
+            let last_used = |id: &ModelId| {
+                self.inner
+                    .last_used
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(id)
+                    .copied()
+            };
+            let victim = self
+                .inner
+                .specs
+                .values()
+                .filter(|s| &s.id != id && self.holds_memory(&s.id) && !self.busy(s))
+                .min_by_key(|s| last_used(&s.id));
+            let Some(victim) = victim else {
+                return Err(format!(
+                    "{short}, and no idle on-demand model can be stopped to make room ([budget] in the configuration)"
+                ));
+            };
+            eprintln!(
+                "cortex: {}: unloading to make room for {id} ({short})",
+                victim.id
+            );
+            self.inner
+                .supervisor
+                .stop(&victim.id)
+                .await
+                .map_err(|e| cortex_core::error_chain(&e))?;
+        }
     }
 
     /// Stops the on-demand models that ran without requests for their `idle_unload` and have
@@ -155,16 +350,7 @@ impl OnDemand {
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(&spec.id)
                 .is_none_or(|t| t.elapsed() >= idle);
-            let busy = self
-                .inner
-                .supervisor
-                .registry()
-                .resolve(spec.served_name())
-                .is_some_and(|eps| {
-                    eps.iter()
-                        .any(|e| self.inner.replicas.in_flight(&e.instance) > 0)
-                });
-            if quiet && !busy {
+            if quiet && !self.busy(spec) {
                 eprintln!(
                     "cortex: {}: unloading after {} without requests",
                     spec.id,

@@ -305,6 +305,7 @@ pub fn gateway(
         config.specs(),
         supervisor.clone(),
         builder.replicas().clone(),
+        crate::ondemand::Budget::of(config),
     );
     let touched = on_demand.clone();
     builder = builder

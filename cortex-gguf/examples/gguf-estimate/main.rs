@@ -128,12 +128,12 @@ fn run(name: &str, args: impl Iterator<Item = String>) -> Result<ExitCode, Strin
     })
 }
 
-fn load(path: &std::path::Path) -> Result<Model, String> {
+pub(crate) fn load(path: &std::path::Path) -> Result<Model, String> {
     let file = GgufModel::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Model::from_parts(&file.gguf(), file.tensors()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn attach(params: &mut estimate::LlamaParams, parsed: &LlamaArgs) -> Result<(), String> {
+pub(crate) fn attach(params: &mut estimate::LlamaParams, parsed: &LlamaArgs) -> Result<(), String> {
     if let Some(d) = &parsed.draft {
         let mut draft = Draft::new(load(d)?);
         draft.gpu_layers = parsed.draft_gpu_layers;

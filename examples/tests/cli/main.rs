@@ -845,6 +845,18 @@ fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
     assert_eq!(kept[0].totals.requests, 2, "{kept:?}");
 }
 
+/// `config` with its model loaded on demand (`extra` lines added to the model's table): the
+/// file's path and its text.
+fn on_demand_config(dir: &Path, port: u16, extra: &str) -> (PathBuf, String) {
+    let path = config(dir, port);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "startup_timeout = \"2m\"",
+        &format!("startup_timeout = \"2m\"\nload = \"on-demand\"{extra}"),
+    );
+    std::fs::write(&path, &text).unwrap();
+    (path, text)
+}
+
 /// `load = "on-demand"` with the real llama-server: nothing runs until the first requests, which
 /// start the model once and are answered from it; `/v1/models` says its state; a client that
 /// hangs up while waiting does not cancel the start; after `idle_unload` without requests the
@@ -854,12 +866,7 @@ fn serve_answers_the_sdk_and_the_models_commands_then_stops_everything() {
 fn an_on_demand_model_starts_once_with_its_first_requests_and_unloads_when_idle() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let path = config(dir.path(), port);
-    let text_of = std::fs::read_to_string(&path).unwrap().replace(
-        "startup_timeout = \"2m\"",
-        "startup_timeout = \"2m\"\nload = \"on-demand\"\nidle_unload = \"4s\"",
-    );
-    std::fs::write(&path, text_of).unwrap();
+    let (path, _) = on_demand_config(dir.path(), port, "\nidle_unload = \"4s\"");
     let server = Server::start(path, port);
     server.wait_ready();
     let models = |server: &Server| -> Value {
@@ -962,24 +969,118 @@ fn an_on_demand_model_starts_once_with_its_first_requests_and_unloads_when_idle(
     );
 }
 
+/// A memory budget over on-demand models (`[budget] host_mib`, by the llama.cpp estimator): a
+/// model whose start would overflow it stops the least recently used idle one first; a model that
+/// cannot fit even alone is refused with its estimate, and nothing is stopped for it. Real
+/// llama-server, two copies of Gemma and a third with a 32k context.
+#[test]
+fn on_demand_models_share_a_memory_budget_evicting_the_idle_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (path, text) = on_demand_config(dir.path(), port, "");
+    let base = text.replace(
+        "models = [\"gemma-3-270m\"]",
+        "models = [\"gemma-3-270m\", \"gemma-b\", \"gemma-big\"]",
+    );
+    let (model_line, settings) = {
+        let start = base.find("source = ").unwrap();
+        let model_line = base[start..].lines().next().unwrap().to_owned();
+        let settings = base[base.find("[models.settings]").unwrap()..].to_owned();
+        (model_line, settings)
+    };
+    let extra = |id: &str, ctx: u32| {
+        format!(
+            "\n[[models]]\nid = \"{id}\"\nengine = \"llamacpp\"\n{model_line}\nload = \"on-demand\"\n{}",
+            settings
+                .replace("ctx_size = 2048", &format!("ctx_size = {ctx}"))
+                .replace("parallel = 2", "parallel = 1")
+        )
+    };
+    let all = format!(
+        "{base}{}{}",
+        extra("gemma-b", 2048),
+        extra("gemma-big", 32768)
+    );
+    // The estimates, as the server will compute them, decide the budget: room for one Gemma and a
+    // half, never for the 32k one.
+    let probe = cortex_examples::config::Config::parse(
+        &path,
+        &format!("{all}\n[budget]\nhost_mib = 1000000\n"),
+    )
+    .unwrap();
+    let needs = cortex_examples::ondemand::Budget::of(&probe).unwrap().needs;
+    let mib = |id: &str| needs[&cortex_core::ModelId::new(id).unwrap()].0 >> 20;
+    let (a, b, big) = (mib("gemma"), mib("gemma-b"), mib("gemma-big"));
+    // Between the larger Gemma and the 32k one: one Gemma fits, two do not, the 32k never.
+    let budget = u64::midpoint(a.max(b), big);
+    assert!(
+        a.max(b) < budget && a + b > budget && big > budget,
+        "{a} {b} {big}"
+    );
+    eprintln!(
+        "budget: {budget} MiB; estimates: gemma {a} MiB, gemma-b {b} MiB, gemma-big {big} MiB"
+    );
+    std::fs::write(&path, format!("{all}\n[budget]\nhost_mib = {budget}\n")).unwrap();
+
+    let server = Server::start(path, port);
+    server.wait_ready();
+    let state = |id: &str| -> Value {
+        let out = server.models(&["status", id]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["state"].clone()
+    };
+    assert!(sdk_chat(&server.base, CLIENT, "gemma-3-270m")["content"].is_string());
+    assert_eq!(state("gemma"), "running");
+    // gemma-b does not fit beside gemma: the idle gemma is unloaded first.
+    assert!(sdk_chat(&server.base, CLIENT, "gemma-b")["content"].is_string());
+    assert_eq!(state("gemma-b"), "running");
+    assert_eq!(state("gemma"), "stopped");
+    assert!(
+        server
+            .log
+            .lock()
+            .unwrap()
+            .contains("gemma: unloading to make room for gemma-b")
+    );
+    // gemma-big cannot fit even alone: refused with its estimate; gemma-b keeps running.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            &format!("{}/v1/chat/completions", server.base),
+            "-H",
+            &format!("Authorization: Bearer {CLIENT}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"model":"gemma-big","messages":[{"role":"user","content":"hi"}]}"#,
+        ])
+        .output()
+        .unwrap();
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["error"]["code"], "model_start_failed", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("needs an estimated {big} MiB of host memory")),
+        "{message}"
+    );
+    assert_eq!(
+        state("gemma-b"),
+        "running",
+        "nothing is stopped for a model that cannot fit"
+    );
+}
+
 /// An on-demand model that cannot start: every waiting request gets a 503 naming why.
 #[test]
 fn an_on_demand_model_that_cannot_start_answers_503_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let path = config(dir.path(), port);
-    let text_of = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(
-            "startup_timeout = \"2m\"",
-            "startup_timeout = \"2m\"\nload = \"on-demand\"",
-        )
-        .replace(
-            &require(cache().join("bin/llama-server-b11434"))
-                .display()
-                .to_string(),
-            "/bin/false",
-        );
+    let (path, text) = on_demand_config(dir.path(), port, "");
+    let text_of = text.replace(
+        &require(cache().join("bin/llama-server-b11434"))
+            .display()
+            .to_string(),
+        "/bin/false",
+    );
     std::fs::write(&path, text_of).unwrap();
     let server = Server::start(path, port);
     server.wait_ready();
