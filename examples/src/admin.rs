@@ -14,6 +14,12 @@
 //! | `GET /admin/models/{name}/logs?lines=N` | the last N (default 100) log lines of each replica |
 //! | `GET /admin/usage` | requests and tokens by key and model since the server started |
 //! | `POST /admin/keys/reload` | reads the configuration file again and puts its keys in force (as SIGHUP does); 422 and nothing changed when the file has errors |
+//! | `GET /admin/keys` | the client keys: id, allowed models, rate limit (never a key or digest) |
+//! | `POST /admin/keys` | `{"id", "models"?}`: a new client key, its digest written to the configuration file and put in force; 201 with the key, shown this once |
+//! | `DELETE /admin/keys/{id}` | the key's `[[keys]]` table removed from the file, the keys reloaded; 404 when there is none |
+//!
+//! Key changes are written to the configuration file (its comments and layout kept), so they
+//! survive a restart, and logged with who asked (the admin caller's address).
 
 use std::sync::Arc;
 
@@ -107,6 +113,7 @@ impl Admin {
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
     where
         B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let Some(admin) = **self.shared.admin_key.load() else {
             return error(
@@ -141,8 +148,16 @@ impl Admin {
         let method = req.method().clone();
         let path = req.uri().path().trim_end_matches('/').to_owned();
         let query = req.uri().query().unwrap_or("").to_owned();
-        // Admin requests carry no body that matters; drain it so the connection can be reused.
-        let _ = req.into_body().collect().await;
+        let who = req
+            .extensions()
+            .get::<std::net::SocketAddr>()
+            .map_or_else(|| "an admin caller".to_owned(), ToString::to_string);
+        // Small JSON bodies (key creation); read whole so the connection can be reused.
+        let body = http_body_util::Limited::new(req.into_body(), 64 << 10)
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
         let parts: Vec<&str> = path.split('/').skip(2).collect();
         match (&method, parts.as_slice()) {
             (&Method::GET, ["models"]) => self.list(),
@@ -161,6 +176,9 @@ impl Admin {
             }
             (&Method::GET, ["models", name, "metrics"]) => self.engine_metrics(name).await,
             (&Method::GET, ["usage"]) => self.usage(&query).await,
+            (&Method::GET, ["keys"]) => self.list_keys(),
+            (&Method::POST, ["keys"]) => self.create_key(&body, &who),
+            (&Method::DELETE, ["keys", id]) => self.revoke_key(id, &who),
             (&Method::POST, ["keys", "reload"]) => match self.shared.reload_keys() {
                 Ok(n) => json_response(StatusCode::OK, &json!({"reloaded": true, "keys": n})),
                 Err(errors) => error(
@@ -174,6 +192,117 @@ impl Admin {
                 "unknown_route",
                 format!("No admin route {method} {path}."),
             ),
+        }
+    }
+
+    fn list_keys(&self) -> Response<Full<Bytes>> {
+        match crate::config::Config::load(&self.shared.config_path) {
+            Ok(config) => {
+                let data: Vec<Value> = config
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        json!({
+                            "id": k.id.get_ref(),
+                            "models": k.models.as_ref().map(|m| m.get_ref().clone()),
+                            "requests_per_minute": k.requests_per_minute,
+                        })
+                    })
+                    .collect();
+                json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+            }
+            Err(errors) => error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_config",
+                format!("The configuration file has errors:\n{errors}"),
+            ),
+        }
+    }
+
+    /// Rewrites the configuration file with `edit` applied, checked as a whole first (the same
+    /// checks as at start), then puts its keys in force; `Ok(None)` when `edit` had nothing to
+    /// change, `Err` the reason nothing was written. One edit at a time.
+    fn edit_keys(
+        &self,
+        edit: impl FnOnce(&str) -> Result<Option<String>, String>,
+    ) -> Result<Option<usize>, String> {
+        static EDITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = EDITING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let path = &self.shared.config_path;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let Some(new) = edit(&text)? else {
+            return Ok(None);
+        };
+        crate::config::Config::parse(path, &new).map_err(|errors| {
+            format!("Nothing was written; the change would leave errors:\n{errors}")
+        })?;
+        crate::keys::replace_file(path, &new)?;
+        self.shared
+            .reload_keys()
+            .map(Some)
+            .map_err(|errors| errors.to_string())
+    }
+
+    fn create_key(&self, body: &Bytes, who: &str) -> Response<Full<Bytes>> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct New {
+            id: String,
+            #[serde(default)]
+            models: Vec<String>,
+        }
+        let new: New = match serde_json::from_slice(body) {
+            Ok(new) => new,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("Expected {{\"id\": \"…\", \"models\": [\"…\"]}}: {e}"),
+                );
+            }
+        };
+        let key = match crate::keys::generate() {
+            Ok(key) => key,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "no_randomness", e),
+        };
+        let hash = KeyHash::of(&key);
+        let id = new.id.clone();
+        let edited = self.edit_keys(|text| {
+            let config = crate::config::Config::parse(&self.shared.config_path, text)
+                .map_err(|e| e.to_string())?;
+            if config.keys.iter().any(|k| k.id.get_ref() == &id) {
+                return Err(format!("A key with id `{id}` already exists."));
+            }
+            crate::keys::with_client_key(text, &id, &hash, &new.models).map(Some)
+        });
+        match edited {
+            Ok(_) => {
+                tracing::info!(id = %new.id, by = %who, "client key created through the admin API");
+                eprintln!("cortex: key `{}` created by {who}", new.id);
+                json_response(
+                    StatusCode::CREATED,
+                    &json!({"id": new.id, "key": key, "models": new.models}),
+                )
+            }
+            Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", message),
+        }
+    }
+
+    fn revoke_key(&self, id: &str, who: &str) -> Response<Full<Bytes>> {
+        match self.edit_keys(|text| crate::keys::without_client_key(text, id)) {
+            Ok(Some(_)) => {
+                tracing::info!(id = %id, by = %who, "client key revoked through the admin API");
+                eprintln!("cortex: key `{id}` revoked by {who}");
+                json_response(StatusCode::OK, &json!({"revoked": id}))
+            }
+            Ok(None) => error(
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                format!("No client key `{id}` in the configuration file."),
+            ),
+            Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", message),
         }
     }
 

@@ -63,6 +63,30 @@ pub fn with_client_key(
     Ok(doc.to_string())
 }
 
+/// The configuration text without the client key whose `id` is `id` (its `[[keys]]` table
+/// removed, the rest kept as it was); `None` when there is no such key.
+///
+/// # Errors
+///
+/// The text is not TOML, or its `keys` is not an array of tables.
+pub fn without_client_key(text: &str, id: &str) -> Result<Option<String>, String> {
+    let mut doc: DocumentMut = text.parse().map_err(|e| format!("{e}"))?;
+    let Some(keys) = doc.get_mut("keys") else {
+        return Ok(None);
+    };
+    let keys = keys
+        .as_array_of_tables_mut()
+        .ok_or("`keys` is not a list of [[keys]] tables")?;
+    let Some(at) = keys
+        .iter()
+        .position(|t| t.get("id").and_then(Item::as_str) == Some(id))
+    else {
+        return Ok(None);
+    };
+    keys.remove(at);
+    Ok(Some(doc.to_string()))
+}
+
 /// The configuration text with `server.admin_key` set to `hash`, replacing any earlier one; comment
 /// lines that name the key it replaces (the shipped file's `# Admin key: sk-…`) go with it, since
 /// they would name a key that no longer works. Everything else is kept as it was.

@@ -174,6 +174,8 @@ pub struct App {
 pub struct AdminApp {
     shared: Arc<Shared>,
     admin: Admin,
+    /// The connection's peer, for the admin API's "by whom".
+    peer: Option<SocketAddr>,
 }
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
@@ -233,6 +235,9 @@ impl hyper::service::Service<Request<Incoming>> for AdminApp {
         let request = logged_request(&mut req);
         if let Some(response) = self.shared.local(req.uri().path(), true) {
             return answered(&self.shared, request, response);
+        }
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(peer);
         }
         let admin = self.admin.clone();
         let shared = Arc::clone(&self.shared);
@@ -587,6 +592,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let admin_app = AdminApp {
         admin: Admin::new(Arc::clone(&shared)),
         shared: Arc::clone(&shared),
+        peer: None,
     };
     let server = &shared.config.server;
     eprintln!(
@@ -733,9 +739,13 @@ async fn accept_until_signal(
                 Err(e) => client_backoff.wait(&e).await,
             },
             accepted = admin_listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     admin_backoff.reset();
-                    limits.serve(stream, admin_app.clone(), graceful, false);
+                    let app = AdminApp {
+                        peer: Some(peer),
+                        ..admin_app.clone()
+                    };
+                    limits.serve(stream, app, graceful, false);
                 }
                 Err(e) => admin_backoff.wait(&e).await,
             },

@@ -1069,6 +1069,108 @@ fn on_demand_models_share_a_memory_budget_evicting_the_idle_one() {
     );
 }
 
+/// Client keys created and revoked through the admin API: the key is shown once, only its digest
+/// is written to the configuration file (which keeps its comments), it works at once and stops
+/// working once revoked; a change the configuration would refuse is refused whole; the server
+/// logs who asked. (The model loads on demand, so nothing starts.)
+#[test]
+fn the_admin_api_creates_and_revokes_keys_in_the_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (path, written) = on_demand_config(dir.path(), port, "");
+    std::fs::write(&path, format!("# kept\n{written}")).unwrap();
+    let server = Server::start(path.clone(), port);
+    server.wait_ready();
+    let admin = |method: &str, route: &str, body: Option<&str>| -> (String, Value) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-w", "\n%{http_code}", "-X", method])
+            .arg(format!("{}{route}", server.admin_base()))
+            .args(["-H", &format!("Authorization: Bearer {ADMIN}")]);
+        if let Some(body) = body {
+            cmd.args(["-H", "Content-Type: application/json", "-d", body]);
+        }
+        let all = text(&cmd.output().unwrap().stdout);
+        let (body, code) = all.rsplit_once('\n').unwrap();
+        (
+            code.to_owned(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    };
+    let models_with = |key: &str| -> String {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("{}/v1/models", server.base))
+            .args(["-H", &format!("Authorization: Bearer {key}")])
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+
+    let (code, created) = admin(
+        "POST",
+        "/admin/keys",
+        Some(r#"{"id":"ci","models":["gemma-3-270m"]}"#),
+    );
+    assert_eq!(code, "201", "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sk-cortex-"), "{created}");
+    let file = std::fs::read_to_string(&path).unwrap();
+    assert!(file.starts_with("# kept\n"), "{file}");
+    assert!(file.contains("id = \"ci\""), "{file}");
+    assert!(!file.contains(&key), "the key itself must never be written");
+    assert!(file.contains(&KeyHash::of(&key).to_string()), "{file}");
+    assert_eq!(models_with(&key), "200");
+    let (code, listed) = admin("GET", "/admin/keys", None);
+    assert_eq!(code, "200");
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == "ci"),
+        "{listed}"
+    );
+    assert!(!listed.to_string().contains("sha256:"), "{listed}");
+
+    // Refused whole: a duplicate id, a model nobody serves.
+    let (code, refused) = admin("POST", "/admin/keys", Some(r#"{"id":"ci"}"#));
+    assert_eq!(code, "422", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists")
+    );
+    let (code, refused) = admin(
+        "POST",
+        "/admin/keys",
+        Some(r#"{"id":"other","models":["nope"]}"#),
+    );
+    assert_eq!(code, "422", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`nope`"),
+        "{refused}"
+    );
+    assert!(!std::fs::read_to_string(&path).unwrap().contains("other"));
+
+    let (code, revoked) = admin("DELETE", "/admin/keys/ci", None);
+    assert_eq!(code, "200", "{revoked}");
+    assert_eq!(models_with(&key), "401");
+    assert!(
+        !std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("id = \"ci\"")
+    );
+    let (code, _) = admin("DELETE", "/admin/keys/ci", None);
+    assert_eq!(code, "404");
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("key `ci` created by 127.0.0.1:"), "{log}");
+    assert!(log.contains("key `ci` revoked by 127.0.0.1:"), "{log}");
+}
+
 /// An on-demand model that cannot start: every waiting request gets a 503 naming why.
 #[test]
 fn an_on_demand_model_that_cannot_start_answers_503_with_the_reason() {
