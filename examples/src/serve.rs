@@ -637,6 +637,9 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         unloader.abort();
     }
     drain_and_stop(&shared, graceful, &limits.close).await;
+    // Every usage record of the requests served is written before the process exits.
+    let usage = Arc::clone(&shared.usage);
+    let _ = tokio::task::spawn_blocking(move || usage.flush()).await;
     eprintln!("cortex: stopped");
     let failed = failures.load(Ordering::Relaxed);
     if failed > 0 {
