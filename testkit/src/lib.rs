@@ -90,7 +90,8 @@ pub fn process_group(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// What a process runtime's state directory records besides its lock: the names of its files.
+/// What a process runtime's state directory records besides its lock and the usage database: the
+/// names of its files.
 ///
 /// # Panics
 ///
@@ -104,7 +105,9 @@ pub fn recorded(state_dir: &Path) -> Vec<String> {
                 .to_string_lossy()
                 .into_owned()
         })
-        .filter(|n| n != "lock")
+        // Its lock, and `cortex serve`'s usage database (with SQLite's journal files), which
+        // live there too and outlive the engines by design.
+        .filter(|n| n != "lock" && !n.starts_with("usage.sqlite3"))
         .collect()
 }
 
