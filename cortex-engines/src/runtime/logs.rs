@@ -85,6 +85,14 @@ impl LogRing {
     pub(crate) fn close(&self) {
         *self.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
+
+    /// Whether the source ended ([`close`](Self::close) was called).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
 }
 
 /// Bytes of one stream framed into lines: a line may arrive in pieces, and the last may lack

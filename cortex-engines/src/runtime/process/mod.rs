@@ -638,6 +638,13 @@ async fn watch_child(
             .and_then(Result::ok),
     };
     spawn::release(record.pid);
+    // The group is gone, so its pipes reach their end: let the log pump take the last lines
+    // before the exit is told (a failure's last lines are its reason), bounded in case a
+    // process that left the group still holds them.
+    let drained = std::time::Instant::now();
+    while !record.logs.is_closed() && drained.elapsed() < Duration::from_millis(250) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let _ = exit_tx.send(Some(status.map_or_else(Exit::unknown, exit_of)));
 }
 
