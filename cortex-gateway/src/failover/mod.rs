@@ -163,6 +163,15 @@ impl<ResBody, E> Policy<Request<Full<Bytes>>, Response<ResBody>, E> for Failover
     }
 
     fn clone_request(&mut self, req: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
+        // No copy (headers and extensions) where no retry could follow: failover off, or a
+        // model with one replica — the common case, on every request.
+        let replicas = req
+            .extensions()
+            .get::<Routed>()
+            .map_or(0, |r| r.endpoints.len());
+        if self.max_retries == 0 || replicas < 2 {
+            return None;
+        }
         let mut copy = Request::new(req.body().clone());
         *copy.method_mut() = req.method().clone();
         *copy.uri_mut() = req.uri().clone();
