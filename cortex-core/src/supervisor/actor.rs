@@ -566,10 +566,23 @@ impl Actor {
         } else {
             "model stopping"
         };
+        let mut drains = Vec::new();
         for r in &mut live {
             if let Some(up) = &r.up {
                 let endpoint = up.endpoint.clone();
+                // Only what was serving has requests to finish; a failed model has none to wait for.
+                if r.registered && failure.is_none() {
+                    if let Some(drain) = &self.shared.drain {
+                        drains.push(drain.drained(&endpoint));
+                    }
+                }
                 self.deregister(r, &endpoint, why);
+            }
+        }
+        if !drains.is_empty() {
+            let timeout = self.shared.config.drain_timeout;
+            if tokio::time::timeout(timeout, join_all(drains)).await.is_err() {
+                tracing::warn!(model = %self.model, ?timeout, "requests still in flight after the drain timeout: stopping anyway");
             }
         }
         // In-flight restarts see the cancellation and stop what they started; one that won the race

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use super::{Shared, Supervisor, SupervisorConfig};
+use super::{Drain, Shared, Supervisor, SupervisorConfig};
 use crate::{DynHealthProbe, DynRuntime, Engine, EngineKind, InMemoryRegistry, Registry};
 
 /// Builds a [`Supervisor`].
@@ -17,6 +17,7 @@ pub struct SupervisorBuilder {
     registry: Option<Arc<dyn Registry>>,
     engines: HashMap<EngineKind, Arc<dyn Engine>>,
     config: SupervisorConfig,
+    drain: Option<Arc<dyn Drain>>,
 }
 
 // === impl SupervisorBuilder ===
@@ -29,6 +30,7 @@ impl SupervisorBuilder {
             registry: None,
             engines: HashMap::new(),
             config: SupervisorConfig::default(),
+            drain: None,
         }
     }
 
@@ -50,6 +52,13 @@ impl SupervisorBuilder {
         self
     }
 
+    /// What a stop waits for between deregistering an endpoint and stopping its instance
+    /// (default: nothing). See [`Drain`].
+    pub fn drain(mut self, drain: Arc<dyn Drain>) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
     /// Builds the supervisor.
     pub fn build(self) -> Supervisor {
         let (events, _) = broadcast::channel(self.config.event_capacity.max(1));
@@ -62,6 +71,7 @@ impl SupervisorBuilder {
                 probe: self.probe,
                 engines: self.engines,
                 config: self.config,
+                drain: self.drain,
                 events,
                 models: Mutex::new(HashMap::new()),
             }),

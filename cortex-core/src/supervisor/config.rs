@@ -21,6 +21,10 @@ pub struct SupervisorConfig {
     pub probe_timeout: Duration,
     /// Log lines kept in a [`Failed`](crate::ModelState::Failed) state. Default 50.
     pub log_tail_lines: usize,
+    /// The longest a stop waits for requests still holding a model's endpoints (with a
+    /// [`Drain`](crate::supervisor::Drain)) before it stops the instances anyway. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
     /// Events buffered for each subscriber before a slow one starts missing them. Default 1024.
     pub event_capacity: usize,
     /// The value of the [`MANAGED_BY`](labels::MANAGED_BY) label on everything this supervisor
@@ -36,6 +40,7 @@ impl Default for SupervisorConfig {
             failure_threshold: 3,
             probe_timeout: Duration::from_secs(5),
             log_tail_lines: 50,
+            drain_timeout: Duration::from_secs(30),
             event_capacity: 1024,
             owner: labels::MANAGED_BY_VALUE.to_owned(),
         }

@@ -18,8 +18,9 @@
 //!    the model is [`Unhealthy`](ModelState::Unhealthy); a passing probe puts it back. An instance
 //!    that exits makes the model failed, or is restarted when the spec's
 //!    [`RestartPolicy`](crate::RestartPolicy) says so.
-//! 5. **Stop.** [`Supervisor::stop`] deregisters every endpoint first, then stops each instance with
-//!    its plan's grace period. A stop during start cancels the start.
+//! 5. **Stop.** [`Supervisor::stop`] deregisters every endpoint first, waits for the requests that
+//!    hold them to finish (with a [`Drain`], up to [`SupervisorConfig::drain_timeout`]), then stops
+//!    each instance with its plan's grace period. A stop during start cancels the start.
 //!
 //! Start and stop of one model are serialized by its actor; different models proceed concurrently.
 //! Every transition is sent as an [`Event`] to [`subscribe`](Supervisor::subscribe)rs.
@@ -61,6 +62,7 @@
 mod actor;
 mod builder;
 mod config;
+mod drain;
 mod error;
 mod planning;
 mod reconcile;
@@ -68,6 +70,7 @@ mod reconcile;
 pub use builder::SupervisorBuilder;
 pub(crate) use config::RETRY_STOP_GRACE;
 pub use config::SupervisorConfig;
+pub use drain::{Drain, Drained};
 pub use error::SupervisorError;
 pub(crate) use planning::choose_ports;
 use planning::plan_all;
@@ -102,6 +105,8 @@ pub(crate) struct Shared {
     pub(crate) probe: Arc<dyn DynHealthProbe>,
     pub(crate) engines: HashMap<EngineKind, Arc<dyn Engine>>,
     pub(crate) config: SupervisorConfig,
+    /// What a stop waits for between deregistering and stopping.
+    pub(crate) drain: Option<Arc<dyn Drain>>,
     events: broadcast::Sender<Event>,
     models: Mutex<HashMap<ModelId, Arc<Slot>>>,
 }
@@ -339,6 +344,20 @@ impl Supervisor {
     fn is_active(&self, id: &ModelId) -> bool {
         self.slot(id)
             .is_some_and(|slot| !slot.status.borrow().state.is_terminal())
+    }
+
+    /// The [fingerprints](LaunchPlan::fingerprint) of the plans `spec` would start now, one per
+    /// replica, without starting anything: two specs with the same fingerprints run the same
+    /// engines (a changed alias for the gateway, say, changes nothing that runs).
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorError::UnknownEngine`] or [`SupervisorError::Plan`], as [`start`](Self::start)
+    /// would fail.
+    pub async fn fingerprints(&self, spec: &ModelSpec) -> Result<Vec<String>, SupervisorError> {
+        let engine = self.engine_for(spec)?;
+        let plans = self.plan_all(spec, engine).await?;
+        Ok(plans.iter().map(|(plan, _)| plan.fingerprint()).collect())
     }
 
     /// A model's status now.

@@ -1006,3 +1006,89 @@ async fn aliases_are_registered_and_deregistered_with_the_served_name() {
         assert!(h.sup.registry().resolve(name).is_none(), "{name}");
     }
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_stop_waits_for_the_drain_between_deregistering_and_stopping() {
+    // The drain of each endpoint resolves when the test says so (a request finishing).
+    let (release, released) = tokio::sync::watch::channel(false);
+    let drains = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&drains);
+    let world = FakeWorld::new();
+    let mut config = SupervisorConfig::default();
+    config.drain_timeout = s(60.0);
+    let sup = Supervisor::builder(Arc::new(world.runtime()), Arc::new(world.probe()))
+        .engine(Arc::new(FakeEngine::new(KIND)))
+        .config(config)
+        .drain(Arc::new(move |_: &cortex_core::Endpoint| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut released = released.clone();
+            Box::pin(async move {
+                let _ = released.wait_for(|r| *r).await;
+            }) as cortex_core::supervisor::Drained
+        }))
+        .build();
+    world.observe_registry(sup.registry().clone());
+    let m = id("gemma");
+    world.script(&m, Script::ready_after(s(1.0)));
+    sup.start(spec("gemma")).await.unwrap();
+    let instance = world.live()[0].clone();
+
+    let stopping = tokio::spawn({
+        let sup = sup.clone();
+        let m = m.clone();
+        async move { sup.stop(&m).await }
+    });
+    sleep(s(10.0)).await;
+    // Out of the registry at once, but still running: a request holds it.
+    assert!(sup.registry().resolve("gemma").is_none());
+    assert_eq!(world.live(), [instance.clone()]);
+    assert_eq!(sup.status(&m).unwrap().state, ModelState::Stopping);
+    assert_eq!(drains.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let t = Instant::now();
+    release.send(true).unwrap();
+    stopping.await.unwrap().unwrap();
+    assert!(world.live().is_empty());
+    assert!(t.elapsed() < s(1.0), "stopped once drained");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_drain_that_never_ends_is_cut_by_the_drain_timeout() {
+    let world = FakeWorld::new();
+    let mut config = SupervisorConfig::default();
+    config.drain_timeout = s(7.0);
+    let sup = Supervisor::builder(Arc::new(world.runtime()), Arc::new(world.probe()))
+        .engine(Arc::new(FakeEngine::new(KIND)))
+        .config(config)
+        .drain(Arc::new(|_: &cortex_core::Endpoint| {
+            Box::pin(std::future::pending()) as cortex_core::supervisor::Drained
+        }))
+        .build();
+    world.observe_registry(sup.registry().clone());
+    let m = id("gemma");
+    world.script(&m, Script::ready_after(s(1.0)));
+    sup.start(spec("gemma")).await.unwrap();
+    let t = Instant::now();
+    sup.stop(&m).await.unwrap();
+    assert!(world.live().is_empty());
+    let took = t.elapsed();
+    assert!(took >= s(7.0) && took < s(8.0), "{took:?}");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn fingerprints_tell_a_changed_plan_from_an_unchanged_one() {
+    let h = Harness::new();
+    let base = h.sup.fingerprints(&spec("gemma")).await.unwrap();
+    assert_eq!(base.len(), 1);
+    // The port is chosen afresh each time; the fingerprint does not see it.
+    assert_eq!(h.sup.fingerprints(&spec("gemma")).await.unwrap(), base);
+    // The fake engine passes `args` through: a changed argument is a changed plan.
+    let mut changed = spec("gemma");
+    changed.args.push("--ctx-size=8192".into());
+    assert_ne!(h.sup.fingerprints(&changed).await.unwrap(), base);
+    let mut two = spec("gemma");
+    two.replicas = NonZeroU32::new(2).unwrap();
+    assert_eq!(h.sup.fingerprints(&two).await.unwrap().len(), 2);
+    // Nothing was started.
+    assert!(h.world.live().is_empty());
+    assert!(h.starts().is_empty());
+}
