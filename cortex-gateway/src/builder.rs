@@ -157,6 +157,20 @@ impl GatewayBuilder {
         self
     }
 
+    /// Uses `replicas` as the per-replica state (circuits, queue slots, in-flight counts) instead
+    /// of a new table: a gateway rebuilt with new settings (a configuration reload) shares them with
+    /// the one it replaces, so requests still running on the old one keep counting against the
+    /// same slots. Call it before [`breaker`](Self::breaker) settings that should apply.
+    #[must_use]
+    pub fn with_replicas(mut self, replicas: crate::replicas::Replicas) -> Self {
+        self.breaker = self.breaker.breakers(Breakers::over(replicas.clone()));
+        self.queue = self
+            .queue
+            .with_queues(crate::queue::Queues::over(replicas.clone()));
+        self.replicas = replicas;
+        self
+    }
+
     /// The per-replica state of the stack, pruned to the registry's replicas.
     pub fn replicas(&self) -> &crate::replicas::Replicas {
         &self.replicas

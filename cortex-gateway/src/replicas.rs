@@ -9,6 +9,12 @@
 //! in the table, not a thousand dead ones. Metric series are labelled by model and replica index
 //! (`{model="gemma",replica="0"}`), not by instance, so restarts reuse them and the metrics page
 //! does not grow either.
+//!
+//! The table is also the supervisor's [`Drain`](cortex_core::supervisor::Drain): a stop waits
+//! until no request is in flight on a deregistered replica before the engine is stopped. That wait
+//! polls the replica's count every 20 ms rather than being woken by each request's end, which
+//! would cost every request a notification to spare a stop (not latency-critical) a few
+//! milliseconds.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -172,5 +178,68 @@ impl Replicas {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|k, _| keep(k));
+    }
+}
+
+/// How often a drain looks at a replica's in-flight count.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl cortex_core::supervisor::Drain for Replicas {
+    fn drained(&self, endpoint: &Endpoint) -> cortex_core::supervisor::Drained {
+        // The count is held, not looked up again: the entry may be pruned from the table (the
+        // registry no longer holds the replica) while requests on it are still running.
+        let count = self.find(&endpoint.instance).map(|r| Arc::clone(&r.in_flight));
+        Box::pin(async move {
+            let Some(count) = count else { return };
+            while count.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use cortex_core::supervisor::Drain as _;
+    use cortex_core::{EngineKind, InMemoryRegistry};
+
+    use super::*;
+
+    fn endpoint(instance: &str) -> Endpoint {
+        Endpoint::new(
+            "gemma".parse().unwrap(),
+            "gemma",
+            0,
+            InstanceId::new(instance),
+            EngineKind::LLAMA_CPP,
+            "http://127.0.0.1:1".parse().unwrap(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_ends_when_the_last_request_on_the_replica_ends_even_once_pruned() {
+        let registry: Arc<dyn Registry> = Arc::new(InMemoryRegistry::new());
+        let table = Replicas::pruned_to(Arc::clone(&registry));
+        let old = endpoint("old");
+        let count = Arc::clone(&table.get(Some(&old)).in_flight);
+        count.fetch_add(2, Ordering::AcqRel);
+        let drained = tokio::spawn(table.drained(&old));
+        // Another replica's first request prunes `old` (the registry does not hold it).
+        let _ = table.get(Some(&endpoint("new")));
+        assert!(table.find(&old.instance).is_none());
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        assert!(!drained.is_finished());
+        count.fetch_sub(1, Ordering::AcqRel);
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        assert!(!drained.is_finished());
+        count.fetch_sub(1, Ordering::AcqRel);
+        tokio::time::timeout(std::time::Duration::from_millis(100), drained)
+            .await
+            .expect("drained within a poll")
+            .unwrap();
+        // A replica never used has nothing to drain.
+        table.drained(&endpoint("unused")).await;
     }
 }

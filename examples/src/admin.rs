@@ -10,16 +10,18 @@
 //! | `GET /admin/models` | every declared model: state, failure reason, replicas and endpoints |
 //! | `GET /admin/models/{name}` | one model (id or served name) |
 //! | `POST /admin/models/{name}/start` | 202; the model starts in the background |
-//! | `POST /admin/models/{name}/stop` | 200 once every instance is stopped |
+//! | `POST /admin/models/{name}/stop` | 200 once the requests on it finished (up to `supervisor.drain_timeout`) and every instance is stopped |
+//! | `POST /admin/reload` | reads the configuration file again and applies it, as SIGHUP does ([`Shared::reload`](crate::serve::Shared::reload)): 200 with what was added, removed, replaced, left running and what needs a restart; 422 and nothing changed when the file has errors |
 //! | `GET /admin/models/{name}/logs?lines=N` | the last N (default 100) log lines of each replica |
 //! | `GET /admin/usage` | requests and tokens by key and model since the server started |
-//! | `POST /admin/keys/reload` | reads the configuration file again and puts its keys in force (as SIGHUP does); 422 and nothing changed when the file has errors |
+//! | `POST /admin/keys/reload` | reads the configuration file again and puts only its keys in force; 422 and nothing changed when the file has errors |
 //! | `GET /admin/keys` | the client keys: id, allowed models, rate limit (never a key or digest) |
 //! | `POST /admin/keys` | `{"id", "models"?}`: a new client key, its digest written to the configuration file and put in force; 201 with the key, shown this once |
 //! | `DELETE /admin/keys/{id}` | the key's `[[keys]]` table removed from the file, the keys reloaded; 404 when there is none |
 //!
 //! Key changes are written to the configuration file (its comments and layout kept), so they
-//! survive a restart, and logged with who asked (the admin caller's address).
+//! survive a restart. Key changes, starts, stops and reloads are logged with who asked (the admin
+//! caller's address).
 
 use std::sync::Arc;
 
@@ -83,6 +85,7 @@ fn model_json(spec: &ModelSpec, status: Option<ModelStatus>) -> Value {
 pub fn health(shared: &Shared) -> Response<Full<Bytes>> {
     let models: Vec<Value> = shared
         .config
+        .load()
         .specs()
         .map(|spec| {
             let state = shared
@@ -164,8 +167,19 @@ impl Admin {
             (&Method::GET, ["models", name]) => self.with_model(name, |spec, status| {
                 json_response(StatusCode::OK, &model_json(spec, status))
             }),
-            (&Method::POST, ["models", name, "start"]) => self.start(name),
-            (&Method::POST, ["models", name, "stop"]) => self.stop(name).await,
+            (&Method::POST, ["models", name, "start"]) => self.start(name, &who),
+            (&Method::POST, ["models", name, "stop"]) => self.stop(name, &who).await,
+            (&Method::POST, ["reload"]) => match self.shared.reload(&who).await {
+                Ok(report) => json_response(
+                    StatusCode::OK,
+                    &serde_json::to_value(report).unwrap_or_default(),
+                ),
+                Err(errors) => error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_config",
+                    format!("The configuration was not reloaded; the file has errors:\n{errors}"),
+                ),
+            },
             (&Method::GET, ["models", name, "logs"]) => {
                 let lines = query
                     .split('&')
@@ -306,8 +320,8 @@ impl Admin {
         }
     }
 
-    fn spec(&self, name: &str) -> Option<&ModelSpec> {
-        self.shared.config.model(name)
+    fn spec(&self, name: &str) -> Option<ModelSpec> {
+        self.shared.config.load().model(name).cloned()
     }
 
     fn with_model(
@@ -316,7 +330,7 @@ impl Admin {
         f: impl FnOnce(&ModelSpec, Option<ModelStatus>) -> Response<Full<Bytes>>,
     ) -> Response<Full<Bytes>> {
         match self.spec(name) {
-            Some(spec) => f(spec, self.shared.supervisor.status(&spec.id)),
+            Some(spec) => f(&spec, self.shared.supervisor.status(&spec.id)),
             None => self.not_found(name),
         }
     }
@@ -336,14 +350,15 @@ impl Admin {
         let data: Vec<Value> = self
             .shared
             .config
+            .load()
             .specs()
             .map(|spec| model_json(spec, self.shared.supervisor.status(&spec.id)))
             .collect();
         json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
     }
 
-    fn start(&self, name: &str) -> Response<Full<Bytes>> {
-        let Some(spec) = self.spec(name).cloned() else {
+    fn start(&self, name: &str, who: &str) -> Response<Full<Bytes>> {
+        let Some(spec) = self.spec(name) else {
             return self.not_found(name);
         };
         if let Some(status) = self.shared.supervisor.status(&spec.id) {
@@ -361,6 +376,7 @@ impl Admin {
         let shared = Arc::clone(&self.shared);
         let id = spec.id.clone();
         let spec_id = id.clone();
+        eprintln!("cortex: {id}: start asked by {who}");
         tokio::spawn(async move {
             if let Err(e) = shared.supervisor.start(spec).await {
                 if !matches!(e, SupervisorError::AlreadyStarted { .. }) {
@@ -374,15 +390,16 @@ impl Admin {
         )
     }
 
-    async fn stop(&self, name: &str) -> Response<Full<Bytes>> {
+    async fn stop(&self, name: &str, who: &str) -> Response<Full<Bytes>> {
         let Some(spec) = self.spec(name) else {
             return self.not_found(name);
         };
+        eprintln!("cortex: {}: stop asked by {who}", spec.id);
         match self.shared.supervisor.stop(&spec.id).await {
             // A model that never started is already stopped.
             Ok(()) | Err(SupervisorError::NotFound { .. }) => json_response(
                 StatusCode::OK,
-                &model_json(spec, self.shared.supervisor.status(&spec.id)),
+                &model_json(&spec, self.shared.supervisor.status(&spec.id)),
             ),
             Err(e) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,

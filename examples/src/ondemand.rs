@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
 use cortex_core::{Load, ModelId, ModelSpec, ModelState, Supervisor, SupervisorError};
 use cortex_gateway::error::Refusal;
 use cortex_gateway::replicas::Replicas;
@@ -30,12 +32,14 @@ pub struct OnDemand {
 struct Inner {
     supervisor: Supervisor,
     replicas: Replicas,
-    /// Served name → spec, for the on-demand models.
-    specs: HashMap<String, ModelSpec>,
+    /// Served name → spec, for the on-demand models; replaced by a reload.
+    specs: ArcSwap<HashMap<String, ModelSpec>>,
+    /// Models being replaced by a reload, by served name: requests wait for the new engine.
+    replacing: Mutex<HashMap<String, Outcome>>,
     starts: Mutex<HashMap<ModelId, Outcome>>,
     last_used: Mutex<HashMap<ModelId, Instant>>,
-    /// The memory budget, when one is set, with every model's estimate.
-    budget: Option<Budget>,
+    /// The memory budget, when one is set, with every model's estimate; replaced by a reload.
+    budget: ArcSwap<Option<Budget>>,
     /// Held while a start is decided and made, so that two starts never both count on the same
     /// free memory.
     deciding: tokio::sync::Mutex<()>,
@@ -131,7 +135,7 @@ impl Budget {
 impl std::fmt::Debug for OnDemand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnDemand")
-            .field("models", &self.inner.specs.keys().collect::<Vec<_>>())
+            .field("models", &self.inner.specs.load().keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +158,14 @@ async fn running(supervisor: &Supervisor, id: &ModelId) -> Result<(), String> {
     }
 }
 
+/// The on-demand models among `specs`, by served name.
+fn on_demand<'a>(specs: impl Iterator<Item = &'a ModelSpec>) -> HashMap<String, ModelSpec> {
+    specs
+        .filter(|s| s.load == Load::OnDemand)
+        .map(|s| (s.served_name().to_owned(), s.clone()))
+        .collect()
+}
+
 impl OnDemand {
     /// The on-demand models among `specs`, started through `supervisor`; `replicas` (the
     /// gateway's table) says what is in flight.
@@ -167,13 +179,11 @@ impl OnDemand {
             inner: Arc::new(Inner {
                 supervisor,
                 replicas,
-                specs: specs
-                    .filter(|s| s.load == Load::OnDemand)
-                    .map(|s| (s.served_name().to_owned(), s.clone()))
-                    .collect(),
+                specs: ArcSwap::from_pointee(on_demand(specs)),
+                replacing: Mutex::new(HashMap::new()),
                 starts: Mutex::new(HashMap::new()),
                 last_used: Mutex::new(HashMap::new()),
-                budget,
+                budget: ArcSwap::from_pointee(budget),
                 deciding: tokio::sync::Mutex::new(()),
             }),
         }
@@ -181,7 +191,31 @@ impl OnDemand {
 
     /// Whether any model is loaded on demand.
     pub fn is_empty(&self) -> bool {
-        self.inner.specs.is_empty()
+        self.inner.specs.load().is_empty()
+    }
+
+    /// Takes the on-demand models among `specs`, and `budget`, from a reloaded configuration.
+    /// Starts in progress and the times of last use are kept.
+    pub fn reconfigure<'a>(
+        &self,
+        specs: impl Iterator<Item = &'a ModelSpec>,
+        budget: Option<Budget>,
+    ) {
+        self.inner.specs.store(Arc::new(on_demand(specs)));
+        self.inner.budget.store(Arc::new(budget));
+    }
+
+    /// Marks the model served as `served_name` as being replaced: until the sender sends its
+    /// outcome (or is dropped), requests for it wait for the new engine instead of being refused
+    /// as "starting".
+    pub fn replacing(&self, served_name: &str) -> watch::Sender<Option<Result<(), String>>> {
+        let (tx, rx) = watch::channel(None);
+        self.inner
+            .replacing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(served_name.to_owned(), rx);
+        tx
     }
 
     fn start(&self, spec: &ModelSpec) -> Outcome {
@@ -205,9 +239,10 @@ impl OnDemand {
             let id = spec.id.clone();
             let begun = Instant::now();
             // Starts are decided one at a time only under a budget.
-            let deciding = match this.inner.budget {
-                Some(_) => Some(this.inner.deciding.lock().await),
-                None => None,
+            let deciding = if this.inner.budget.load().is_some() {
+                Some(this.inner.deciding.lock().await)
+            } else {
+                None
             };
             let result = match this.make_room(&id).await {
                 Err(e) => Err(e),
@@ -264,9 +299,11 @@ impl OnDemand {
     /// Under a budget, stops idle on-demand models, least recently used first, until `id` fits;
     /// `Err` (the refusal's reason, with the estimate) when it cannot.
     async fn make_room(&self, id: &ModelId) -> Result<(), String> {
-        let Some(budget) = &self.inner.budget else {
+        let budget = self.inner.budget.load_full();
+        let Some(budget) = budget.as_ref() else {
             return Ok(());
         };
+        let specs = self.inner.specs.load_full();
         let Some(need) = budget.needs.get(id) else {
             return Ok(());
         };
@@ -275,9 +312,7 @@ impl OnDemand {
         let used = |evictable_too: bool| {
             let mut used = (0_u64, vec![0_u64; budget.gpus.len()]);
             for (other, (host, gpus)) in &budget.needs {
-                let evictable = self
-                    .inner
-                    .specs
+                let evictable = specs
                     .values()
                     .any(|s| &s.id == other && !self.busy(s));
                 if other != id && self.holds_memory(other) && (evictable_too || !evictable) {
@@ -306,9 +341,7 @@ impl OnDemand {
                     .get(id)
                     .copied()
             };
-            let victim = self
-                .inner
-                .specs
+            let victim = specs
                 .values()
                 .filter(|s| &s.id != id && self.holds_memory(&s.id) && !self.busy(s))
                 .min_by_key(|s| last_used(&s.id));
@@ -333,7 +366,8 @@ impl OnDemand {
     /// none in flight; returns those stopped.
     pub async fn unload_idle(&self) -> Vec<ModelId> {
         let mut stopped = Vec::new();
-        for spec in self.inner.specs.values() {
+        let specs = self.inner.specs.load_full();
+        for spec in specs.values() {
             let Some(idle) = spec.idle_unload else {
                 continue;
             };
@@ -376,8 +410,18 @@ impl OnDemand {
 
 impl Loader for OnDemand {
     fn load(&self, model: &str) -> Option<Loading> {
-        let spec = self.inner.specs.get(model)?;
-        let mut outcome = self.start(spec);
+        let specs = self.inner.specs.load();
+        let mut outcome = match specs.get(model) {
+            Some(spec) => self.start(spec),
+            None => self
+                .inner
+                .replacing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(model)
+                .filter(|o| o.borrow().is_none())?
+                .clone(),
+        };
         let model = model.to_owned();
         Some(Box::pin(async move {
             let result = match outcome.wait_for(Option::is_some).await {
@@ -405,6 +449,7 @@ impl Loader for OnDemand {
         };
         self.inner
             .specs
+            .load()
             .iter()
             .map(|(name, spec)| {
                 let state = match self.inner.supervisor.status(&spec.id).map(|s| s.state) {
@@ -420,7 +465,7 @@ impl Loader for OnDemand {
     }
 
     fn touch(&self, model: &str) {
-        if let Some(spec) = self.inner.specs.get(model) {
+        if let Some(spec) = self.inner.specs.load().get(model) {
             self.touch_id(&spec.id);
         }
     }

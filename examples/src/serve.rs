@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use cortex_core::{
-    DynHealthProbe, DynRuntime, EngineKind, Event, EventKind, InstanceId, ModelId, ModelSpec,
-    ModelState, Supervisor,
+    DynHealthProbe, DynRuntime, EngineKind, Event, EventKind, InMemoryRegistry, InstanceId,
+    ModelId, ModelSpec, ModelState, Registry, Supervisor,
 };
+use cortex_gateway::replicas::Replicas;
 use cortex_engines::{
     DockerRuntime, HttpProbe, LlamaCppEngine, ProcessRuntime, VllmEngine, VllmSettings,
 };
@@ -91,8 +92,8 @@ pub enum ServeError {
 /// The parts of a running server the admin API and the shutdown share.
 #[derive(Debug)]
 pub struct Shared {
-    /// The configuration served.
-    pub config: Config,
+    /// The configuration served: replaced by a reload (SIGHUP, `POST /admin/reload`).
+    pub config: ArcSwap<Config>,
     /// The configuration's file.
     pub config_path: PathBuf,
     /// The supervisor.
@@ -109,6 +110,57 @@ pub struct Shared {
     pub admin_key: ArcSwap<Option<KeyHash>>,
     /// The access log.
     pub access: Arc<AccessLog>,
+    /// The gateway clients are served by: rebuilt by a reload over the same per-replica state.
+    pub gateway: ArcSwap<Gateway>,
+    /// The gateway's per-replica state (circuits, slots, in-flight counts), kept across reloads.
+    pub replicas: Replicas,
+    /// The on-demand models.
+    pub on_demand: OnDemand,
+    /// Held by a reload, so that two never interleave.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// What a reload did: the models added, removed, replaced (their plan changed: drained, stopped
+/// and started again) and left running, and the settings read only at start that changed.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Reloaded {
+    /// Client keys in force.
+    pub keys: usize,
+    /// Models new in the file (started unless loaded on demand).
+    pub added: Vec<String>,
+    /// Models gone from the file (drained and stopped).
+    pub removed: Vec<String>,
+    /// Models whose plan changed (drained, stopped and started from the new plan).
+    pub replaced: Vec<String>,
+    /// Models whose plan is the same: left running, streams and all.
+    pub unchanged: Vec<String>,
+    /// Settings that changed but are read only when `cortex serve` starts; they take effect at
+    /// the next start.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// The settings a reload cannot apply (listeners, runtime, supervisor, GPUs, usage store) that
+/// differ between `old` and `new`.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let (o, n) = (&old.server, &new.server);
+    let mut out = Vec::new();
+    for (name, changed) in [
+        ("server.listen", o.listen != n.listen),
+        ("server.admin_listen", o.admin_listen != n.admin_listen),
+        ("server.max_connections", o.max_connections != n.max_connections),
+        ("server.header_read_timeout", o.header_read_timeout != n.header_read_timeout),
+        ("server.access_log", o.access_log != n.access_log),
+        ("runtime", differ(&old.runtime, &new.runtime)),
+        ("supervisor", old.supervisor != new.supervisor),
+        ("gpu", differ(&old.gpu, &new.gpu)),
+        ("usage", differ(&old.usage, &new.usage)),
+    ] {
+        if changed {
+            out.push(name);
+        }
+    }
+    out
 }
 
 // === impl Shared ===
@@ -132,6 +184,167 @@ impl Shared {
             self.config_path.display()
         );
         Ok(count)
+    }
+
+    /// Reads the configuration file again and applies it: keys, limits and the gateway's settings
+    /// at once; models by reconciling — a model whose plans have the same fingerprints keeps
+    /// running (its streams too), a removed one is drained and stopped, a changed one is drained,
+    /// stopped and started from its new plan (requests that arrive meanwhile wait for it), a new one
+    /// is started (unless loaded on demand). A file with any error changes nothing. `who` is logged.
+    ///
+    /// Returns once the new configuration is in force; stops and starts go on in the background
+    /// (the model states and events tell their progress).
+    ///
+    /// # Errors
+    ///
+    /// The file's errors, with their places.
+    pub async fn reload(self: &Arc<Self>, who: &str) -> Result<Reloaded, ConfigErrors> {
+        let _one = self.reloading.lock().await;
+        let new = Config::load(&self.config_path)?;
+        let old = self.config.load_full();
+        let mut report = Reloaded {
+            keys: new.keys.len(),
+            restart_needed: restart_needed(&old, &new),
+            ..Reloaded::default()
+        };
+        let mut replaced = Vec::new();
+        let mut added = Vec::new();
+        let mut wanted = Vec::new();
+        for spec in new.specs() {
+            let Some(before) = old.specs().find(|o| o.id == spec.id) else {
+                report.added.push(spec.id.to_string());
+                added.push(spec.clone());
+                continue;
+            };
+            let same = spec.served_name() == before.served_name()
+                && match (
+                    self.supervisor.fingerprints(before).await,
+                    self.supervisor.fingerprints(spec).await,
+                ) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => false,
+                };
+            if same {
+                report.unchanged.push(spec.id.to_string());
+                // Now loaded always, and not running: started like a new one.
+                if spec.load == cortex_core::Load::Always && before.load != spec.load {
+                    wanted.push(spec.clone());
+                }
+            } else {
+                report.replaced.push(spec.id.to_string());
+                replaced.push(spec.clone());
+            }
+        }
+        let removed: Vec<ModelId> = old
+            .specs()
+            .filter(|o| new.specs().all(|n| n.id != o.id))
+            .map(|o| o.id.clone())
+            .collect();
+        report.removed = removed.iter().map(ToString::to_string).collect();
+
+        // The new settings, in force for every request from here on.
+        let budget = {
+            let new = new.clone();
+            tokio::task::spawn_blocking(move || crate::ondemand::Budget::of(&new))
+                .await
+                .unwrap_or(None)
+        };
+        self.on_demand.reconfigure(new.specs(), budget);
+        let start_models = new.server.start_models;
+        // A replaced model that loads always: requests wait for its new engine.
+        let replacing: Vec<_> = replaced
+            .iter()
+            .map(|spec| {
+                let always = spec.load == cortex_core::Load::Always && start_models;
+                let waiting = (always && self.is_active(&spec.id))
+                    .then(|| self.on_demand.replacing(spec.served_name()));
+                (spec.clone(), always, waiting)
+            })
+            .collect();
+        self.keys.store(Arc::new(new.key_store()));
+        self.admin_key.store(Arc::new(new.admin_key()));
+        self.gateway.store(Arc::new(gateway(
+            &new,
+            &self.supervisor,
+            Arc::clone(&self.usage),
+            Arc::clone(&self.keys),
+            Arc::clone(&self.access),
+            &self.replicas,
+            &self.on_demand,
+        )));
+        self.config.store(Arc::new(new));
+        tracing::info!(%who, ?report, "configuration reloaded");
+        eprintln!(
+            "cortex: configuration reloaded by {who}: {} key(s); added {:?}, removed {:?}, replaced {:?}, unchanged {:?}{}",
+            report.keys,
+            report.added,
+            report.removed,
+            report.replaced,
+            report.unchanged,
+            if report.restart_needed.is_empty() {
+                String::new()
+            } else {
+                format!("; needs a restart to apply: {}", report.restart_needed.join(", "))
+            }
+        );
+
+        // The engines, in the background: drains can take a while.
+        for id in removed {
+            let shared = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(e) = shared.supervisor.stop(&id).await {
+                    if !matches!(e, cortex_core::SupervisorError::NotFound { .. }) {
+                        eprintln!("cortex: {id}: {}", cortex_core::error_chain(&e));
+                    }
+                }
+            });
+        }
+        for (spec, always, waiting) in replacing {
+            let shared = Arc::clone(self);
+            tokio::spawn(async move {
+                let id = spec.id.clone();
+                let outcome = match shared.supervisor.stop(&id).await {
+                    Ok(()) | Err(cortex_core::SupervisorError::NotFound { .. }) if always => {
+                        shared.start_one(spec).await
+                    }
+                    Ok(()) | Err(cortex_core::SupervisorError::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(cortex_core::error_chain(&e)),
+                };
+                if let Err(e) = &outcome {
+                    eprintln!("cortex: {id}: not replaced: {e}");
+                }
+                if let Some(waiting) = waiting {
+                    let _ = waiting.send(Some(outcome));
+                }
+            });
+        }
+        for spec in added.into_iter().chain(wanted) {
+            if spec.load == cortex_core::Load::Always && start_models {
+                let shared = Arc::clone(self);
+                tokio::spawn(async move {
+                    let id = spec.id.clone();
+                    if let Err(e) = shared.start_one(spec).await {
+                        eprintln!("cortex: {id}: {e}");
+                    }
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    /// Starts one model; a model already started counts as started.
+    async fn start_one(&self, spec: ModelSpec) -> Result<(), String> {
+        match self.supervisor.start(spec).await {
+            Ok(()) | Err(cortex_core::SupervisorError::AlreadyStarted { .. }) => Ok(()),
+            Err(e) => Err(cortex_core::error_chain(&e)),
+        }
+    }
+
+    /// Whether the supervisor is starting, running or stopping `id`.
+    fn is_active(&self, id: &ModelId) -> bool {
+        self.supervisor
+            .status(id)
+            .is_some_and(|s| !s.state.is_terminal())
     }
 
     /// `/health`, and `/metrics` when `metrics`: what both listeners answer themselves.
@@ -165,7 +378,6 @@ pub type Body = Logged<Either<GatewayBody, Full<Bytes>>>;
 /// the gateway. Request bodies time out after `server.body_read_timeout` without a byte.
 #[derive(Debug, Clone)]
 pub struct App {
-    gateway: Gateway,
     shared: Arc<Shared>,
 }
 
@@ -204,17 +416,18 @@ impl hyper::service::Service<Request<Incoming>> for App {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let request = logged_request(&mut req);
-        let metrics = self.shared.config.server.metrics_on_listen;
+        let config = self.shared.config.load();
+        let metrics = config.server.metrics_on_listen;
         if let Some(response) = self.shared.local(req.uri().path(), metrics) {
             return answered(&self.shared, request, response);
         }
-        let timeout = self.shared.config.server.body_read_timeout;
+        let timeout = config.server.body_read_timeout;
         let req = req.map(|body| TimeoutBody::new(timeout, body));
         let access = Arc::clone(&self.shared.access);
         // No `async` block here: rustc cannot prove such a block `Send` over the gateway's
         // future ("higher-ranked lifetime error"); the combinator's type can.
         Box::pin(futures_util::FutureExt::map(
-            self.gateway.clone().oneshot(req),
+            Gateway::clone(&self.shared.gateway.load()).oneshot(req),
             move |result| match result {
                 Ok(response) => {
                     let status = response.status().as_u16();
@@ -283,15 +496,17 @@ async fn runtime(config: &Config) -> Result<Arc<dyn DynRuntime>, ServeError> {
     })
 }
 
-/// Builds the gateway of `config` over `supervisor`'s registry, with the loader of its
-/// on-demand models.
+/// Builds the gateway of `config` over `supervisor`'s registry, sharing the per-replica state
+/// `replicas`, with the loader of its on-demand models.
 pub fn gateway(
     config: &Config,
     supervisor: &Supervisor,
     usage: Arc<crate::usage::UsageStore>,
     keys: Arc<ArcSwap<InMemoryKeyStore>>,
     access: Arc<AccessLog>,
-) -> (Gateway, OnDemand) {
+    replicas: &Replicas,
+    on_demand: &OnDemand,
+) -> Gateway {
     let g = &config.gateway;
     let slots = slots_of(config.specs());
     // The engines' own keys, sent upstream in place of the client's; never logged.
@@ -305,13 +520,8 @@ pub fn gateway(
         })
         .collect();
     let default_slots = g.slots;
-    let mut builder = GatewayBuilder::new(Arc::clone(supervisor.registry()));
-    let on_demand = OnDemand::new(
-        config.specs(),
-        supervisor.clone(),
-        builder.replicas().clone(),
-        crate::ondemand::Budget::of(config),
-    );
+    let mut builder =
+        GatewayBuilder::new(Arc::clone(supervisor.registry())).with_replicas(replicas.clone());
     let touched = on_demand.clone();
     builder = builder
         .usage_sink(move |record: UsageRecord| {
@@ -342,12 +552,11 @@ pub fn gateway(
     if config.server.auth {
         builder = builder.keys(move |presented: &str| keys.load().lookup(presented));
     }
-    let gateway = builder
+    builder
         .names(config.names())
         .loader(on_demand.clone())
         .unrouted(unrouted(config, supervisor))
-        .build();
-    (gateway, on_demand)
+        .build()
 }
 
 /// Slots per replica: what the engine runs at once. llama-server: its `parallel` (-np), else the
@@ -554,7 +763,12 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let admin_listener = bind(config.server.admin_listen).await?;
     let runtime = runtime(&config).await?;
     let probe: Arc<dyn DynHealthProbe> = Arc::new(HttpProbe::default());
+    let registry: Arc<dyn Registry> = Arc::new(InMemoryRegistry::new());
+    // The gateway's per-replica state: a stop waits until no request holds a replica.
+    let replicas = Replicas::pruned_to(Arc::clone(&registry));
     let supervisor = Supervisor::builder(Arc::clone(&runtime), probe)
+        .registry(registry)
+        .drain(Arc::new(replicas.clone()))
         .engine(Arc::new(LlamaCppEngine::new()))
         .engine(Arc::new(
             VllmEngine::new().with_gpus(config.gpu.iter().cloned()),
@@ -564,19 +778,26 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let usage = crate::usage::UsageStore::open(&config).map_err(ServeError::Usage)?;
     let keys = Arc::new(ArcSwap::from_pointee(config.key_store()));
     let access = AccessLog::stdout(config.server.access_log);
-    let (gateway, on_demand) = gateway(
+    let on_demand = OnDemand::new(
+        config.specs(),
+        supervisor.clone(),
+        replicas.clone(),
+        crate::ondemand::Budget::of(&config),
+    );
+    let gateway = gateway(
         &config,
         &supervisor,
         Arc::clone(&usage),
         Arc::clone(&keys),
         Arc::clone(&access),
+        &replicas,
+        &on_demand,
     );
-    // Idle on-demand models are stopped; the task ends with the server.
-    let unloader = (!on_demand.is_empty())
-        .then(|| tokio::spawn(on_demand.run_unloader(Duration::from_secs(1))));
+    // Idle on-demand models are stopped (a reload may add some); the task ends with the server.
+    let unloader = tokio::spawn(on_demand.clone().run_unloader(Duration::from_secs(1)));
     let shared = Arc::new(Shared {
         admin_key: ArcSwap::from_pointee(config.admin_key()),
-        config,
+        config: ArcSwap::from_pointee(config),
         config_path,
         supervisor,
         runtime,
@@ -584,9 +805,12 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         metrics: install_metrics(),
         keys,
         access,
+        gateway: ArcSwap::from_pointee(gateway),
+        replicas,
+        on_demand,
+        reloading: tokio::sync::Mutex::new(()),
     });
     let app = App {
-        gateway,
         shared: Arc::clone(&shared),
     };
     let admin_app = AdminApp {
@@ -594,7 +818,8 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         shared: Arc::clone(&shared),
         peer: None,
     };
-    let server = &shared.config.server;
+    let config = shared.config.load_full();
+    let server = &config.server;
     eprintln!(
         "cortex: listening on http://{} (OpenAI API under /v1, health /health{}); admin on http://{} ({}/metrics, /health)",
         listener.local_addr().unwrap_or(server.listen),
@@ -611,7 +836,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         }
     );
     report_progress(&shared);
-    print_estimates(&shared.config);
+    print_estimates(&config);
     reload_on_hangup(&shared);
 
     let failures = start_models(&shared, started_at);
@@ -633,9 +858,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     .await;
     // Stop accepting: the listeners close; requests and streams in flight go on.
     drop((listener, admin_listener));
-    if let Some(unloader) = unloader {
-        unloader.abort();
-    }
+    unloader.abort();
     drain_and_stop(&shared, graceful, &limits.close).await;
     // Every usage record of the requests served is written before the process exits.
     let usage = Arc::clone(&shared.usage);
@@ -658,9 +881,9 @@ fn start_models(shared: &Arc<Shared>, started_at: Instant) -> Arc<AtomicUsize> {
     let counted = Arc::clone(&failures);
     tokio::spawn(async move {
         // On-demand models start with their first request.
-        let wanted: Vec<ModelSpec> = if shared.config.server.start_models {
-            shared
-                .config
+        let config = shared.config.load_full();
+        let wanted: Vec<ModelSpec> = if config.server.start_models {
+            config
                 .specs()
                 .filter(|s| s.load == cortex_core::Load::Always)
                 .cloned()
@@ -764,7 +987,7 @@ async fn drain_and_stop(
     graceful: GracefulShutdown,
     close: &tokio_util::sync::CancellationToken,
 ) {
-    let grace = shared.config.server.shutdown_grace;
+    let grace = shared.config.load().server.shutdown_grace;
     let shown = humantime::format_duration(grace);
     eprintln!("cortex: draining requests in flight (up to {shown}; Ctrl-C again to stop now)");
     let forced = tokio::select! {
@@ -894,7 +1117,7 @@ impl Limits {
     }
 }
 
-/// Reloads the keys on SIGHUP.
+/// Reloads the configuration on SIGHUP ([`Shared::reload`]).
 fn reload_on_hangup(shared: &Arc<Shared>) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
@@ -903,9 +1126,8 @@ fn reload_on_hangup(shared: &Arc<Shared>) {
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            match shared.reload_keys() {
-                Ok(n) => eprintln!("cortex: SIGHUP: {n} client key(s) in force"),
-                Err(errors) => eprintln!("cortex: SIGHUP: keys not reloaded:\n{errors}"),
+            if let Err(errors) = shared.reload("SIGHUP").await {
+                eprintln!("cortex: SIGHUP: the configuration was not reloaded; the file has errors:\n{errors}");
             }
         }
     });

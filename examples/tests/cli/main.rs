@@ -2036,3 +2036,138 @@ fn an_engine_that_outlives_a_killed_manager_is_adopted_by_the_next() {
     assert!(!running(engine));
     assert!(!taken(engine_port));
 }
+
+/// `POST /admin/reload` with the admin key; the status code and the JSON answer.
+fn admin_reload(server: &Server) -> (String, Value) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", "POST", "-H"])
+        .arg(format!("authorization: Bearer {ADMIN}"))
+        .arg(format!("{}/admin/reload", server.admin_base()))
+        .output()
+        .unwrap();
+    let all = text(&out.stdout);
+    let (body, code) = all.rsplit_once('\n').unwrap();
+    (code.to_owned(), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The rest of a stream started by [`stream_in_flight`], which must end with `[DONE]`.
+fn finish_stream(mut stream: Child, mut out: std::process::ChildStdout) {
+    use std::io::Read as _;
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.trim_end().ends_with("data: [DONE]"), "cut: {rest}");
+    assert!(stream.wait().unwrap().success());
+}
+
+/// Live reloads with the real llama-server. SIGHUP with a new limit and a new model: the limit is
+/// in force at once, the new model is known, and the running engine — and a stream on it — are
+/// untouched (same process). `POST /admin/reload` with a changed context size: the model is
+/// replaced — a stream in flight on the old engine finishes, a request sent during the swap waits
+/// and is answered by the new engine, the old process is gone. A broken file is refused whole
+/// (422, file:line) and nothing changes.
+#[test]
+#[allow(clippy::too_many_lines, reason = "one session, read top to bottom")]
+fn a_reload_applies_limits_and_models_without_cutting_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config(dir.path(), port);
+    let server = Server::start(path.clone(), port);
+    server.wait_ready();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let chat = |body: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("authorization: Bearer {CLIENT}"))
+            .args(["-H", "content-type: application/json", "-d", body])
+            .arg(format!("{}/v1/chat/completions", server.base))
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    let small = r#"{"model":"gemma-3-270m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#;
+    let padded = format!(
+        r#"{{"model":"gemma-3-270m","messages":[{{"role":"user","content":"hi {}"}}],"max_tokens":4}}"#,
+        "x".repeat(4000)
+    );
+    assert_eq!(chat(&padded), "200");
+
+    // 1. SIGHUP: a 2 KiB body limit and a second (on-demand) model.
+    let (stream, out, pids) = stream_in_flight(&server, 200);
+    let models_block = &original[original.find("[[models]]").unwrap()..];
+    let extra = models_block
+        .replace("id = \"gemma\"", "id = \"extra\"\nload = \"on-demand\"")
+        .replace("served_name = \"gemma-3-270m\"", "served_name = \"extra-270m\"");
+    std::fs::write(
+        &path,
+        format!("{original}\n{extra}\n[gateway]\nbody_limit = 2048\n"),
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chat(&padded) != "413" {
+        assert!(Instant::now() < deadline, "the new body limit is not in force");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(chat(small), "200");
+    let listed = server.models(&["list"]);
+    assert!(text(&listed.stdout).contains("extra"), "{}", text(&listed.stdout));
+    let status: Value =
+        serde_json::from_slice(&server.models(&["status", "gemma"]).stdout).unwrap();
+    assert_eq!(instance_pids(&status), pids, "the unchanged model was restarted");
+    finish_stream(stream, out);
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.contains("configuration reloaded by SIGHUP") && log.contains("unchanged [\"gemma\"]"),
+        "{log}"
+    );
+
+    // 2. The admin call, with gemma's context size changed: replaced without cutting anything.
+    let (stream, out, _) = stream_in_flight(&server, 200);
+    let changed = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("ctx_size = 2048", "ctx_size = 1024", 1);
+    std::fs::write(&path, &changed).unwrap();
+    let began = Instant::now();
+    let (code, report) = admin_reload(&server);
+    assert_eq!(code, "200", "{report}");
+    assert_eq!(report["replaced"], serde_json::json!(["gemma"]), "{report}");
+    assert_eq!(report["unchanged"], serde_json::json!(["extra"]), "{report}");
+    assert_eq!(report["restart_needed"], serde_json::json!([]), "{report}");
+    // Sent while the old engine drains: waits for the new one and is answered.
+    let base = server.base.clone();
+    let during = std::thread::spawn(move || sdk_chat(&base, CLIENT, "gemma-3-270m"));
+    finish_stream(stream, out);
+    let answered = during.join().unwrap();
+    assert!(answered["content"].is_string(), "{answered}");
+    let status: Value =
+        serde_json::from_slice(&server.models(&["status", "gemma"]).stdout).unwrap();
+    assert_eq!(status["state"], "running", "{status}");
+    let new_pids = instance_pids(&status);
+    assert_eq!(new_pids.len(), 1);
+    for pid in &pids {
+        assert!(!new_pids.contains(pid), "not replaced: {status}");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "the old llama-server {pid} still runs"
+        );
+    }
+    eprintln!(
+        "reload: a changed model replaced and answering {:.1} s after the reload (its stream drained first)",
+        began.elapsed().as_secs_f64()
+    );
+
+    // 3. A broken file: refused whole, with its place; nothing changes.
+    std::fs::write(&path, format!("{changed}\n[[models]]\nid = \"broken\"\n")).unwrap();
+    let (code, report) = admin_reload(&server);
+    assert_eq!(code, "422", "{report}");
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(message.contains("cortex.toml:"), "{message}");
+    let status: Value =
+        serde_json::from_slice(&server.models(&["status", "gemma"]).stdout).unwrap();
+    assert_eq!(instance_pids(&status), new_pids);
+    assert_eq!(chat(small), "200");
+    assert_eq!(chat(&padded), "413");
+}
