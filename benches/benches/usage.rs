@@ -1,8 +1,10 @@
 //! What a usage sink adds to a request: the whole stack but the proxy (auth, route, meter,
-//! balance, breaker, queue) over an in-memory upstream, with no sink, the in-memory totals and
-//! the SQLite store (`cortex_gateway::meter::SqliteUsage`: a bounded channel and a writer thread
-//! committing batches beside the requests). Report the ratios to `no_sink`, measured in the same
-//! run.
+//! balance, breaker, queue) over an in-memory upstream, with no sink, the in-memory totals, the
+//! SQLite store (`cortex_gateway::meter::SqliteUsage`: a bounded channel and a writer thread
+//! committing batches beside the requests) and the PostgreSQL store (`PostgresUsage`, the same
+//! writer, a real server started here by `cortex_testkit`), with the server up, then killed (the
+//! buffer fills and records are dropped and counted: the cost of the request path while the
+//! database is down). Report the ratios to `no_sink`, measured in the same run.
 #![allow(missing_docs, reason = "criterion_group! generates undocumented items")]
 
 use std::convert::Infallible;
@@ -14,7 +16,7 @@ use cortex_core::{Endpoint, EngineKind, InMemoryRegistry, InstanceId, ModelId, R
 use cortex_gateway::ServiceBuilderExt;
 use cortex_gateway::balance::Policy;
 use cortex_gateway::breaker::CircuitBreakerLayer;
-use cortex_gateway::meter::{InMemoryUsage, SqliteUsage, UsageRecord, UsageSink};
+use cortex_gateway::meter::{InMemoryUsage, PostgresUsage, SqliteUsage, UsageRecord, UsageSink};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -64,20 +66,29 @@ fn bench(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("cortex-usage-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sqlite = Arc::new(SqliteUsage::open(dir.join("usage.sqlite3")).unwrap());
+    let mut pg = cortex_testkit::postgres::Postgres::start();
+    let postgres = Arc::new(PostgresUsage::open(&pg.params()).unwrap());
     let stacks = [
-        ("usage::no_sink_request", None),
-        ("usage::memory_sink_request", Some(false)),
-        ("usage::sqlite_sink_request", Some(true)),
+        ("usage::no_sink_request", Sink::None),
+        ("usage::memory_sink_request", Sink::Memory),
+        ("usage::sqlite_sink_request", Sink::Sqlite),
+        ("usage::postgres_sink_request", Sink::Postgres),
+        ("usage::postgres_down_sink_request", Sink::PostgresDown),
     ];
     let mut group = c.benchmark_group("usage");
     group.throughput(Throughput::Elements(1));
     for (name, kind) in stacks {
+        if kind == Sink::PostgresDown {
+            pg.kill();
+        }
         let memory = Arc::new(InMemoryUsage::new());
         let sqlite = Arc::clone(&sqlite);
+        let postgres = Arc::clone(&postgres);
         let sink = move |record: UsageRecord| match kind {
-            None => drop(record),
-            Some(false) => memory.record(record),
-            Some(true) => sqlite.record(record),
+            Sink::None => drop(record),
+            Sink::Memory => memory.record(record),
+            Sink::Sqlite => sqlite.record(record),
+            Sink::Postgres | Sink::PostgresDown => postgres.record(record),
         };
         let service = stack(sink);
         group.bench_function(name, |b| {
@@ -98,7 +109,23 @@ fn bench(c: &mut Criterion) {
         sqlite.dropped()
     );
     drop(sqlite);
+    eprintln!(
+        "usage bench: PostgreSQL records dropped (buffer full while the server was down): {}",
+        postgres.dropped()
+    );
+    // The server comes back; what was buffered lands before the store closes.
+    pg.restart();
+    drop(postgres);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    None,
+    Memory,
+    Sqlite,
+    Postgres,
+    PostgresDown,
 }
 
 criterion_group!(benches, bench);

@@ -188,7 +188,9 @@ impl cortex_core::supervisor::Drain for Replicas {
     fn drained(&self, endpoint: &Endpoint) -> cortex_core::supervisor::Drained {
         // The count is held, not looked up again: the entry may be pruned from the table (the
         // registry no longer holds the replica) while requests on it are still running.
-        let count = self.find(&endpoint.instance).map(|r| Arc::clone(&r.in_flight));
+        let count = self
+            .find(&endpoint.instance)
+            .map(|r| Arc::clone(&r.in_flight));
         Box::pin(async move {
             let Some(count) = count else { return };
             while count.load(std::sync::atomic::Ordering::Acquire) > 0 {

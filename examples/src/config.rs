@@ -84,10 +84,15 @@ pub struct BudgetConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct UsageConfig {
     /// `sqlite` (default): every record in an embedded SQLite database, kept across restarts;
+    /// `postgres`: every record in a PostgreSQL database several gateways may share;
     /// `memory`: totals by key and model since the server started.
     pub store: UsageStoreKind,
     /// The SQLite file. Default: `usage.sqlite3` in the runtime's state directory.
     pub path: Option<PathBuf>,
+    /// The PostgreSQL server, for `store = "postgres"`: connection parameters
+    /// (`host=db port=5432 user=cortex dbname=cortex`) or a `postgresql://` URL. Error messages
+    /// name only its host, port and database.
+    pub postgres: Option<String>,
     /// Records waiting for the database at most; beyond, records are dropped and counted
     /// (`cortex_usage_dropped_total`). Default 65,536.
     pub buffer: Option<usize>,
@@ -100,6 +105,8 @@ pub enum UsageStoreKind {
     /// An embedded SQLite database.
     #[default]
     Sqlite,
+    /// A PostgreSQL database (`usage.postgres`).
+    Postgres,
     /// In memory, totals only.
     Memory,
 }
@@ -673,6 +680,12 @@ impl Config {
             errors.push((
                 None,
                 "server.max_connections: must be at least 1".to_owned(),
+            ));
+        }
+        if self.usage.store == UsageStoreKind::Postgres && self.usage.postgres.is_none() {
+            errors.push((
+                None,
+                "usage.postgres: store = \"postgres\" needs the server's connection parameters (postgres = \"host=… user=… dbname=…\")".to_owned(),
             ));
         }
         if self.server.admin_listen == self.server.listen {

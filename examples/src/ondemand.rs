@@ -135,7 +135,10 @@ impl Budget {
 impl std::fmt::Debug for OnDemand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnDemand")
-            .field("models", &self.inner.specs.load().keys().collect::<Vec<_>>())
+            .field(
+                "models",
+                &self.inner.specs.load().keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -312,9 +315,7 @@ impl OnDemand {
         let used = |evictable_too: bool| {
             let mut used = (0_u64, vec![0_u64; budget.gpus.len()]);
             for (other, (host, gpus)) in &budget.needs {
-                let evictable = specs
-                    .values()
-                    .any(|s| &s.id == other && !self.busy(s));
+                let evictable = specs.values().any(|s| &s.id == other && !self.busy(s));
                 if other != id && self.holds_memory(other) && (evictable_too || !evictable) {
                     used.0 = used.0.saturating_add(*host);
                     for (u, g) in used.1.iter_mut().zip(gpus) {

@@ -33,7 +33,6 @@ use cortex_core::{
     DynHealthProbe, DynRuntime, EngineKind, Event, EventKind, InMemoryRegistry, InstanceId,
     ModelId, ModelSpec, ModelState, Registry, Supervisor,
 };
-use cortex_gateway::replicas::Replicas;
 use cortex_engines::{
     DockerRuntime, HttpProbe, LlamaCppEngine, ProcessRuntime, VllmEngine, VllmSettings,
 };
@@ -41,6 +40,7 @@ use cortex_gateway::auth::{InMemoryKeyStore, KeyHash, KeyStore as _};
 use cortex_gateway::balance::Policy;
 use cortex_gateway::error::Refusal;
 use cortex_gateway::meter::{UsageRecord, UsageSink as _};
+use cortex_gateway::replicas::Replicas;
 use cortex_gateway::route::Loader as _;
 
 use crate::ondemand::OnDemand;
@@ -139,17 +139,55 @@ pub struct Reloaded {
     pub restart_needed: Vec<&'static str>,
 }
 
+impl std::fmt::Display for Reloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} key(s); added {:?}, removed {:?}, replaced {:?}, unchanged {:?}",
+            self.keys, self.added, self.removed, self.replaced, self.unchanged
+        )?;
+        if !self.restart_needed.is_empty() {
+            write!(
+                f,
+                "; needs a restart to apply: {}",
+                self.restart_needed.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The models a reload acts on.
+#[derive(Debug, Default)]
+struct Changes {
+    /// Plans changed: drained, stopped, started again.
+    replaced: Vec<ModelSpec>,
+    /// New.
+    added: Vec<ModelSpec>,
+    /// Unchanged, but now to be loaded always.
+    wanted: Vec<ModelSpec>,
+    /// Gone.
+    removed: Vec<ModelId>,
+}
+
 /// The settings a reload cannot apply (listeners, runtime, supervisor, GPUs, usage store) that
 /// differ between `old` and `new`.
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
-    let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let differ =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let (o, n) = (&old.server, &new.server);
     let mut out = Vec::new();
     for (name, changed) in [
         ("server.listen", o.listen != n.listen),
         ("server.admin_listen", o.admin_listen != n.admin_listen),
-        ("server.max_connections", o.max_connections != n.max_connections),
-        ("server.header_read_timeout", o.header_read_timeout != n.header_read_timeout),
+        (
+            "server.max_connections",
+            o.max_connections != n.max_connections,
+        ),
+        (
+            "server.header_read_timeout",
+            o.header_read_timeout != n.header_read_timeout,
+        ),
         ("server.access_log", o.access_log != n.access_log),
         ("runtime", differ(&old.runtime, &new.runtime)),
         ("supervisor", old.supervisor != new.supervisor),
@@ -207,40 +245,12 @@ impl Shared {
             restart_needed: restart_needed(&old, &new),
             ..Reloaded::default()
         };
-        let mut replaced = Vec::new();
-        let mut added = Vec::new();
-        let mut wanted = Vec::new();
-        for spec in new.specs() {
-            let Some(before) = old.specs().find(|o| o.id == spec.id) else {
-                report.added.push(spec.id.to_string());
-                added.push(spec.clone());
-                continue;
-            };
-            let same = spec.served_name() == before.served_name()
-                && match (
-                    self.supervisor.fingerprints(before).await,
-                    self.supervisor.fingerprints(spec).await,
-                ) {
-                    (Ok(a), Ok(b)) => a == b,
-                    _ => false,
-                };
-            if same {
-                report.unchanged.push(spec.id.to_string());
-                // Now loaded always, and not running: started like a new one.
-                if spec.load == cortex_core::Load::Always && before.load != spec.load {
-                    wanted.push(spec.clone());
-                }
-            } else {
-                report.replaced.push(spec.id.to_string());
-                replaced.push(spec.clone());
-            }
-        }
-        let removed: Vec<ModelId> = old
-            .specs()
-            .filter(|o| new.specs().all(|n| n.id != o.id))
-            .map(|o| o.id.clone())
-            .collect();
-        report.removed = removed.iter().map(ToString::to_string).collect();
+        let Changes {
+            replaced,
+            added,
+            wanted,
+            removed,
+        } = self.changes(&old, &new, &mut report).await;
 
         // The new settings, in force for every request from here on.
         let budget = {
@@ -274,19 +284,7 @@ impl Shared {
         )));
         self.config.store(Arc::new(new));
         tracing::info!(%who, ?report, "configuration reloaded");
-        eprintln!(
-            "cortex: configuration reloaded by {who}: {} key(s); added {:?}, removed {:?}, replaced {:?}, unchanged {:?}{}",
-            report.keys,
-            report.added,
-            report.removed,
-            report.replaced,
-            report.unchanged,
-            if report.restart_needed.is_empty() {
-                String::new()
-            } else {
-                format!("; needs a restart to apply: {}", report.restart_needed.join(", "))
-            }
-        );
+        eprintln!("cortex: configuration reloaded by {who}: {report}");
 
         // The engines, in the background: drains can take a while.
         for id in removed {
@@ -330,6 +328,43 @@ impl Shared {
             }
         }
         Ok(report)
+    }
+
+    /// What a reload changes about the models, in `report` and as specs and ids to act on.
+    async fn changes(&self, old: &Config, new: &Config, report: &mut Reloaded) -> Changes {
+        let mut changes = Changes::default();
+        for spec in new.specs() {
+            let Some(before) = old.specs().find(|o| o.id == spec.id) else {
+                report.added.push(spec.id.to_string());
+                changes.added.push(spec.clone());
+                continue;
+            };
+            let same = spec.served_name() == before.served_name()
+                && match (
+                    self.supervisor.fingerprints(before).await,
+                    self.supervisor.fingerprints(spec).await,
+                ) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => false,
+                };
+            if same {
+                report.unchanged.push(spec.id.to_string());
+                // Now loaded always, and not running: started like a new one.
+                if spec.load == cortex_core::Load::Always && before.load != spec.load {
+                    changes.wanted.push(spec.clone());
+                }
+            } else {
+                report.replaced.push(spec.id.to_string());
+                changes.replaced.push(spec.clone());
+            }
+        }
+        changes.removed = old
+            .specs()
+            .filter(|o| new.specs().all(|n| n.id != o.id))
+            .map(|o| o.id.clone())
+            .collect();
+        report.removed = changes.removed.iter().map(ToString::to_string).collect();
+        changes
     }
 
     /// Starts one model; a model already started counts as started.
@@ -746,6 +781,62 @@ pub fn state_name(state: &ModelState) -> &'static str {
     }
 }
 
+impl Shared {
+    /// The supervisor over `runtime`, the usage store, the gateway and the rest `config` asks for.
+    fn new(
+        config: Config,
+        config_path: PathBuf,
+        runtime: Arc<dyn DynRuntime>,
+    ) -> Result<Self, ServeError> {
+        let probe: Arc<dyn DynHealthProbe> = Arc::new(HttpProbe::default());
+        let registry: Arc<dyn Registry> = Arc::new(InMemoryRegistry::new());
+        // The gateway's per-replica state: a stop waits until no request holds a replica.
+        let replicas = Replicas::pruned_to(Arc::clone(&registry));
+        let supervisor = Supervisor::builder(Arc::clone(&runtime), probe)
+            .registry(registry)
+            .drain(Arc::new(replicas.clone()))
+            .engine(Arc::new(LlamaCppEngine::new()))
+            .engine(Arc::new(
+                VllmEngine::new().with_gpus(config.gpu.iter().cloned()),
+            ))
+            .config(config.supervisor.clone())
+            .build();
+        let usage = crate::usage::UsageStore::open(&config).map_err(ServeError::Usage)?;
+        let keys = Arc::new(ArcSwap::from_pointee(config.key_store()));
+        let access = AccessLog::stdout(config.server.access_log);
+        let on_demand = OnDemand::new(
+            config.specs(),
+            supervisor.clone(),
+            replicas.clone(),
+            crate::ondemand::Budget::of(&config),
+        );
+        let gateway = gateway(
+            &config,
+            &supervisor,
+            Arc::clone(&usage),
+            Arc::clone(&keys),
+            Arc::clone(&access),
+            &replicas,
+            &on_demand,
+        );
+        Ok(Self {
+            admin_key: ArcSwap::from_pointee(config.admin_key()),
+            config: ArcSwap::from_pointee(config),
+            config_path,
+            supervisor,
+            runtime,
+            usage,
+            metrics: install_metrics(),
+            keys,
+            access,
+            gateway: ArcSwap::from_pointee(gateway),
+            replicas,
+            on_demand,
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
 /// Serves `config` until Ctrl-C or SIGTERM.
 ///
 /// # Errors
@@ -762,54 +853,14 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let listener = bind(config.server.listen).await?;
     let admin_listener = bind(config.server.admin_listen).await?;
     let runtime = runtime(&config).await?;
-    let probe: Arc<dyn DynHealthProbe> = Arc::new(HttpProbe::default());
-    let registry: Arc<dyn Registry> = Arc::new(InMemoryRegistry::new());
-    // The gateway's per-replica state: a stop waits until no request holds a replica.
-    let replicas = Replicas::pruned_to(Arc::clone(&registry));
-    let supervisor = Supervisor::builder(Arc::clone(&runtime), probe)
-        .registry(registry)
-        .drain(Arc::new(replicas.clone()))
-        .engine(Arc::new(LlamaCppEngine::new()))
-        .engine(Arc::new(
-            VllmEngine::new().with_gpus(config.gpu.iter().cloned()),
-        ))
-        .config(config.supervisor.clone())
-        .build();
-    let usage = crate::usage::UsageStore::open(&config).map_err(ServeError::Usage)?;
-    let keys = Arc::new(ArcSwap::from_pointee(config.key_store()));
-    let access = AccessLog::stdout(config.server.access_log);
-    let on_demand = OnDemand::new(
-        config.specs(),
-        supervisor.clone(),
-        replicas.clone(),
-        crate::ondemand::Budget::of(&config),
-    );
-    let gateway = gateway(
-        &config,
-        &supervisor,
-        Arc::clone(&usage),
-        Arc::clone(&keys),
-        Arc::clone(&access),
-        &replicas,
-        &on_demand,
-    );
+    let shared = Arc::new(Shared::new(config, config_path, runtime)?);
     // Idle on-demand models are stopped (a reload may add some); the task ends with the server.
-    let unloader = tokio::spawn(on_demand.clone().run_unloader(Duration::from_secs(1)));
-    let shared = Arc::new(Shared {
-        admin_key: ArcSwap::from_pointee(config.admin_key()),
-        config: ArcSwap::from_pointee(config),
-        config_path,
-        supervisor,
-        runtime,
-        usage,
-        metrics: install_metrics(),
-        keys,
-        access,
-        gateway: ArcSwap::from_pointee(gateway),
-        replicas,
-        on_demand,
-        reloading: tokio::sync::Mutex::new(()),
-    });
+    let unloader = tokio::spawn(
+        shared
+            .on_demand
+            .clone()
+            .run_unloader(Duration::from_secs(1)),
+    );
     let app = App {
         shared: Arc::clone(&shared),
     };
@@ -860,9 +911,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     drop((listener, admin_listener));
     unloader.abort();
     drain_and_stop(&shared, graceful, &limits.close).await;
-    // Every usage record of the requests served is written before the process exits.
-    let usage = Arc::clone(&shared.usage);
-    let _ = tokio::task::spawn_blocking(move || usage.flush()).await;
+    flush_usage(&shared).await;
     eprintln!("cortex: stopped");
     let failed = failures.load(Ordering::Relaxed);
     if failed > 0 {
@@ -914,6 +963,22 @@ fn start_models(shared: &Arc<Shared>, started_at: Instant) -> Arc<AtomicUsize> {
         }
     });
     failures
+}
+
+/// Writes every usage record of the requests served before the process exits — unless the
+/// database stays unreachable for 10 s more.
+async fn flush_usage(shared: &Shared) {
+    let usage = Arc::clone(&shared.usage);
+    let flushed = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || usage.flush()),
+    )
+    .await;
+    if flushed.is_err() {
+        eprintln!(
+            "cortex: the usage database did not take the last records within 10 s; those still buffered are lost"
+        );
+    }
 }
 
 /// Adopts or removes what an earlier manager left; returns the models adopted (started) or
@@ -1127,7 +1192,9 @@ fn reload_on_hangup(shared: &Arc<Shared>) {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             if let Err(errors) = shared.reload("SIGHUP").await {
-                eprintln!("cortex: SIGHUP: the configuration was not reloaded; the file has errors:\n{errors}");
+                eprintln!(
+                    "cortex: SIGHUP: the configuration was not reloaded; the file has errors:\n{errors}"
+                );
             }
         }
     });

@@ -1,12 +1,13 @@
 //! Where `cortex serve` keeps usage: every record in SQLite (`cortex_gateway::meter::SqliteUsage`,
-//! the default), or totals in memory; queried by key, model and time range by the admin API and
-//! `cortex models usage`.
+//! the default) or in PostgreSQL (`cortex_gateway::meter::PostgresUsage`, for several gateways
+//! sharing one database), or totals in memory; queried by key, model and time range by the admin
+//! API and `cortex models usage`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use cortex_gateway::meter::{
-    InMemoryUsage, SqliteUsage, UsageEntry, UsageQuery, UsageRecord, UsageSink,
+    InMemoryUsage, PostgresUsage, SqliteUsage, UsageEntry, UsageQuery, UsageRecord, UsageSink,
 };
 
 use crate::config::{Config, UsageStoreKind};
@@ -16,6 +17,8 @@ use crate::config::{Config, UsageStoreKind};
 pub enum UsageStore {
     /// Every record, in SQLite.
     Sqlite(SqliteUsage),
+    /// Every record, in PostgreSQL (boxed: its connection settings are large).
+    Postgres(Box<PostgresUsage>),
     /// Totals by key and model since the start.
     Memory(InMemoryUsage),
 }
@@ -27,8 +30,19 @@ impl UsageStore {
     ///
     /// The database cannot be opened, with the file named.
     pub fn open(config: &Config) -> Result<Arc<Self>, String> {
+        let buffer = config
+            .usage
+            .buffer
+            .unwrap_or(cortex_gateway::meter::DEFAULT_USAGE_BUFFER);
         Ok(Arc::new(match config.usage.store {
             UsageStoreKind::Memory => Self::Memory(InMemoryUsage::new()),
+            UsageStoreKind::Postgres => {
+                // Checked when the configuration was read.
+                let params = config.usage.postgres.as_deref().unwrap_or_default();
+                Self::Postgres(Box::new(
+                    PostgresUsage::with_buffer(params, buffer).map_err(|e| e.to_string())?,
+                ))
+            }
             UsageStoreKind::Sqlite => {
                 let path = config.usage.path.clone().unwrap_or_else(|| {
                     config
@@ -40,10 +54,6 @@ impl UsageStore {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| format!("usage.path: {}: {e}", dir.display()))?;
                 }
-                let buffer = config
-                    .usage
-                    .buffer
-                    .unwrap_or(cortex_gateway::meter::sqlite::DEFAULT_USAGE_BUFFER);
                 Self::Sqlite(SqliteUsage::with_buffer(&path, buffer).map_err(|e| e.to_string())?)
             }
         }))
@@ -58,10 +68,11 @@ impl UsageStore {
     pub fn query(&self, query: &UsageQuery) -> Result<Vec<UsageEntry>, String> {
         match self {
             Self::Sqlite(s) => s.query(query).map_err(|e| e.to_string()),
+            Self::Postgres(p) => p.query(query).map_err(|e| e.to_string()),
             Self::Memory(m) => {
                 if query.since.is_some() || query.until.is_some() {
                     return Err(
-                        "time ranges need the sqlite usage store ([usage] store = \"sqlite\")"
+                        "time ranges need a database usage store ([usage] store = \"sqlite\" or \"postgres\")"
                             .to_owned(),
                     );
                 }
@@ -82,10 +93,12 @@ impl UsageStore {
         }
     }
 
-    /// Waits for the records so far to be written (SQLite); nothing to wait for in memory.
+    /// Waits for the records so far to be written (a database); nothing to wait for in memory.
     pub fn flush(&self) {
-        if let Self::Sqlite(s) = self {
-            s.flush();
+        match self {
+            Self::Sqlite(s) => s.flush(),
+            Self::Postgres(p) => p.flush(),
+            Self::Memory(_) => {}
         }
     }
 }
@@ -94,6 +107,7 @@ impl UsageSink for UsageStore {
     fn record(&self, record: UsageRecord) {
         match self {
             Self::Sqlite(s) => s.record(record),
+            Self::Postgres(p) => p.record(record),
             Self::Memory(m) => m.record(record),
         }
     }

@@ -5,6 +5,8 @@
 //! A dev-dependency of the workspace's crates only (`publish = false`); it depends on none of
 //! them, so any of them can use it.
 
+pub mod postgres;
+
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

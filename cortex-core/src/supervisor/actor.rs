@@ -581,7 +581,10 @@ impl Actor {
         }
         if !drains.is_empty() {
             let timeout = self.shared.config.drain_timeout;
-            if tokio::time::timeout(timeout, join_all(drains)).await.is_err() {
+            if tokio::time::timeout(timeout, join_all(drains))
+                .await
+                .is_err()
+            {
                 tracing::warn!(model = %self.model, ?timeout, "requests still in flight after the drain timeout: stopping anyway");
             }
         }

@@ -1041,7 +1041,7 @@ async fn a_stop_waits_for_the_drain_between_deregistering_and_stopping() {
     sleep(s(10.0)).await;
     // Out of the registry at once, but still running: a request holds it.
     assert!(sup.registry().resolve("gemma").is_none());
-    assert_eq!(world.live(), [instance.clone()]);
+    assert_eq!(world.live(), std::slice::from_ref(&instance));
     assert_eq!(sup.status(&m).unwrap().state, ModelState::Stopping);
     assert_eq!(drains.load(std::sync::atomic::Ordering::SeqCst), 1);
     let t = Instant::now();

@@ -58,18 +58,26 @@
 mod body;
 mod future;
 mod layer;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod record;
 mod service;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod store;
 
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::MeterUsageLayer;
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresUsage;
 pub use self::record::{InMemoryUsage, UsageEntry, UsageRecord, UsageSink, UsageTotals};
 pub use self::service::MeterUsage;
 #[cfg(feature = "sqlite")]
-pub use self::sqlite::{SqliteUsage, UsageQuery, UsageStoreError};
+pub use self::sqlite::SqliteUsage;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use self::store::{DEFAULT_USAGE_BUFFER, UsageQuery, UsageStoreError};
 
 /// When the proxy sent a request and when the upstream's headers came back, in the response's
 /// extensions, so metering can tell the gateway's own time from the upstream's.

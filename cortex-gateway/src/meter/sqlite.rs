@@ -7,7 +7,7 @@
 //! up to its bound ([`SqliteUsage::with_buffer`], default 65,536) and the batch being written
 //! is retried with back-off; beyond the bound a row is dropped, counted
 //! ([`SqliteUsage::dropped`], `cortex_usage_dropped_total`) and logged — the gateway keeps
-//! serving. [`SqliteUsage::flush`] waits for what was recorded so far to be committed;
+//! serving. (`PostgresUsage`, feature `postgres`, shares this writer.) [`SqliteUsage::flush`] waits for what was recorded so far to be committed;
 //! dropping the store flushes it too.
 //!
 //! [`SqliteUsage::query`] sums requests and tokens by key and model over a time range, as
@@ -24,21 +24,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
+use super::store::{Backend, Row, Writer, millis, source_name};
+pub use super::store::{DEFAULT_USAGE_BUFFER, UsageQuery, UsageStoreError};
 use super::{UsageEntry, UsageRecord, UsageSink, UsageTotals};
-use crate::sse::UsageSource;
-
-/// Rows committed per transaction, at most.
-const BATCH: usize = 1024;
-
-/// Rows waiting for the writer, by default.
-pub const DEFAULT_USAGE_BUFFER: usize = 65_536;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS usage (
@@ -65,114 +57,18 @@ CREATE INDEX IF NOT EXISTS usage_at ON usage (at_ms);
 CREATE INDEX IF NOT EXISTS usage_key_model_at ON usage (key_id, model, at_ms);
 ";
 
-/// Why the usage database could not be opened or read.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum UsageStoreError {
-    /// SQLite refused, on this file.
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-        /// What was being done.
-        doing: &'static str,
-        /// SQLite's error.
-        source: rusqlite::Error,
-    },
-    /// The writer thread could not be started.
-    Thread(std::io::Error),
-}
-
-impl std::fmt::Display for UsageStoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Sqlite {
-                path,
-                doing,
-                source,
-            } => write!(f, "usage database {}: {doing}: {source}", path.display()),
-            Self::Thread(e) => write!(f, "usage database: starting the writer thread: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for UsageStoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Sqlite { source, .. } => Some(source),
-            Self::Thread(e) => Some(e),
-        }
-    }
-}
-
-/// Which records [`SqliteUsage::query`] sums: every field unset means all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct UsageQuery {
-    /// Only this key id.
-    pub key_id: Option<String>,
-    /// Only this served name.
-    pub model: Option<String>,
-    /// Only records at or after this time.
-    pub since: Option<SystemTime>,
-    /// Only records before this time.
-    pub until: Option<SystemTime>,
-}
-
-impl UsageQuery {
-    /// Only `key_id`'s records.
-    #[must_use]
-    pub fn key(mut self, key_id: impl Into<String>) -> Self {
-        self.key_id = Some(key_id.into());
-        self
-    }
-
-    /// Only `model`'s records.
-    #[must_use]
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
-
-    /// Records in `[since, until)`; either end may be open.
-    #[must_use]
-    pub fn between(mut self, since: Option<SystemTime>, until: Option<SystemTime>) -> Self {
-        self.since = since;
-        self.until = until;
-        self
-    }
-}
-
-enum Msg {
-    Row(Box<Row>),
-    Flush(SyncSender<()>),
-}
-
-struct Row {
-    at_ms: i64,
-    record: UsageRecord,
-}
-
 /// Usage records in SQLite. See the [module docs](self).
 #[derive(Debug)]
 pub struct SqliteUsage {
     path: PathBuf,
-    /// `None` only while dropping.
-    tx: Option<SyncSender<Msg>>,
-    dropped: AtomicU64,
-    closing: Arc<AtomicBool>,
-    writer: Option<JoinHandle<()>>,
+    writer: Writer,
 }
 
-fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+struct Sqlite(Connection);
 
-fn source_name(source: UsageSource) -> &'static str {
-    match source {
-        UsageSource::Reported => "reported",
-        UsageSource::Timings => "timings",
-        UsageSource::Missing => "missing",
+impl Backend for Sqlite {
+    fn commit(&mut self, rows: &[Row]) -> Result<(), String> {
+        commit(&self.0, rows).map_err(|e| e.to_string())
     }
 }
 
@@ -203,22 +99,8 @@ impl SqliteUsage {
                 doing: "creating the usage table",
                 source,
             })?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(rows.max(1));
-        let closing = Arc::new(AtomicBool::new(false));
-        let writer = {
-            let closing = Arc::clone(&closing);
-            std::thread::Builder::new()
-                .name("cortex-usage-writer".to_owned())
-                .spawn(move || write_loop(&conn, &rx, &closing))
-                .map_err(UsageStoreError::Thread)?
-        };
-        Ok(Self {
-            path,
-            tx: Some(tx),
-            dropped: AtomicU64::new(0),
-            closing,
-            writer: Some(writer),
-        })
+        let writer = Writer::start(path.display().to_string(), rows, move || Ok(Sqlite(conn)))?;
+        Ok(Self { path, writer })
     }
 
     /// The database file.
@@ -228,20 +110,13 @@ impl SqliteUsage {
 
     /// Records dropped because the buffer was full (the database slow or locked).
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.writer.dropped()
     }
 
     /// Waits until every record handed over before this call is committed (returns at once
     /// when the writer is gone). Blocks: call it from a blocking context.
     pub fn flush(&self) {
-        let (ack, done) = std::sync::mpsc::sync_channel(1);
-        let sent = self
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.send(Msg::Flush(ack)).is_ok());
-        if sent {
-            let _ = done.recv();
-        }
+        self.writer.flush();
     }
 
     /// Requests and tokens by key and model, for the records `query` selects, sorted by key
@@ -303,35 +178,7 @@ impl SqliteUsage {
 
 impl UsageSink for SqliteUsage {
     fn record(&self, record: UsageRecord) {
-        let row = Msg::Row(Box::new(Row {
-            at_ms: millis(SystemTime::now()),
-            record,
-        }));
-        let Some(tx) = self.tx.as_ref() else { return };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(row) {
-            let before = self.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("cortex_usage_dropped_total").increment(1);
-            // Once, then every 10,000th: the count is in the metric.
-            if before % 10_000 == 0 {
-                tracing::warn!(
-                    path = %self.path.display(),
-                    dropped = before + 1,
-                    "usage buffer full (the database is slow or locked): dropping records"
-                );
-            }
-        }
-    }
-}
-
-impl Drop for SqliteUsage {
-    fn drop(&mut self) {
-        // Closing the channel ends the writer once it has committed what is buffered (or, with
-        // the database unwritable, after 10 s more of retries).
-        self.closing.store(true, Ordering::Relaxed);
-        self.tx.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+        self.writer.record(record);
     }
 }
 
@@ -351,43 +198,6 @@ fn connect(path: &Path) -> Result<Connection, UsageStoreError> {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(err("setting synchronous = NORMAL"))?;
     Ok(conn)
-}
-
-/// Commits rows in batches until the channel closes; a batch that fails (the database locked
-/// or unwritable) is retried with back-off, up to 5 s apart, while new rows wait in the channel.
-fn write_loop(conn: &Connection, rx: &Receiver<Msg>, closing: &AtomicBool) {
-    let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
-    let mut acks: Vec<SyncSender<()>> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Row(row) => batch.push(*row),
-                Msg::Flush(ack) => acks.push(ack),
-            }
-            if batch.len() < BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        let mut wait = Duration::from_millis(50);
-        let mut closing_since: Option<std::time::Instant> = None;
-        while let Err(e) = commit(conn, &batch) {
-            if closing.load(Ordering::Relaxed) {
-                let since = *closing_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() > Duration::from_secs(10) {
-                    tracing::error!(error = %e, rows = batch.len(), "usage database: giving up at shutdown; these rows are lost");
-                    break;
-                }
-            }
-            tracing::warn!(error = %e, rows = batch.len(), "usage database: commit failed; retrying");
-            std::thread::sleep(wait);
-            wait = (wait * 2).min(Duration::from_secs(5));
-        }
-        batch.clear();
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
-        }
-    }
 }
 
 fn commit(conn: &Connection, rows: &[Row]) -> rusqlite::Result<()> {

@@ -1,4 +1,4 @@
-//! Usage records in SQLite (feature `sqlite`): every record written under load is there after a
+//! Usage records in SQLite (feature `sqlite`; PostgreSQL in [`postgres`], feature `postgres`): every record written under load is there after a
 //! restart; a locked database loses nothing beyond the documented buffer, counts what it drops,
 //! and never blocks `record`; queries sum by key, model and time range.
 
@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use cortex_gateway::meter::{SqliteUsage, UsageQuery, UsageRecord, UsageSink as _};
+
+mod postgres;
 
 fn record(i: u64, key: &str, model: &str) -> UsageRecord {
     let mut r = UsageRecord::new(format!("req-{i}"));

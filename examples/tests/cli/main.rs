@@ -2047,7 +2047,10 @@ fn admin_reload(server: &Server) -> (String, Value) {
         .unwrap();
     let all = text(&out.stdout);
     let (body, code) = all.rsplit_once('\n').unwrap();
-    (code.to_owned(), serde_json::from_str(body).unwrap_or(Value::Null))
+    (
+        code.to_owned(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
 }
 
 /// The rest of a stream started by [`stream_in_flight`], which must end with `[DONE]`.
@@ -2064,7 +2067,7 @@ fn finish_stream(mut stream: Child, mut out: std::process::ChildStdout) {
 /// untouched (same process). `POST /admin/reload` with a changed context size: the model is
 /// replaced — a stream in flight on the old engine finishes, a request sent during the swap waits
 /// and is answered by the new engine, the old process is gone. A broken file is refused whole
-/// (422, file:line) and nothing changes.
+/// (422, with the place of the error) and nothing changes.
 #[test]
 #[allow(clippy::too_many_lines, reason = "one session, read top to bottom")]
 fn a_reload_applies_limits_and_models_without_cutting_streams() {
@@ -2084,7 +2087,8 @@ fn a_reload_applies_limits_and_models_without_cutting_streams() {
             .unwrap();
         text(&out.stdout)
     };
-    let small = r#"{"model":"gemma-3-270m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#;
+    let small =
+        r#"{"model":"gemma-3-270m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#;
     let padded = format!(
         r#"{{"model":"gemma-3-270m","messages":[{{"role":"user","content":"hi {}"}}],"max_tokens":4}}"#,
         "x".repeat(4000)
@@ -2096,7 +2100,10 @@ fn a_reload_applies_limits_and_models_without_cutting_streams() {
     let models_block = &original[original.find("[[models]]").unwrap()..];
     let extra = models_block
         .replace("id = \"gemma\"", "id = \"extra\"\nload = \"on-demand\"")
-        .replace("served_name = \"gemma-3-270m\"", "served_name = \"extra-270m\"");
+        .replace(
+            "served_name = \"gemma-3-270m\"",
+            "served_name = \"extra-270m\"",
+        );
     std::fs::write(
         &path,
         format!("{original}\n{extra}\n[gateway]\nbody_limit = 2048\n"),
@@ -2108,15 +2115,26 @@ fn a_reload_applies_limits_and_models_without_cutting_streams() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while chat(&padded) != "413" {
-        assert!(Instant::now() < deadline, "the new body limit is not in force");
+        assert!(
+            Instant::now() < deadline,
+            "the new body limit is not in force"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(chat(small), "200");
     let listed = server.models(&["list"]);
-    assert!(text(&listed.stdout).contains("extra"), "{}", text(&listed.stdout));
+    assert!(
+        text(&listed.stdout).contains("extra"),
+        "{}",
+        text(&listed.stdout)
+    );
     let status: Value =
         serde_json::from_slice(&server.models(&["status", "gemma"]).stdout).unwrap();
-    assert_eq!(instance_pids(&status), pids, "the unchanged model was restarted");
+    assert_eq!(
+        instance_pids(&status),
+        pids,
+        "the unchanged model was restarted"
+    );
     finish_stream(stream, out);
     let log = server.log.lock().unwrap().clone();
     assert!(
@@ -2126,15 +2144,20 @@ fn a_reload_applies_limits_and_models_without_cutting_streams() {
 
     // 2. The admin call, with gemma's context size changed: replaced without cutting anything.
     let (stream, out, _) = stream_in_flight(&server, 200);
-    let changed = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen("ctx_size = 2048", "ctx_size = 1024", 1);
+    let changed =
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("ctx_size = 2048", "ctx_size = 1024", 1);
     std::fs::write(&path, &changed).unwrap();
     let began = Instant::now();
     let (code, report) = admin_reload(&server);
     assert_eq!(code, "200", "{report}");
     assert_eq!(report["replaced"], serde_json::json!(["gemma"]), "{report}");
-    assert_eq!(report["unchanged"], serde_json::json!(["extra"]), "{report}");
+    assert_eq!(
+        report["unchanged"],
+        serde_json::json!(["extra"]),
+        "{report}"
+    );
     assert_eq!(report["restart_needed"], serde_json::json!([]), "{report}");
     // Sent while the old engine drains: waits for the new one and is answered.
     let base = server.base.clone();
@@ -2170,4 +2193,48 @@ fn a_reload_applies_limits_and_models_without_cutting_streams() {
     assert_eq!(instance_pids(&status), new_pids);
     assert_eq!(chat(small), "200");
     assert_eq!(chat(&padded), "413");
+}
+
+/// `[usage] store = "postgres"` with a real PostgreSQL server (started by the test on a free port):
+/// the records of one `cortex serve` are found by the next through `cortex models usage`.
+#[test]
+fn usage_kept_in_postgres_outlives_the_server() {
+    let pg = cortex_testkit::postgres::Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config(dir.path(), port);
+    let text_now = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "{text_now}\n[usage]\nstore = \"postgres\"\npostgres = \"{}\"\n",
+            pg.params()
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(path.clone(), port);
+    server.wait_ready();
+    for _ in 0..2 {
+        let chat = sdk_chat(&server.base, CLIENT, "gemma-3-270m");
+        assert!(chat["content"].is_string(), "{chat}");
+    }
+    assert!(interrupt(&mut server.child, "cortex serve").success());
+    drop(server);
+    assert!(
+        !dir.path().join("state/usage.sqlite3").exists(),
+        "records went to SQLite"
+    );
+
+    let server = Server::start(path, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.health().is_none() {
+        assert!(Instant::now() < deadline, "cortex serve never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = server.models(&["usage", "--key", "tester", "--since", "1h"]);
+    let usage: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
+    let entry = &usage["data"][0];
+    assert_eq!(entry["requests"], 2, "{usage}");
+    assert_eq!(entry["model"], "gemma-3-270m", "{usage}");
 }

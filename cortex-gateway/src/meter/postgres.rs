@@ -1,0 +1,330 @@
+//! Usage records in PostgreSQL (feature `postgres`), for several gateways writing to one
+//! database.
+//!
+//! [`PostgresUsage`] is a [`UsageSink`] built like [`SqliteUsage`](super::SqliteUsage) (feature
+//! `sqlite`): `record` hands the row to a bounded channel and returns at once; one writer thread
+//! commits rows in batches (up to 1,024 per transaction) into the table `cortex_usage`, which it
+//! creates when missing. When the server is slow, restarting or down, the batch being written is
+//! retried with back-off (the connection made again each time) while new rows wait in the channel
+//! up to its bound ([`PostgresUsage::with_buffer`], default 65,536); beyond the bound a row is
+//! dropped, counted ([`PostgresUsage::dropped`], `cortex_usage_dropped_total`) and logged. No
+//! request ever waits for the database. Each row carries the id of the gateway that wrote it
+//! ([`PostgresUsage::gateway`]), so the totals of several gateways add up in one query.
+//!
+//! The client is the `postgres` crate (the blocking face of `tokio-postgres`); it runs on the
+//! writer thread, and [`PostgresUsage::query`] runs on a thread of its own, so both may be called
+//! from async code.
+//!
+//! ```no_run
+//! use cortex_gateway::meter::{PostgresUsage, UsageQuery};
+//!
+//! let usage = PostgresUsage::open("host=db.internal user=cortex dbname=cortex").unwrap();
+//! // … GatewayBuilder::new(registry).usage_sink(std::sync::Arc::new(usage)) …
+//! # let usage = PostgresUsage::open("host=localhost").unwrap();
+//! let rows = usage.query(&UsageQuery::default().model("gemma")).unwrap();
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+
+use super::store::{Backend, Row, Writer, millis, source_name};
+pub use super::store::{DEFAULT_USAGE_BUFFER, UsageQuery, UsageStoreError};
+use super::{UsageEntry, UsageRecord, UsageSink, UsageTotals};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cortex_usage (
+    id BIGSERIAL PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    gateway TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    key_id TEXT,
+    model TEXT,
+    replica BIGINT,
+    instance TEXT,
+    engine TEXT,
+    status INTEGER,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    total_tokens BIGINT NOT NULL,
+    usage_source TEXT NOT NULL,
+    latency_ms DOUBLE PRECISION NOT NULL,
+    ttft_ms DOUBLE PRECISION,
+    streamed BOOLEAN NOT NULL,
+    client_disconnected BOOLEAN NOT NULL,
+    failed BOOLEAN NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cortex_usage_at ON cortex_usage (at_ms);
+CREATE INDEX IF NOT EXISTS cortex_usage_key_model_at ON cortex_usage (key_id, model, at_ms);
+";
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Usage records in PostgreSQL. See the [module docs](self).
+#[derive(Debug)]
+pub struct PostgresUsage {
+    config: postgres::Config,
+    server: String,
+    gateway: String,
+    writer: Writer,
+}
+
+/// `host:port/dbname` of a configuration, for messages (never its password).
+fn server_of(config: &postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map_or_else(String::new, |h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        });
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("");
+    format!("{host}:{port}/{db}")
+}
+
+struct Postgres {
+    config: postgres::Config,
+    gateway: String,
+    client: Option<Client>,
+}
+
+impl Postgres {
+    fn connect(config: &postgres::Config) -> Result<Client, postgres::Error> {
+        let mut client = config.connect(NoTls)?;
+        // Several gateways may create the table at once: one wins, the others see it exists.
+        if let Err(e) = client.batch_execute(SCHEMA) {
+            let raced = e.code().is_some_and(|c| {
+                *c == postgres::error::SqlState::UNIQUE_VIOLATION
+                    || *c == postgres::error::SqlState::DUPLICATE_TABLE
+            });
+            if !raced {
+                return Err(e);
+            }
+        }
+        Ok(client)
+    }
+}
+
+impl Backend for Postgres {
+    fn commit(&mut self, rows: &[Row]) -> Result<(), String> {
+        // A connection the server closed (a restart, a kill) is made again.
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            self.client = Some(Self::connect(&self.config).map_err(|e| e.to_string())?);
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Err("no connection".to_owned());
+        };
+        let result = commit(client, &self.gateway, rows);
+        if result.is_err() {
+            // Whatever broke, the next try starts from a fresh connection.
+            self.client = None;
+        }
+        result.map_err(|e| e.to_string())
+    }
+}
+
+fn commit(client: &mut Client, gateway: &str, rows: &[Row]) -> Result<(), postgres::Error> {
+    let mut tx = client.transaction()?;
+    let insert = tx.prepare(
+        "INSERT INTO cortex_usage (at_ms, gateway, request_id, key_id, model, replica, instance,
+            engine, status, prompt_tokens, completion_tokens, total_tokens, usage_source,
+            latency_ms, ttft_ms, streamed, client_disconnected, failed)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    )?;
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    for Row { at_ms, record: r } in rows {
+        tx.execute(
+            &insert,
+            &[
+                at_ms,
+                &gateway,
+                &r.request_id,
+                &r.key_id.as_deref(),
+                &r.model.as_deref(),
+                &r.replica.map(i64::from),
+                &r.instance.as_ref().map(ToString::to_string),
+                &r.engine.as_ref().map(ToString::to_string),
+                &r.status.map(i32::from),
+                &n(r.usage.prompt_tokens),
+                &n(r.usage.completion_tokens),
+                &n(r.usage.total_tokens),
+                &source_name(r.usage.source),
+                &(r.latency.as_secs_f64() * 1000.0),
+                &r.time_to_first_token.map(|d| d.as_secs_f64() * 1000.0),
+                &r.streamed,
+                &r.client_disconnected,
+                &r.failed,
+            ],
+        )?;
+    }
+    tx.commit()
+}
+
+// === impl PostgresUsage ===
+
+impl PostgresUsage {
+    /// Connects to the server `params` names (`host=… port=… user=… dbname=…`, or a
+    /// `postgresql://` URL), creating the table when missing, with the default buffer. The
+    /// gateway id written with each row is this host's name and process id.
+    ///
+    /// # Errors
+    ///
+    /// `params` cannot be read, or the server cannot be reached or refuses.
+    pub fn open(params: &str) -> Result<Self, UsageStoreError> {
+        Self::with_buffer(params, DEFAULT_USAGE_BUFFER)
+    }
+
+    /// As [`open`](Self::open), with `rows` waiting for the writer at most (at least 1).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn with_buffer(params: &str, rows: usize) -> Result<Self, UsageStoreError> {
+        let gateway = format!(
+            "{}:{}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        );
+        Self::for_gateway(params, rows, gateway)
+    }
+
+    /// As [`with_buffer`](Self::with_buffer), writing `gateway` as the id of the gateway with
+    /// each row.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn for_gateway(
+        params: &str,
+        rows: usize,
+        gateway: impl Into<String>,
+    ) -> Result<Self, UsageStoreError> {
+        let mut config: postgres::Config =
+            params.parse().map_err(|source| UsageStoreError::Postgres {
+                server: "?".to_owned(),
+                doing: "reading the connection parameters",
+                source,
+            })?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        if config.get_application_name().is_none() {
+            config.application_name("cortex-usage");
+        }
+        let server = server_of(&config);
+        let gateway = gateway.into();
+        let writer = {
+            let (config, server, gateway) = (config.clone(), server.clone(), gateway.clone());
+            Writer::start(format!("postgres://{server}"), rows, move || {
+                let client =
+                    Postgres::connect(&config).map_err(|source| UsageStoreError::Postgres {
+                        server,
+                        doing: "connecting and creating the usage table",
+                        source,
+                    })?;
+                Ok(Postgres {
+                    config,
+                    gateway,
+                    client: Some(client),
+                })
+            })?
+        };
+        Ok(Self {
+            config,
+            server,
+            gateway,
+            writer,
+        })
+    }
+
+    /// The id written with each row.
+    pub fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    /// Records dropped because the buffer was full (the database slow or down).
+    pub fn dropped(&self) -> u64 {
+        self.writer.dropped()
+    }
+
+    /// Waits until every record handed over before this call is committed (returns at once
+    /// when the writer is gone); while the server is down, that is until it is back. Blocks:
+    /// call it from a blocking context.
+    pub fn flush(&self) {
+        self.writer.flush();
+    }
+
+    /// Requests and tokens by key and model, for the records `query` selects (of every
+    /// gateway writing to the database), sorted by key and model. Connects on a thread of its
+    /// own.
+    ///
+    /// # Errors
+    ///
+    /// The server cannot be reached or refuses.
+    pub fn query(&self, query: &UsageQuery) -> Result<Vec<UsageEntry>, UsageStoreError> {
+        let err = |doing| {
+            let server = self.server.clone();
+            move |source| UsageStoreError::Postgres {
+                server,
+                doing,
+                source,
+            }
+        };
+        let run = || -> Result<Vec<postgres::Row>, UsageStoreError> {
+            let mut client = self.config.connect(NoTls).map_err(err("connecting"))?;
+            client
+                .query(
+                    "SELECT key_id, model, COUNT(*)::BIGINT, SUM(prompt_tokens)::BIGINT,
+                            SUM(completion_tokens)::BIGINT, SUM(total_tokens)::BIGINT,
+                            COUNT(*) FILTER (WHERE usage_source = 'missing'),
+                            COUNT(*) FILTER (WHERE failed),
+                            COUNT(*) FILTER (WHERE client_disconnected)
+                     FROM cortex_usage
+                     WHERE ($1::TEXT IS NULL OR key_id = $1) AND ($2::TEXT IS NULL OR model = $2)
+                       AND ($3::BIGINT IS NULL OR at_ms >= $3) AND ($4::BIGINT IS NULL OR at_ms < $4)
+                     GROUP BY key_id, model ORDER BY key_id, model",
+                    &[
+                        &query.key_id,
+                        &query.model,
+                        &query.since.map(millis),
+                        &query.until.map(millis),
+                    ],
+                )
+                .map_err(err("reading usage"))
+        };
+        // The blocking client starts a runtime of its own, which cannot be done on a thread
+        // that runs async tasks: a thread of its own.
+        let rows = std::thread::scope(|s| s.spawn(run).join()).map_err(|_| {
+            UsageStoreError::Thread(std::io::Error::other("the usage query panicked"))
+        })??;
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        rows.iter()
+            .map(|r| {
+                Ok(UsageEntry {
+                    key_id: r.try_get::<_, Option<String>>(0)?.map(Arc::from),
+                    model: r.try_get::<_, Option<String>>(1)?.map(Arc::from),
+                    totals: UsageTotals {
+                        requests: n(r.try_get(2)?),
+                        prompt_tokens: n(r.try_get(3)?),
+                        completion_tokens: n(r.try_get(4)?),
+                        total_tokens: n(r.try_get(5)?),
+                        usage_missing: n(r.try_get(6)?),
+                        failed: n(r.try_get(7)?),
+                        client_disconnected: n(r.try_get(8)?),
+                    },
+                })
+            })
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(err("reading usage"))
+    }
+}
+
+impl UsageSink for PostgresUsage {
+    fn record(&self, record: UsageRecord) {
+        self.writer.record(record);
+    }
+}
