@@ -52,12 +52,14 @@ pub struct Budget {
     pub host: Option<u64>,
     /// Bytes per GPU, by position.
     pub gpus: Vec<u64>,
-    /// Each llama.cpp model's estimate (all replicas), by device: `(host, per GPU)`.
+    /// Each model's need (all replicas), by device: `(host, per GPU)` — llama.cpp's by the
+    /// estimator, vLLM's its claim (`gpu_memory_utilization` of each GPU it uses; its host memory
+    /// is not counted).
     pub needs: HashMap<ModelId, (u64, Vec<u64>)>,
 }
 
 impl Budget {
-    /// The budget of `config` (`[budget]`, `[[gpu]]`) with each llama.cpp model's estimate, or
+    /// The budget of `config` (`[budget]`, `[[gpu]]`) with each model's need, or
     /// `None` when nothing limits memory. A model the estimator cannot read counts as nothing,
     /// with a warning.
     pub fn of(config: &crate::config::Config) -> Option<Self> {
@@ -78,13 +80,33 @@ impl Budget {
             return None;
         }
         let mut needs = HashMap::new();
+        let vllm = cortex_engines::VllmEngine::new().with_gpus(config.gpu.iter().cloned());
         for spec in config.specs() {
+            let n = u64::from(spec.replicas.get());
+            if spec.engine == cortex_core::EngineKind::VLLM {
+                // vLLM claims its share of each GPU it uses, whatever the model.
+                match vllm.claims(spec) {
+                    Ok(claims) => {
+                        let mut per_gpu = vec![0_u64; config.gpu.len()];
+                        for (i, bytes) in claims {
+                            if let Some(g) = per_gpu.get_mut(i) {
+                                *g = g.saturating_add(bytes.saturating_mul(n));
+                            }
+                        }
+                        needs.insert(spec.id.clone(), (0, per_gpu));
+                    }
+                    Err(e) => eprintln!(
+                        "cortex: {}: no memory claim for the budget: {e}",
+                        spec.id
+                    ),
+                }
+                continue;
+            }
             let Some(args) = crate::plan::estimate_args(spec) else {
                 continue;
             };
             match crate::gguf::estimate_for(&args, &config.gpu) {
                 Ok(est) => {
-                    let n = u64::from(spec.replicas.get());
                     let per_gpu = (0..config.gpu.len())
                         .map(|i| est.device(i).map_or(0, |d| d.total()).saturating_mul(n))
                         .collect();

@@ -333,6 +333,73 @@ impl VllmEngine {
         self
     }
 
+    /// What one replica of `spec` claims on each GPU, as `(position among the engine's GPUs,
+    /// bytes)`: vLLM takes `gpu_memory_utilization × total` of the smallest GPU it uses on each of
+    /// the first `tensor_parallel_size × pipeline_parallel_size` GPUs it is given, whatever the
+    /// model's size (weights, activations and KV cache share that budget). Empty when the engine
+    /// has no GPUs (vLLM on the CPU).
+    ///
+    /// ```
+    /// use cortex_core::{EngineKind, ModelSource, ModelSpec};
+    /// use cortex_engines::VllmEngine;
+    /// use cortex_gguf::Gpu;
+    ///
+    /// let engine = VllmEngine::new().with_gpus([
+    ///     Gpu::new(0, "NVIDIA L4", 24 << 30),
+    ///     Gpu::new(1, "NVIDIA L4", 24 << 30),
+    ///     Gpu::new(2, "NVIDIA A100", 80 << 30),
+    /// ]);
+    /// let mut spec = ModelSpec::new(
+    ///     "qwen".parse().unwrap(),
+    ///     EngineKind::VLLM,
+    ///     ModelSource::Path("/models/qwen".into()),
+    /// );
+    /// spec.settings.insert("tensor_parallel_size", 2);
+    /// spec.settings.insert("gpu_memory_utilization", 0.5);
+    /// assert_eq!(engine.claims(&spec).unwrap(), [(0, 12 << 30), (1, 12 << 30)]);
+    /// // Only the A100.
+    /// spec.settings.insert("tensor_parallel_size", 1);
+    /// spec.settings.insert("gpu_memory_utilization", 0.92);
+    /// spec.settings.insert("gpus", serde_json::json!({"devices": ["2"]}));
+    /// assert_eq!(engine.claims(&spec).unwrap(), [(2, 79_027_398_246)]);
+    /// spec.settings.insert("tensor_parallel_size", 4);
+    /// assert!(engine.claims(&spec).unwrap_err().contains("needs 4 GPUs"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The settings cannot be read, or they ask for more GPUs than the model is given.
+    pub fn claims(&self, spec: &ModelSpec) -> Result<Vec<(usize, u64)>, String> {
+        let s: VllmSettings = spec.settings.decode().map_err(|e| e.to_string())?;
+        if self.gpus.is_empty() {
+            return Ok(Vec::new());
+        }
+        let given = self.given(&s);
+        let used = usize::try_from(s.tensor_parallel_size.saturating_mul(s.pipeline_parallel_size))
+            .unwrap_or(usize::MAX);
+        if used > given.len() {
+            return Err(format!(
+                "it needs {used} GPUs (tensor × pipeline parallel) and is given {}",
+                given.len()
+            ));
+        }
+        let used = &given[..used];
+        let smallest = used.iter().map(|g| g.total_bytes).min().unwrap_or(0);
+        let utilization = s.gpu_memory_utilization.unwrap_or(0.92).clamp(0.0, 1.0);
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "a fraction of a GPU's memory, well inside 2^52 bytes"
+        )]
+        let claim = (smallest as f64 * utilization) as u64;
+        Ok(used
+            .iter()
+            .filter_map(|g| self.gpus.iter().position(|e| e == g))
+            .map(|position| (position, claim))
+            .collect())
+    }
+
     /// The GPUs a model with these settings is given, out of the engine's.
     fn given(&self, s: &VllmSettings) -> Vec<Gpu> {
         match &s.gpus {

@@ -24,14 +24,13 @@
 //! let rows = usage.query(&UsageQuery::default().model("gemma")).unwrap();
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
-use super::store::{Backend, Row, Writer, millis, source_name};
+use super::store::{Backend, Row, Writer, entry, millis, source_name};
 pub use super::store::{DEFAULT_USAGE_BUFFER, UsageQuery, UsageStoreError};
-use super::{UsageEntry, UsageRecord, UsageSink, UsageTotals};
+use super::{UsageEntry, UsageRecord, UsageSink};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS cortex_usage (
@@ -301,22 +300,13 @@ impl PostgresUsage {
         let rows = std::thread::scope(|s| s.spawn(run).join()).map_err(|_| {
             UsageStoreError::Thread(std::io::Error::other("the usage query panicked"))
         })??;
-        let n = |v: i64| u64::try_from(v).unwrap_or(0);
         rows.iter()
             .map(|r| {
-                Ok(UsageEntry {
-                    key_id: r.try_get::<_, Option<String>>(0)?.map(Arc::from),
-                    model: r.try_get::<_, Option<String>>(1)?.map(Arc::from),
-                    totals: UsageTotals {
-                        requests: n(r.try_get(2)?),
-                        prompt_tokens: n(r.try_get(3)?),
-                        completion_tokens: n(r.try_get(4)?),
-                        total_tokens: n(r.try_get(5)?),
-                        usage_missing: n(r.try_get(6)?),
-                        failed: n(r.try_get(7)?),
-                        client_disconnected: n(r.try_get(8)?),
-                    },
-                })
+                let mut counts = [0_i64; 7];
+                for (i, c) in counts.iter_mut().enumerate() {
+                    *c = r.try_get(i + 2)?;
+                }
+                Ok(entry(r.try_get(0)?, r.try_get(1)?, counts))
             })
             .collect::<Result<_, postgres::Error>>()
             .map_err(err("reading usage"))

@@ -23,14 +23,13 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
-use super::store::{Backend, Row, Writer, millis, source_name};
+use super::store::{Backend, Row, Writer, entry, millis, source_name};
 pub use super::store::{DEFAULT_USAGE_BUFFER, UsageQuery, UsageStoreError};
-use super::{UsageEntry, UsageRecord, UsageSink, UsageTotals};
+use super::{UsageEntry, UsageRecord, UsageSink};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS usage (
@@ -146,7 +145,6 @@ impl SqliteUsage {
                  GROUP BY key_id, model ORDER BY key_id, model",
             )
             .map_err(err("preparing the usage query"))?;
-        let n = |v: i64| u64::try_from(v).unwrap_or(0);
         let rows = stmt
             .query_map(
                 params![
@@ -156,19 +154,11 @@ impl SqliteUsage {
                     query.until.map(millis)
                 ],
                 |r| {
-                    Ok(UsageEntry {
-                        key_id: r.get::<_, Option<String>>(0)?.map(Arc::from),
-                        model: r.get::<_, Option<String>>(1)?.map(Arc::from),
-                        totals: UsageTotals {
-                            requests: n(r.get(2)?),
-                            prompt_tokens: n(r.get(3)?),
-                            completion_tokens: n(r.get(4)?),
-                            total_tokens: n(r.get(5)?),
-                            usage_missing: n(r.get(6)?),
-                            failed: n(r.get(7)?),
-                            client_disconnected: n(r.get(8)?),
-                        },
-                    })
+                    let mut counts = [0_i64; 7];
+                    for (i, c) in counts.iter_mut().enumerate() {
+                        *c = r.get::<_, Option<i64>>(i + 2)?.unwrap_or(0);
+                    }
+                    Ok(entry(r.get(0)?, r.get(1)?, counts))
                 },
             )
             .map_err(err("reading usage"))?;

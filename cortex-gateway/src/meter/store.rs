@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::UsageRecord;
+use super::{UsageEntry, UsageRecord, UsageTotals};
 use crate::sse::UsageSource;
 
 /// Rows committed per transaction, at most.
@@ -120,6 +120,26 @@ impl UsageQuery {
         self.since = since;
         self.until = until;
         self
+    }
+}
+
+/// The totals of one key and model from a query's columns: requests, prompt, completion and
+/// total tokens, records without usage, failures, hang-ups.
+pub(crate) fn entry(key_id: Option<String>, model: Option<String>, counts: [i64; 7]) -> UsageEntry {
+    let [requests, prompt, completion, total, missing, failed, gone] =
+        counts.map(|v| u64::try_from(v).unwrap_or(0));
+    UsageEntry {
+        key_id: key_id.map(Arc::from),
+        model: model.map(Arc::from),
+        totals: UsageTotals {
+            requests,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: total,
+            usage_missing: missing,
+            failed,
+            client_disconnected: gone,
+        },
     }
 }
 
