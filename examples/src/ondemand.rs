@@ -493,3 +493,46 @@ impl Loader for OnDemand {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vLLM model counts in the budget by what it claims of each GPU it uses
+    /// (`gpu_memory_utilization × total`), whatever the model's size.
+    #[test]
+    fn a_vllm_model_counts_its_claim_on_the_gpus_it_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"
+[budget]
+gpu_mib = [20000, 20000]
+
+[[gpu]]
+index = 0
+name = "NVIDIA L4"
+total_bytes = 24000000000
+
+[[gpu]]
+index = 1
+name = "NVIDIA L4"
+total_bytes = 24000000000
+
+[[models]]
+id = "qwen"
+engine = "vllm"
+load = "on-demand"
+replicas = 1
+source = { hub = "Qwen/Qwen2.5-0.5B-Instruct" }
+
+[models.settings]
+gpu_memory_utilization = 0.5
+gpus = { devices = ["1"] }
+"#;
+        let config = crate::config::Config::parse(&dir.path().join("cortex.toml"), text)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let budget = Budget::of(&config).expect("a budget");
+        assert_eq!(budget.gpus, [20_000 << 20, 20_000 << 20]);
+        let need = &budget.needs[&ModelId::new("qwen").unwrap()];
+        assert_eq!(need, &(0, vec![0, 12_000_000_000]));
+    }
+}
