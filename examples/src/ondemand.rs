@@ -95,10 +95,7 @@ impl Budget {
                         }
                         needs.insert(spec.id.clone(), (0, per_gpu));
                     }
-                    Err(e) => eprintln!(
-                        "cortex: {}: no memory claim for the budget: {e}",
-                        spec.id
-                    ),
+                    Err(e) => eprintln!("cortex: {}: no memory claim for the budget: {e}", spec.id),
                 }
                 continue;
             }

@@ -375,8 +375,11 @@ impl VllmEngine {
             return Ok(Vec::new());
         }
         let given = self.given(&s);
-        let used = usize::try_from(s.tensor_parallel_size.saturating_mul(s.pipeline_parallel_size))
-            .unwrap_or(usize::MAX);
+        let used = usize::try_from(
+            s.tensor_parallel_size
+                .saturating_mul(s.pipeline_parallel_size),
+        )
+        .unwrap_or(usize::MAX);
         if used > given.len() {
             return Err(format!(
                 "it needs {used} GPUs (tensor × pipeline parallel) and is given {}",

@@ -269,6 +269,117 @@ impl InMemoryKeyStore {
     }
 }
 
+impl InMemoryKeyStore {
+    /// This store, with each key that `old` holds unchanged (same digest, id, models and limit)
+    /// taken from `old`, so that a store rebuilt from its sources (a reload, a refresh from a
+    /// database) keeps the keys' rate-limit state: a key is not given a fresh allowance each time.
+    #[must_use]
+    pub fn keeping_state_of(mut self, old: &Self) -> Self {
+        for (digest, (_, key)) in &mut self.entries {
+            if let Some((_, before)) = old.entries.get(digest) {
+                if before.id == key.id && before.models == key.models && before.rpm == key.rpm {
+                    *key = Arc::clone(before);
+                }
+            }
+        }
+        self
+    }
+
+    /// Adds every key of `records`.
+    pub fn extend(&mut self, records: impl IntoIterator<Item = KeyRecord>) {
+        for record in records {
+            let mut key = ApiKey::new(record.id);
+            if let Some(models) = record.models {
+                key = key.allow_models(models);
+            }
+            if let Some(rpm) = record.requests_per_minute {
+                key = key.requests_per_minute(rpm);
+            }
+            self.insert(record.hash, key);
+        }
+    }
+}
+
+/// A client key as a database keeps it: its digest, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyRecord {
+    /// The key's id (in logs and usage records).
+    pub id: String,
+    /// The key's digest.
+    pub hash: KeyHash,
+    /// The models (served names) it may use; all when `None`.
+    pub models: Option<Vec<String>>,
+    /// Its requests-per-minute limit; none when `None`.
+    pub requests_per_minute: Option<NonZeroU32>,
+    /// Who created it (an admin caller's address, say).
+    pub created_by: Option<String>,
+}
+
+impl KeyRecord {
+    /// A key named `id` with digest `hash`, allowed every model, with no limit.
+    pub fn new(id: impl Into<String>, hash: KeyHash) -> Self {
+        Self {
+            id: id.into(),
+            hash,
+            models: None,
+            requests_per_minute: None,
+            created_by: None,
+        }
+    }
+}
+
+/// Why a key database refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum KeyDatabaseError {
+    /// A key with this id is there already.
+    Duplicate {
+        /// The id.
+        id: String,
+    },
+    /// The database failed; the message names it and what was being done.
+    Database(String),
+}
+
+impl fmt::Display for KeyDatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Duplicate { id } => write!(f, "a key `{id}` is in the database already"),
+            Self::Database(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for KeyDatabaseError {}
+
+/// Client keys kept in a database (the usage databases of features `sqlite` and `postgres`
+/// implement it), beside or instead of a configuration file. A gateway reads them into an
+/// [`InMemoryKeyStore`] ([`InMemoryKeyStore::extend`]) and reads again after a change, or
+/// periodically when other gateways share the database: requests never wait for the database.
+pub trait KeyDatabase: Send + Sync {
+    /// Every key not revoked.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read.
+    fn keys(&self) -> Result<Vec<KeyRecord>, KeyDatabaseError>;
+
+    /// Adds `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyDatabaseError::Duplicate`] when its id is taken; the database failing.
+    fn add_key(&self, key: &KeyRecord) -> Result<(), KeyDatabaseError>;
+
+    /// Revokes the key `id`; `false` when there is none.
+    ///
+    /// # Errors
+    ///
+    /// The database failing.
+    fn revoke_key(&self, id: &str) -> Result<bool, KeyDatabaseError>;
+}
+
 impl KeyStore for InMemoryKeyStore {
     fn lookup(&self, presented: &str) -> Option<Arc<ApiKey>> {
         let digest = KeyHash::of(presented);

@@ -28,9 +28,10 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
-use super::store::{Backend, Row, Writer, entry, millis, source_name};
+use super::store::{Backend, Row, Writer, entry, key_record, millis, models_column, source_name};
 pub use super::store::{DEFAULT_USAGE_BUFFER, UsageQuery, UsageStoreError};
 use super::{UsageEntry, UsageRecord, UsageSink};
+use crate::auth::{KeyDatabase, KeyDatabaseError, KeyRecord};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS cortex_usage (
@@ -56,6 +57,16 @@ CREATE TABLE IF NOT EXISTS cortex_usage (
 );
 CREATE INDEX IF NOT EXISTS cortex_usage_at ON cortex_usage (at_ms);
 CREATE INDEX IF NOT EXISTS cortex_usage_key_model_at ON cortex_usage (key_id, model, at_ms);
+CREATE TABLE IF NOT EXISTS cortex_keys (
+    id TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    models TEXT,
+    requests_per_minute BIGINT,
+    created_ms BIGINT NOT NULL,
+    created_by TEXT,
+    revoked_ms BIGINT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS cortex_keys_live_id ON cortex_keys (id) WHERE revoked_ms IS NULL;
 ";
 
 /// How long a connection attempt may take.
@@ -316,5 +327,101 @@ impl PostgresUsage {
 impl UsageSink for PostgresUsage {
     fn record(&self, record: UsageRecord) {
         self.writer.record(record);
+    }
+}
+
+impl PostgresUsage {
+    /// Runs `f` with a new connection on a thread of its own (the blocking client cannot run on
+    /// a thread that runs async tasks).
+    fn with_client<T: Send>(
+        &self,
+        doing: &'static str,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send,
+    ) -> Result<T, UsageStoreError> {
+        let err = |source| UsageStoreError::Postgres {
+            server: self.server.clone(),
+            doing,
+            source,
+        };
+        let run = || -> Result<T, UsageStoreError> {
+            let mut client = self.config.connect(NoTls).map_err(err)?;
+            f(&mut client).map_err(err)
+        };
+        std::thread::scope(|s| s.spawn(run).join()).map_err(|_| {
+            UsageStoreError::Thread(std::io::Error::other("the database call panicked"))
+        })?
+    }
+}
+
+/// Client keys in the same database (table `cortex_keys`: digests, never keys; a revoked key's
+/// row stays, with when it was revoked), shared by every gateway that writes there.
+impl KeyDatabase for PostgresUsage {
+    fn keys(&self) -> Result<Vec<KeyRecord>, KeyDatabaseError> {
+        let rows = self
+            .with_client("reading keys", |client| {
+                client.query(
+                    "SELECT id, hash, models, requests_per_minute, created_by FROM cortex_keys
+                     WHERE revoked_ms IS NULL ORDER BY id",
+                    &[],
+                )
+            })
+            .map_err(|e| KeyDatabaseError::Database(e.to_string()))?;
+        rows.iter()
+            .map(|r| {
+                let read = || -> Result<_, postgres::Error> {
+                    Ok((
+                        r.try_get::<_, String>(0)?,
+                        r.try_get::<_, String>(1)?,
+                        r.try_get::<_, Option<String>>(2)?,
+                        r.try_get::<_, Option<i64>>(3)?,
+                        r.try_get::<_, Option<String>>(4)?,
+                    ))
+                };
+                let (id, hash, models, rpm, by) = read().map_err(|e| {
+                    KeyDatabaseError::Database(format!(
+                        "postgres://{}: reading keys: {e}",
+                        self.server
+                    ))
+                })?;
+                key_record(id, &hash, models.as_deref(), rpm, by).map_err(|e| {
+                    KeyDatabaseError::Database(format!("postgres://{}: {e}", self.server))
+                })
+            })
+            .collect()
+    }
+
+    fn add_key(&self, key: &KeyRecord) -> Result<(), KeyDatabaseError> {
+        let hash = key.hash.to_string();
+        let models = models_column(key.models.as_ref());
+        let rpm = key.requests_per_minute.map(|r| i64::from(r.get()));
+        let now = millis(std::time::SystemTime::now());
+        let added = self.with_client("adding a key", |client| {
+            client.execute(
+                "INSERT INTO cortex_keys (id, hash, models, requests_per_minute, created_ms, created_by)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&key.id, &hash, &models, &rpm, &now, &key.created_by],
+            )
+        });
+        match added {
+            Ok(_) => Ok(()),
+            Err(UsageStoreError::Postgres { source, .. })
+                if source.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) =>
+            {
+                Err(KeyDatabaseError::Duplicate { id: key.id.clone() })
+            }
+            Err(e) => Err(KeyDatabaseError::Database(e.to_string())),
+        }
+    }
+
+    fn revoke_key(&self, id: &str) -> Result<bool, KeyDatabaseError> {
+        let now = millis(std::time::SystemTime::now());
+        self.with_client("revoking a key", |client| {
+            client.execute(
+                "UPDATE cortex_keys SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL",
+                &[&id, &now],
+            )
+        })
+        .map(|n| n > 0)
+        .map_err(|e| KeyDatabaseError::Database(e.to_string()))
     }
 }

@@ -27,9 +27,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
-use super::store::{Backend, Row, Writer, entry, millis, source_name};
+use super::store::{Backend, Row, Writer, entry, key_record, millis, models_column, source_name};
 pub use super::store::{DEFAULT_USAGE_BUFFER, UsageQuery, UsageStoreError};
 use super::{UsageEntry, UsageRecord, UsageSink};
+use crate::auth::{KeyDatabase, KeyDatabaseError, KeyRecord};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS usage (
@@ -54,6 +55,16 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 CREATE INDEX IF NOT EXISTS usage_at ON usage (at_ms);
 CREATE INDEX IF NOT EXISTS usage_key_model_at ON usage (key_id, model, at_ms);
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    models TEXT,
+    requests_per_minute INTEGER,
+    created_ms INTEGER NOT NULL,
+    created_by TEXT,
+    revoked_ms INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS keys_live_id ON keys (id) WHERE revoked_ms IS NULL;
 ";
 
 /// Usage records in SQLite. See the [module docs](self).
@@ -226,4 +237,86 @@ fn commit(conn: &Connection, rows: &[Row]) -> rusqlite::Result<()> {
         }
     }
     tx.commit()
+}
+
+/// Client keys in the same file (table `keys`: digests, never keys; a revoked key's row stays,
+/// with when it was revoked).
+impl KeyDatabase for SqliteUsage {
+    fn keys(&self) -> Result<Vec<KeyRecord>, KeyDatabaseError> {
+        let fail = |e: &dyn std::fmt::Display| {
+            KeyDatabaseError::Database(format!(
+                "key database {}: reading keys: {e}",
+                self.path.display()
+            ))
+        };
+        let conn = connect(&self.path).map_err(|e| fail(&e))?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, hash, models, requests_per_minute, created_by FROM keys
+                 WHERE revoked_ms IS NULL ORDER BY id",
+            )
+            .map_err(|e| fail(&e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .map_err(|e| fail(&e))?;
+        rows.map(|row| {
+            let (id, hash, models, rpm, by) = row.map_err(|e| fail(&e))?;
+            key_record(id, &hash, models.as_deref(), rpm, by).map_err(|e| fail(&e))
+        })
+        .collect()
+    }
+
+    fn add_key(&self, key: &KeyRecord) -> Result<(), KeyDatabaseError> {
+        let conn = connect(&self.path).map_err(|e| KeyDatabaseError::Database(e.to_string()))?;
+        let inserted = conn.execute(
+            "INSERT INTO keys (id, hash, models, requests_per_minute, created_ms, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                key.id,
+                key.hash.to_string(),
+                models_column(key.models.as_ref()),
+                key.requests_per_minute.map(|r| i64::from(r.get())),
+                millis(std::time::SystemTime::now()),
+                key.created_by,
+            ],
+        );
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(KeyDatabaseError::Duplicate { id: key.id.clone() })
+            }
+            Err(e) => Err(KeyDatabaseError::Database(format!(
+                "key database {}: adding key `{}`: {e}",
+                self.path.display(),
+                key.id
+            ))),
+        }
+    }
+
+    fn revoke_key(&self, id: &str) -> Result<bool, KeyDatabaseError> {
+        let fail = |e: &dyn std::fmt::Display| {
+            KeyDatabaseError::Database(format!(
+                "key database {}: revoking key `{id}`: {e}",
+                self.path.display()
+            ))
+        };
+        let conn = connect(&self.path).map_err(|e| fail(&e))?;
+        let n = conn
+            .execute(
+                "UPDATE keys SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+                params![id, millis(std::time::SystemTime::now())],
+            )
+            .map_err(|e| fail(&e))?;
+        Ok(n > 0)
+    }
 }

@@ -143,6 +143,34 @@ pub(crate) fn entry(key_id: Option<String>, model: Option<String>, counts: [i64;
     }
 }
 
+/// A key's allowed models as stored: a JSON array, or NULL for all.
+pub(crate) fn models_column(models: Option<&Vec<String>>) -> Option<String> {
+    models.map(|m| serde_json::Value::from(m.clone()).to_string())
+}
+
+/// A key read back from its columns: id, digest, models (JSON), limit, creator.
+pub(crate) fn key_record(
+    id: String,
+    hash: &str,
+    models: Option<&str>,
+    rpm: Option<i64>,
+    created_by: Option<String>,
+) -> Result<crate::auth::KeyRecord, String> {
+    let hash = crate::auth::KeyHash::parse(hash).map_err(|e| format!("key `{id}`: {e}"))?;
+    let models = models
+        .map(|m| {
+            serde_json::from_str::<Vec<String>>(m).map_err(|e| format!("key `{id}`: models: {e}"))
+        })
+        .transpose()?;
+    let mut record = crate::auth::KeyRecord::new(id, hash);
+    record.models = models;
+    record.requests_per_minute = rpm
+        .and_then(|r| u32::try_from(r).ok())
+        .and_then(std::num::NonZeroU32::new);
+    record.created_by = created_by;
+    Ok(record)
+}
+
 /// One record and when it was recorded.
 pub(crate) struct Row {
     pub(crate) at_ms: i64,

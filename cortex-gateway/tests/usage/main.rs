@@ -128,3 +128,78 @@ fn a_file_that_is_not_a_database_is_an_error_naming_it() {
     let err = SqliteUsage::open(&path).unwrap_err().to_string();
     assert!(err.contains(&path.display().to_string()), "{err}");
 }
+
+/// What a key database must do, whichever it is: keys added are read back (digest, models,
+/// limit, creator), an id is unique among live keys, a revoked key is gone and its id free again,
+/// and a store built from it authenticates the key.
+pub(crate) fn keys_round_trip(db: &dyn cortex_gateway::auth::KeyDatabase) {
+    use cortex_gateway::auth::{
+        InMemoryKeyStore, KeyDatabaseError, KeyHash, KeyRecord, KeyStore as _,
+    };
+    assert!(db.keys().unwrap().is_empty());
+    let mut alice = KeyRecord::new("alice", KeyHash::of("sk-alice"));
+    alice.models = Some(vec!["gemma".to_owned()]);
+    alice.requests_per_minute = std::num::NonZeroU32::new(60);
+    alice.created_by = Some("127.0.0.1:50000".to_owned());
+    db.add_key(&alice).unwrap();
+    db.add_key(&KeyRecord::new("bob", KeyHash::of("sk-bob")))
+        .unwrap();
+    assert!(matches!(
+        db.add_key(&KeyRecord::new("alice", KeyHash::of("sk-other"))),
+        Err(KeyDatabaseError::Duplicate { id }) if id == "alice"
+    ));
+    let keys = db.keys().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], alice);
+    let mut store = InMemoryKeyStore::new();
+    store.extend(keys);
+    let found = store.lookup("sk-alice").expect("alice authenticates");
+    assert_eq!(found.id(), "alice");
+    assert!(found.allows("gemma") && !found.allows("qwen"));
+    assert!(store.lookup("sk-other").is_none());
+
+    assert!(db.revoke_key("bob").unwrap());
+    assert!(!db.revoke_key("bob").unwrap());
+    let keys = db.keys().unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        ["alice"]
+    );
+    // A revoked id may be given again.
+    db.add_key(&KeyRecord::new("bob", KeyHash::of("sk-bob-2")))
+        .unwrap();
+    assert_eq!(db.keys().unwrap().len(), 2);
+}
+
+#[test]
+fn keys_live_in_the_sqlite_database_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let usage = SqliteUsage::open(dir.path().join("usage.sqlite3")).unwrap();
+    keys_round_trip(&usage);
+}
+
+/// A store rebuilt from its sources keeps the rate-limit state of unchanged keys.
+#[test]
+fn a_rebuilt_key_store_keeps_the_allowance_used() {
+    use cortex_gateway::auth::{ApiKey, InMemoryKeyStore, KeyStore as _};
+    let build = |rpm: u32| {
+        let mut store = InMemoryKeyStore::new();
+        store.insert_key(
+            "sk-a",
+            ApiKey::new("a").requests_per_minute(std::num::NonZeroU32::new(rpm).unwrap()),
+        );
+        store
+    };
+    let old = build(5);
+    let key = old.lookup("sk-a").unwrap();
+    let same = build(5).keeping_state_of(&old);
+    assert!(
+        Arc::ptr_eq(&key, &same.lookup("sk-a").unwrap()),
+        "state carried over"
+    );
+    let changed = build(6).keeping_state_of(&old);
+    assert!(
+        !Arc::ptr_eq(&key, &changed.lookup("sk-a").unwrap()),
+        "a changed limit starts afresh"
+    );
+}

@@ -171,3 +171,18 @@ fn an_unreachable_server_is_an_error_naming_it_without_its_password() {
     assert!(err.contains(&format!("127.0.0.1:{port}/usage")), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[test]
+fn keys_live_in_the_postgres_database_too() {
+    let pg = Postgres::start();
+    let usage = PostgresUsage::open(&pg.params()).unwrap();
+    super::keys_round_trip(&usage);
+    // Another gateway on the same database sees them.
+    let other = PostgresUsage::open(&pg.params()).unwrap();
+    assert_eq!(
+        cortex_gateway::auth::KeyDatabase::keys(&other)
+            .unwrap()
+            .len(),
+        2
+    );
+}
