@@ -15,19 +15,22 @@
 //! | `GET /admin/models/{name}/logs?lines=N` | the last N (default 100) log lines of each replica |
 //! | `GET /admin/usage` | requests and tokens by key and model since the server started |
 //! | `POST /admin/keys/reload` | reads the configuration file again and puts only its keys in force; 422 and nothing changed when the file has errors |
-//! | `GET /admin/keys` | the client keys: id, allowed models, rate limit (never a key or digest) |
-//! | `POST /admin/keys` | `{"id", "models"?}`: a new client key, its digest written to the configuration file and put in force; 201 with the key, shown this once |
-//! | `DELETE /admin/keys/{id}` | the key's `[[keys]]` table removed from the file, the keys reloaded; 404 when there is none |
+//! | `GET /admin/keys` | the client keys of the file and of the usage database: id, allowed models, rate limit, `source` (`file` or `database`), who created a database key (never a key or digest) |
+//! | `POST /admin/keys` | `{"id", "models"?}`: a new client key, its digest written to the configuration file — or, with `server.new_keys = "database"`, to the usage database — and put in force; 201 with the key, shown this once; 422 when the id is taken in either place |
+//! | `DELETE /admin/keys/{id}` | the key's `[[keys]]` table removed from the file, or its database row marked revoked; in force at once; 404 when there is none |
 //!
-//! Key changes are written to the configuration file (its comments and layout kept), so they
-//! survive a restart. Key changes, starts, stops and reloads are logged with who asked (the admin
+//! Key changes are written to the configuration file (its comments and layout kept) or the usage
+//! database, so they survive a restart; keys of both places are in force, the database's read
+//! again every 10 s (another gateway sharing a PostgreSQL database may have changed them). Key changes, starts, stops and reloads are logged with who asked (the admin
 //! caller's address).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use cortex_core::{ModelSpec, ModelState, ModelStatus, SupervisorError};
-use cortex_gateway::auth::KeyHash;
+use cortex_gateway::auth::{KeyDatabaseError, KeyHash, KeyRecord};
+
+use crate::config::NewKeys;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
 use serde_json::{Value, json};
@@ -210,26 +213,64 @@ impl Admin {
     }
 
     fn list_keys(&self) -> Response<Full<Bytes>> {
-        match crate::config::Config::load(&self.shared.config_path) {
-            Ok(config) => {
-                let data: Vec<Value> = config
-                    .keys
-                    .iter()
-                    .map(|k| {
-                        json!({
-                            "id": k.id.get_ref(),
-                            "models": k.models.as_ref().map(|m| m.get_ref().clone()),
-                            "requests_per_minute": k.requests_per_minute,
-                        })
-                    })
-                    .collect();
-                json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+        let config = match crate::config::Config::load(&self.shared.config_path) {
+            Ok(config) => config,
+            Err(errors) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_config",
+                    format!("The configuration file has errors:\n{errors}"),
+                );
             }
-            Err(errors) => error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_config",
-                format!("The configuration file has errors:\n{errors}"),
-            ),
+        };
+        let mut data: Vec<Value> = config
+            .keys
+            .iter()
+            .map(|k| {
+                json!({
+                    "id": k.id.get_ref(),
+                    "models": k.models.as_ref().map(|m| m.get_ref().clone()),
+                    "requests_per_minute": k.requests_per_minute,
+                    "source": "file",
+                })
+            })
+            .collect();
+        if let Some(db) = self.shared.usage.key_database() {
+            match db.keys() {
+                Ok(keys) => data.extend(keys.into_iter().map(|k| {
+                    json!({
+                        "id": k.id,
+                        "models": k.models,
+                        "requests_per_minute": k.requests_per_minute,
+                        "source": "database",
+                        "created_by": k.created_by,
+                    })
+                })),
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "database_unavailable",
+                        e.to_string(),
+                    );
+                }
+            }
+        }
+        json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+    }
+
+    /// Whether `id` names a client key in the file or the usage database.
+    fn key_exists(&self, text: &str, id: &str) -> Result<bool, String> {
+        let config = crate::config::Config::parse(&self.shared.config_path, text)
+            .map_err(|e| e.to_string())?;
+        if config.keys.iter().any(|k| k.id.get_ref() == id) {
+            return Ok(true);
+        }
+        match self.shared.usage.key_database() {
+            Some(db) => db
+                .keys()
+                .map(|keys| keys.iter().any(|k| k.id == id))
+                .map_err(|e| e.to_string()),
+            None => Ok(false),
         }
     }
 
@@ -283,16 +324,20 @@ impl Admin {
         };
         let hash = KeyHash::of(&key);
         let id = new.id.clone();
-        let edited = self.edit_keys(|text| {
-            let config = crate::config::Config::parse(&self.shared.config_path, text)
-                .map_err(|e| e.to_string())?;
-            if config.keys.iter().any(|k| k.id.get_ref() == &id) {
-                return Err(format!("A key with id `{id}` already exists."));
-            }
-            crate::keys::with_client_key(text, &id, &hash, &new.models).map(Some)
-        });
-        match edited {
-            Ok(_) => {
+        let in_database = self.shared.config.load().server.new_keys == NewKeys::Database;
+        let created = if in_database {
+            self.create_in_database(&id, hash, &new.models, who)
+        } else {
+            self.edit_keys(|text| {
+                if self.key_exists(text, &id)? {
+                    return Err(format!("A key with id `{id}` already exists."));
+                }
+                crate::keys::with_client_key(text, &id, &hash, &new.models).map(Some)
+            })
+            .map(drop)
+        };
+        match created {
+            Ok(()) => {
                 tracing::info!(id = %new.id, by = %who, "client key created through the admin API");
                 eprintln!("cortex: key `{}` created by {who}", new.id);
                 json_response(
@@ -304,8 +349,51 @@ impl Admin {
         }
     }
 
+    /// A new key in the usage database, checked against the file's ids, then in force.
+    fn create_in_database(
+        &self,
+        id: &str,
+        hash: KeyHash,
+        models: &[String],
+        who: &str,
+    ) -> Result<(), String> {
+        let path = &self.shared.config_path;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let config = crate::config::Config::parse(path, &text).map_err(|e| e.to_string())?;
+        if config.keys.iter().any(|k| k.id.get_ref() == id) {
+            return Err(format!(
+                "A key with id `{id}` already exists in the configuration file."
+            ));
+        }
+        if let Some(unknown) = models.iter().find(|m| config.model(m).is_none()) {
+            return Err(format!("No model `{unknown}` is served here."));
+        }
+        let Some(db) = self.shared.usage.key_database() else {
+            return Err("Keys in the database need a usage database ([usage] store).".to_owned());
+        };
+        let mut record = KeyRecord::new(id, hash);
+        record.models = (!models.is_empty()).then(|| models.to_vec());
+        record.created_by = Some(who.to_owned());
+        db.add_key(&record).map_err(|e| match e {
+            KeyDatabaseError::Duplicate { id } => format!("A key with id `{id}` already exists."),
+            other => other.to_string(),
+        })?;
+        self.shared.put_keys_in_force(&self.shared.config.load());
+        Ok(())
+    }
+
     fn revoke_key(&self, id: &str, who: &str) -> Response<Full<Bytes>> {
-        match self.edit_keys(|text| crate::keys::without_client_key(text, id)) {
+        let mut edited = self.edit_keys(|text| crate::keys::without_client_key(text, id));
+        if let (Ok(None), Some(db)) = (&edited, self.shared.usage.key_database()) {
+            edited = match db.revoke_key(id) {
+                Ok(true) => Ok(Some(
+                    self.shared.put_keys_in_force(&self.shared.config.load()),
+                )),
+                Ok(false) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        match edited {
             Ok(Some(_)) => {
                 tracing::info!(id = %id, by = %who, "client key revoked through the admin API");
                 eprintln!("cortex: key `{id}` revoked by {who}");
@@ -314,7 +402,7 @@ impl Admin {
             Ok(None) => error(
                 StatusCode::NOT_FOUND,
                 "key_not_found",
-                format!("No client key `{id}` in the configuration file."),
+                format!("No client key `{id}` in the configuration file or the database."),
             ),
             Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", message),
         }

@@ -143,6 +143,21 @@ pub struct ServerConfig {
     pub auth: bool,
     /// Start every model when serving starts. Default true; false waits for `cortex models start`.
     pub start_models: bool,
+    /// Where `POST /admin/keys` keeps a new client key: `file` (default: a `[[keys]]` table in
+    /// this file) or `database` (the usage database's key table, which several gateways sharing a
+    /// PostgreSQL database all read). Keys of both places are in force either way.
+    pub new_keys: NewKeys,
+}
+
+/// `server.new_keys`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NewKeys {
+    /// A `[[keys]]` table in the configuration file.
+    #[default]
+    File,
+    /// The usage database.
+    Database,
 }
 
 impl Default for ServerConfig {
@@ -159,6 +174,7 @@ impl Default for ServerConfig {
             admin_key: None,
             auth: true,
             start_models: true,
+            new_keys: NewKeys::File,
         }
     }
 }
@@ -680,6 +696,12 @@ impl Config {
             errors.push((
                 None,
                 "server.max_connections: must be at least 1".to_owned(),
+            ));
+        }
+        if self.server.new_keys == NewKeys::Database && self.usage.store == UsageStoreKind::Memory {
+            errors.push((
+                None,
+                "server.new_keys: \"database\" needs a usage database ([usage] store = \"sqlite\" or \"postgres\")".to_owned(),
             ));
         }
         if self.usage.store == UsageStoreKind::Postgres && self.usage.postgres.is_none() {

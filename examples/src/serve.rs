@@ -118,6 +118,8 @@ pub struct Shared {
     pub on_demand: OnDemand,
     /// Held by a reload, so that two never interleave.
     reloading: tokio::sync::Mutex<()>,
+    /// The usage database's keys as last read (kept in force while it cannot be read).
+    database_keys_read: std::sync::Mutex<Vec<cortex_gateway::auth::KeyRecord>>,
 }
 
 /// What a reload did: the models added, removed, replaced (their plan changed: drained, stopped
@@ -213,8 +215,7 @@ impl Shared {
     /// The file's errors, with their places.
     pub fn reload_keys(&self) -> Result<usize, ConfigErrors> {
         let config = Config::load(&self.config_path)?;
-        let count = config.keys.len();
-        self.keys.store(Arc::new(config.key_store()));
+        let count = self.put_keys_in_force(&config);
         self.admin_key.store(Arc::new(config.admin_key()));
         tracing::info!(
             keys = count,
@@ -271,7 +272,7 @@ impl Shared {
                 (spec.clone(), always, waiting)
             })
             .collect();
-        self.keys.store(Arc::new(new.key_store()));
+        report.keys = self.put_keys_in_force(&new);
         self.admin_key.store(Arc::new(new.admin_key()));
         self.gateway.store(Arc::new(gateway(
             &new,
@@ -380,6 +381,30 @@ impl Shared {
         self.supervisor
             .status(id)
             .is_some_and(|s| !s.state.is_terminal())
+    }
+
+    /// Puts `config`'s client keys and the usage database's in force, each unchanged key keeping
+    /// its rate-limit state; returns how many. When the database cannot be read, its keys in force
+    /// stay as they were (a database outage does not lock its keys out).
+    pub fn put_keys_in_force(&self, config: &Config) -> usize {
+        let old = self.keys.load_full();
+        let mut last = self
+            .database_keys_read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match self.usage.key_database().map(|db| db.keys()).transpose() {
+            Ok(keys) => *last = keys.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the keys in the database; keeping those read last")
+            }
+        }
+        let mut store = config.key_store();
+        store.extend(last.iter().cloned());
+        drop(last);
+        let store = store.keeping_state_of(&old);
+        let count = store.len();
+        self.keys.store(Arc::new(store));
+        count
     }
 
     /// `/health`, and `/metrics` when `metrics`: what both listeners answer themselves.
@@ -802,7 +827,7 @@ impl Shared {
             .config(config.supervisor.clone())
             .build();
         let usage = crate::usage::UsageStore::open(&config).map_err(ServeError::Usage)?;
-        let keys = Arc::new(ArcSwap::from_pointee(config.key_store()));
+        let keys = Arc::new(ArcSwap::from_pointee(InMemoryKeyStore::new()));
         let access = AccessLog::stdout(config.server.access_log);
         let on_demand = OnDemand::new(
             config.specs(),
@@ -819,7 +844,7 @@ impl Shared {
             &replicas,
             &on_demand,
         );
-        Ok(Self {
+        let shared = Self {
             admin_key: ArcSwap::from_pointee(config.admin_key()),
             config: ArcSwap::from_pointee(config),
             config_path,
@@ -833,7 +858,11 @@ impl Shared {
             replicas,
             on_demand,
             reloading: tokio::sync::Mutex::new(()),
-        })
+            database_keys_read: std::sync::Mutex::new(Vec::new()),
+        };
+        let config = shared.config.load_full();
+        shared.put_keys_in_force(&config);
+        Ok(shared)
     }
 }
 
@@ -889,6 +918,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     report_progress(&shared);
     print_estimates(&config);
     reload_on_hangup(&shared);
+    refresh_database_keys(&shared);
 
     let failures = start_models(&shared, started_at);
 
@@ -1196,6 +1226,31 @@ fn reload_on_hangup(shared: &Arc<Shared>) {
                     "cortex: SIGHUP: the configuration was not reloaded; the file has errors:\n{errors}"
                 );
             }
+        }
+    });
+}
+
+/// How often the keys in the usage database are read again (another gateway sharing it may have
+/// added or revoked one).
+const KEY_REFRESH: Duration = Duration::from_secs(10);
+
+/// Reads the keys in the usage database again every [`KEY_REFRESH`], off the request path.
+fn refresh_database_keys(shared: &Arc<Shared>) {
+    if shared.usage.key_database().is_none() {
+        return;
+    }
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEY_REFRESH);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let shared = Arc::clone(&shared);
+            let _ = tokio::task::spawn_blocking(move || {
+                let config = shared.config.load_full();
+                shared.put_keys_in_force(&config);
+            })
+            .await;
         }
     });
 }

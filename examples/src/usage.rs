@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use cortex_gateway::auth::KeyDatabase;
 use cortex_gateway::meter::{
     InMemoryUsage, PostgresUsage, SqliteUsage, UsageEntry, UsageQuery, UsageRecord, UsageSink,
 };
@@ -90,6 +91,15 @@ impl UsageStore {
                     })
                     .collect())
             }
+        }
+    }
+
+    /// The database's client keys, when usage is kept in a database.
+    pub fn key_database(&self) -> Option<&dyn KeyDatabase> {
+        match self {
+            Self::Sqlite(s) => Some(s),
+            Self::Postgres(p) => Some(p.as_ref()),
+            Self::Memory(_) => None,
         }
     }
 

@@ -1081,30 +1081,9 @@ fn the_admin_api_creates_and_revokes_keys_in_the_configuration_file() {
     std::fs::write(&path, format!("# kept\n{written}")).unwrap();
     let server = Server::start(path.clone(), port);
     server.wait_ready();
-    let admin = |method: &str, route: &str, body: Option<&str>| -> (String, Value) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-s", "-w", "\n%{http_code}", "-X", method])
-            .arg(format!("{}{route}", server.admin_base()))
-            .args(["-H", &format!("Authorization: Bearer {ADMIN}")]);
-        if let Some(body) = body {
-            cmd.args(["-H", "Content-Type: application/json", "-d", body]);
-        }
-        let all = text(&cmd.output().unwrap().stdout);
-        let (body, code) = all.rsplit_once('\n').unwrap();
-        (
-            code.to_owned(),
-            serde_json::from_str(body).unwrap_or(Value::Null),
-        )
-    };
-    let models_with = |key: &str| -> String {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-            .arg(format!("{}/v1/models", server.base))
-            .args(["-H", &format!("Authorization: Bearer {key}")])
-            .output()
-            .unwrap();
-        text(&out.stdout)
-    };
+    let admin =
+        |method: &str, route: &str, body: Option<&str>| admin_call(&server, method, route, body);
+    let models_with = |key: &str| models_status_with(&server, key);
 
     let (code, created) = admin(
         "POST",
@@ -2043,18 +2022,36 @@ fn admin_reload(server: &Server) -> (String, Value) {
 
 /// `POST /admin/PATH` with the admin key; the status code and the JSON answer.
 fn admin_post(server: &Server, path: &str) -> (String, Value) {
-    let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "-X", "POST", "-H"])
-        .arg(format!("authorization: Bearer {ADMIN}"))
-        .arg(format!("{}/admin/{path}", server.admin_base()))
-        .output()
-        .unwrap();
-    let all = text(&out.stdout);
+    admin_call(server, "POST", &format!("/admin/{path}"), None)
+}
+
+/// `METHOD ROUTE` on the admin listener with the admin key (and a JSON body); the status code and
+/// the JSON answer.
+fn admin_call(server: &Server, method: &str, route: &str, body: Option<&str>) -> (String, Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-w", "\n%{http_code}", "-X", method])
+        .arg(format!("{}{route}", server.admin_base()))
+        .args(["-H", &format!("Authorization: Bearer {ADMIN}")]);
+    if let Some(body) = body {
+        cmd.args(["-H", "Content-Type: application/json", "-d", body]);
+    }
+    let all = text(&cmd.output().unwrap().stdout);
     let (body, code) = all.rsplit_once('\n').unwrap();
     (
         code.to_owned(),
         serde_json::from_str(body).unwrap_or(Value::Null),
     )
+}
+
+/// The status of `GET /v1/models` with `key`.
+fn models_status_with(server: &Server, key: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{}/v1/models", server.base))
+        .args(["-H", &format!("Authorization: Bearer {key}")])
+        .output()
+        .unwrap();
+    text(&out.stdout)
 }
 
 /// The rest of a stream started by [`stream_in_flight`], which must end with `[DONE]`.
@@ -2244,4 +2241,78 @@ fn usage_kept_in_postgres_outlives_the_server() {
     // Each `sdk_chat` is two requests (streamed, then not).
     assert_eq!(entry["requests"], 4, "{usage}");
     assert_eq!(entry["model"], "gemma-3-270m", "{usage}");
+}
+
+/// `server.new_keys = "database"`: a key created through the admin API goes to the usage database
+/// (SQLite here), not the file; it works at once and after a restart; an id the file holds is
+/// refused; revoking it locks it out at once.
+#[test]
+fn keys_created_in_the_database_work_at_once_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config_with(
+        dir.path(),
+        port,
+        "start_models = false\nnew_keys = \"database\"",
+    );
+    let before = std::fs::read_to_string(&path).unwrap();
+    let mut server = Server::start(path.clone(), port);
+    let wait_listening = |server: &Server| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.health().is_none() {
+            assert!(Instant::now() < deadline, "cortex serve never listened");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_listening(&server);
+    let (code, created) = admin_call(
+        &server,
+        "POST",
+        "/admin/keys",
+        Some(r#"{"id":"in-db","models":["gemma-3-270m"]}"#),
+    );
+    assert_eq!(code, "201", "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert_eq!(models_status_with(&server, &key), "200");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        before,
+        "the file was changed"
+    );
+    let (_, listed) = admin_call(&server, "GET", "/admin/keys", None);
+    let entry = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == "in-db")
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone();
+    assert_eq!(entry["source"], "database", "{entry}");
+    assert!(
+        entry["created_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{entry}"
+    );
+    assert!(!listed.to_string().contains(&key), "a key in the listing");
+    // An id the file holds is taken.
+    let (code, refused) = admin_call(&server, "POST", "/admin/keys", Some(r#"{"id":"tester"}"#));
+    assert_eq!(code, "422", "{refused}");
+
+    assert!(interrupt(&mut server.child, "cortex serve").success());
+    drop(server);
+    let server = Server::start(path, port);
+    wait_listening(&server);
+    assert_eq!(
+        models_status_with(&server, &key),
+        "200",
+        "lost at the restart"
+    );
+    let (code, revoked) = admin_call(&server, "DELETE", "/admin/keys/in-db", None);
+    assert_eq!(code, "200", "{revoked}");
+    assert_eq!(models_status_with(&server, &key), "401");
+    assert_eq!(models_status_with(&server, CLIENT), "200");
+    let log = server.log.lock().unwrap().clone();
+    assert!(!log.contains(&key), "a key in the log");
 }
