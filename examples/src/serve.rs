@@ -392,10 +392,15 @@ impl Shared {
             .database_keys_read
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match self.usage.key_database().map(|db| db.keys()).transpose() {
+        match self
+            .usage
+            .key_database()
+            .map(cortex_gateway::auth::KeyDatabase::keys)
+            .transpose()
+        {
             Ok(keys) => *last = keys.unwrap_or_default(),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the keys in the database; keeping those read last")
+                tracing::warn!(error = %e, "cannot read the keys in the database; keeping those read last");
             }
         }
         let mut store = config.key_store();
