@@ -276,41 +276,26 @@ impl PostgresUsage {
     ///
     /// The server cannot be reached or refuses.
     pub fn query(&self, query: &UsageQuery) -> Result<Vec<UsageEntry>, UsageStoreError> {
-        let err = |doing| {
-            let server = self.server.clone();
-            move |source| UsageStoreError::Postgres {
-                server,
-                doing,
-                source,
-            }
+        let (since, until) = (query.since.map(millis), query.until.map(millis));
+        let rows = self.with_client("reading usage", |client| {
+            client.query(
+                "SELECT key_id, model, COUNT(*)::BIGINT, SUM(prompt_tokens)::BIGINT,
+                        SUM(completion_tokens)::BIGINT, SUM(total_tokens)::BIGINT,
+                        COUNT(*) FILTER (WHERE usage_source = 'missing'),
+                        COUNT(*) FILTER (WHERE failed),
+                        COUNT(*) FILTER (WHERE client_disconnected)
+                 FROM cortex_usage
+                 WHERE ($1::TEXT IS NULL OR key_id = $1) AND ($2::TEXT IS NULL OR model = $2)
+                   AND ($3::BIGINT IS NULL OR at_ms >= $3) AND ($4::BIGINT IS NULL OR at_ms < $4)
+                 GROUP BY key_id, model ORDER BY key_id, model",
+                &[&query.key_id, &query.model, &since, &until],
+            )
+        })?;
+        let err = |source| UsageStoreError::Postgres {
+            server: self.server.clone(),
+            doing: "reading usage",
+            source,
         };
-        let run = || -> Result<Vec<postgres::Row>, UsageStoreError> {
-            let mut client = self.config.connect(NoTls).map_err(err("connecting"))?;
-            client
-                .query(
-                    "SELECT key_id, model, COUNT(*)::BIGINT, SUM(prompt_tokens)::BIGINT,
-                            SUM(completion_tokens)::BIGINT, SUM(total_tokens)::BIGINT,
-                            COUNT(*) FILTER (WHERE usage_source = 'missing'),
-                            COUNT(*) FILTER (WHERE failed),
-                            COUNT(*) FILTER (WHERE client_disconnected)
-                     FROM cortex_usage
-                     WHERE ($1::TEXT IS NULL OR key_id = $1) AND ($2::TEXT IS NULL OR model = $2)
-                       AND ($3::BIGINT IS NULL OR at_ms >= $3) AND ($4::BIGINT IS NULL OR at_ms < $4)
-                     GROUP BY key_id, model ORDER BY key_id, model",
-                    &[
-                        &query.key_id,
-                        &query.model,
-                        &query.since.map(millis),
-                        &query.until.map(millis),
-                    ],
-                )
-                .map_err(err("reading usage"))
-        };
-        // The blocking client starts a runtime of its own, which cannot be done on a thread
-        // that runs async tasks: a thread of its own.
-        let rows = std::thread::scope(|s| s.spawn(run).join()).map_err(|_| {
-            UsageStoreError::Thread(std::io::Error::other("the usage query panicked"))
-        })??;
         rows.iter()
             .map(|r| {
                 let mut counts = [0_i64; 7];
@@ -320,7 +305,7 @@ impl PostgresUsage {
                 Ok(entry(r.try_get(0)?, r.try_get(1)?, counts))
             })
             .collect::<Result<_, postgres::Error>>()
-            .map_err(err("reading usage"))
+            .map_err(err)
     }
 }
 
