@@ -102,8 +102,15 @@ pub struct LaunchPlan {
     pub mounts: Vec<Mount>,
     /// The TCP port the engine listens on (inside the container for a container target).
     pub port: u16,
-    /// Shared memory size in bytes (`/dev/shm` of a container).
+    /// Shared memory size in bytes (`/dev/shm` of a container): the engine's need, which each
+    /// runtime meets in its own terms (Docker's `--shm-size`, a tmpfs mount of a Swarm service, a
+    /// memory-backed `emptyDir` in Kubernetes).
     pub shm_size: Option<u64>,
+    /// A network the instance joins besides being reachable on its port, by the runtime's name for
+    /// it (a Docker network, a Swarm overlay network), where other containers reach it by its
+    /// container name. A runtime without networks of its own (local processes) ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     /// Which GPUs the engine gets.
     pub gpus: GpuRequest,
     /// Labels identifying the instance; the supervisor adds those in [`labels`].
@@ -143,6 +150,7 @@ impl LaunchPlan {
             mounts: Vec::new(),
             port,
             shm_size: None,
+            network: None,
             gpus: GpuRequest::None,
             labels: BTreeMap::new(),
             health,
@@ -311,12 +319,6 @@ pub enum Target {
         image: String,
         /// The container's name, such as `llamacpp-model-gemma`.
         name: String,
-        /// Share the host's IPC namespace (as the source documents run engines).
-        #[serde(default)]
-        ipc_host: bool,
-        /// A Docker network to attach to, besides publishing the port on 127.0.0.1.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        network: Option<String>,
     },
 }
 

@@ -621,8 +621,6 @@ impl Engine for FakeEngine {
             TargetKind::Container => Target::Container {
                 image: format!("{}:test", self.kind),
                 name: format!("{}-model-{}", self.kind, spec.id),
-                ipc_host: true,
-                network: None,
             },
             _ => Target::Process {
                 program: format!("fake-{}", self.kind).into(),

@@ -84,10 +84,17 @@ pub(crate) fn check_choice(
     }
 }
 
-/// Container-only settings: shared memory, the GPU request (all GPUs unless given), and the
-/// driver capabilities the NVIDIA runtime needs.
-pub(crate) fn finish_container(plan: &mut LaunchPlan, shm: u64, gpus: Option<&GpuRequest>) {
+/// Container-only settings: shared memory, the network to join, the GPU request (all GPUs
+/// unless given), and the driver capabilities the NVIDIA runtime needs. What a runtime makes of
+/// them is its own business: the plan only says what the engine needs.
+pub(crate) fn finish_container(
+    plan: &mut LaunchPlan,
+    shm: u64,
+    network: Option<&String>,
+    gpus: Option<&GpuRequest>,
+) {
     plan.shm_size = Some(shm);
+    plan.network = network.cloned();
     plan.gpus = gpus.cloned().unwrap_or(GpuRequest::All);
     plan.env
         .entry("NVIDIA_DRIVER_CAPABILITIES".into())

@@ -12,7 +12,7 @@ use cortex_core::{GpuRequest, LaunchPlan, Target};
 /// let mut plan = LaunchPlan::new(
 ///     "gemma".parse().unwrap(),
 ///     "llamacpp".into(),
-///     Target::Container { image: "cortex/llama-server:b11434".into(), name: "llamacpp-model-gemma".into(), ipc_host: true, network: None },
+///     Target::Container { image: "cortex/llama-server:b11434".into(), name: "llamacpp-model-gemma".into() },
 ///     8080,
 ///     HealthSpec::new("/health"),
 /// );
@@ -21,7 +21,7 @@ use cortex_core::{GpuRequest, LaunchPlan, Target};
 /// plan.shm_size = Some(8 << 30);
 /// assert_eq!(
 ///     cortex_engines::preview(&plan),
-///     "docker run --rm --name llamacpp-model-gemma --ipc host --shm-size 8589934592 -p 127.0.0.1::8080 -v /srv/models:/models:ro cortex/llama-server:b11434 -m /models/g.gguf"
+///     "docker run --rm --name llamacpp-model-gemma --shm-size 8589934592 -p 127.0.0.1::8080 -v /srv/models:/models:ro cortex/llama-server:b11434 -m /models/g.gguf"
 /// );
 /// ```
 pub fn preview(plan: &LaunchPlan) -> String {
@@ -43,19 +43,11 @@ pub fn preview(plan: &LaunchPlan) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     match &plan.target {
-        Target::Container {
-            image,
-            name,
-            ipc_host,
-            network,
-        } => {
+        Target::Container { image, name } => {
             let mut parts = vec![
                 "docker run --rm".to_owned(),
                 format!("--name {}", quote(name)),
             ];
-            if *ipc_host {
-                parts.push("--ipc host".into());
-            }
             if let Some(shm) = plan.shm_size {
                 parts.push(format!("--shm-size {shm}"));
             }
@@ -68,7 +60,7 @@ pub fn preview(plan: &LaunchPlan) -> String {
                 )),
                 _ => {}
             }
-            if let Some(n) = network {
+            if let Some(n) = &plan.network {
                 parts.push(format!("--network {}", quote(n)));
             }
             parts.push(format!("-p 127.0.0.1::{}", plan.port));

@@ -221,8 +221,6 @@ fn launch_plan_and_parts_round_trip() {
         Target::Container {
             image: "cortex/llama-server:b11434".into(),
             name: "llamacpp-model-gemma".into(),
-            ipc_host: true,
-            network: Some("cortex".into()),
         },
         8080,
         HealthSpec::new("/health")
@@ -238,6 +236,7 @@ fn launch_plan_and_parts_round_trip() {
     );
     plan.mounts.push(Mount::read_only("/srv/models", "/models"));
     plan.shm_size = Some(8 << 30);
+    plan.network = Some("cortex".into());
     plan.gpus = GpuRequest::Devices(vec!["GPU-1234".into()]);
     plan.labels
         .insert("io.cortex.model-id".into(), "gemma".into());

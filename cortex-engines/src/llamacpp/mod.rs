@@ -513,8 +513,6 @@ impl Engine for LlamaCppEngine {
             Target::Container {
                 image: s.image.clone(),
                 name: container_name("llamacpp", spec, cx.replica),
-                ipc_host: true,
-                network: s.network.clone(),
             }
         } else {
             Target::Process {
@@ -565,7 +563,7 @@ impl Engine for LlamaCppEngine {
         plan.mounts = mounts.into_vec();
         plan.stop_grace = Duration::from_secs(10);
         if container {
-            finish_container(&mut plan, SHM_SIZE, s.gpus.as_ref());
+            finish_container(&mut plan, SHM_SIZE, s.network.as_ref(), s.gpus.as_ref());
         }
         let warnings = diagnostics.into_iter().filter(|d| !d.is_error()).collect();
         Ok(Planned::new(plan, warnings))

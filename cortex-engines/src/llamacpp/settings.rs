@@ -36,8 +36,8 @@ pub struct LlamaCppSettings {
     pub main_gpu: Option<u32>,
     /// The GPUs a container gets (all by default); process targets see the host's.
     pub gpus: Option<GpuRequest>,
-    /// A Docker network a container joins (its name is its alias there), besides its port
-    /// published on 127.0.0.1.
+    /// A network a container joins (a Docker network; its name is its alias there), besides its
+    /// port published on 127.0.0.1 (the plan's `network`).
     pub network: Option<String>,
     /// `-b`: logical batch size.
     pub batch_size: u32,

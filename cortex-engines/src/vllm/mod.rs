@@ -189,8 +189,8 @@ pub struct VllmSettings {
     pub api_key: Option<String>,
     /// The GPUs a container gets (all by default).
     pub gpus: Option<GpuRequest>,
-    /// A Docker network a container joins (its name is its alias there), besides its port
-    /// published on 127.0.0.1.
+    /// A network a container joins (a Docker network; its name is its alias there), besides its
+    /// port published on 127.0.0.1 (the plan's `network`).
     pub network: Option<String>,
     /// The host's Hugging Face cache, mounted for hub sources (default `~/.cache/huggingface`).
     pub hf_cache: Option<PathBuf>,
@@ -1087,8 +1087,6 @@ impl Engine for VllmEngine {
             Target::Container {
                 image: s.image.clone(),
                 name: crate::llamacpp::container_name("vllm", spec, cx.replica),
-                ipc_host: true,
-                network: s.network.clone(),
             }
         } else {
             Target::Process {
@@ -1141,7 +1139,7 @@ impl Engine for VllmEngine {
         plan.aliases = aliases;
         plan.stop_grace = Duration::from_secs(5);
         if container {
-            finish_container(&mut plan, SHM_SIZE, s.gpus.as_ref());
+            finish_container(&mut plan, SHM_SIZE, s.network.as_ref(), s.gpus.as_ref());
         }
         let warnings = diagnostics.into_iter().filter(|d| !d.is_error()).collect();
         Ok(Planned::new(plan, warnings))

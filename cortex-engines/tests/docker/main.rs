@@ -365,7 +365,9 @@ async fn the_created_container_carries_every_setting_of_the_plan() {
     );
     assert_eq!(gpu.capabilities, Some(vec![vec!["gpu".to_owned()]]));
     assert_eq!(host.shm_size, Some(8 << 30));
-    assert_eq!(host.ipc_mode.as_deref(), Some("host"));
+    // The plan's shared memory, in the container's own IPC namespace (the daemon's default mode:
+    // `private` or `shareable`), never the host's, which would ignore `--shm-size`.
+    assert_ne!(host.ipc_mode.as_deref(), Some("host"));
     assert_eq!(
         host.restart_policy.unwrap().name,
         Some(bollard::models::RestartPolicyNameEnum::NO)

@@ -102,8 +102,6 @@ fn container_plan_mounts_the_model_read_only() {
         Target::Container {
             image: "cortex/llama-server:b11434".into(),
             name: "llamacpp-model-gemma-1".into(),
-            ipc_host: true,
-            network: None
         }
     );
     assert_eq!(

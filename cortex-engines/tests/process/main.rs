@@ -186,8 +186,6 @@ async fn a_missing_program_is_a_clear_start_error() {
     p.target = Target::Container {
         image: "x".into(),
         name: "y".into(),
-        ipc_host: false,
-        network: None,
     };
     let err = rt.start(&p).await.unwrap_err();
     assert!(

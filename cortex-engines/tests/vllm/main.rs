@@ -61,8 +61,6 @@ fn process_and_container_plans_are_exact() {
         Target::Container {
             image: "vllm/vllm-openai:v0.32.0".into(),
             name: "vllm-model-qwen".into(),
-            ipc_host: true,
-            network: None
         }
     );
     assert!(p.command_line().starts_with(

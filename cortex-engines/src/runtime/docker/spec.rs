@@ -40,13 +40,7 @@ pub(crate) fn container_body(
     publish_ip: IpAddr,
     image_entrypoint: Option<&[String]>,
 ) -> Option<(String, ContainerCreateBody)> {
-    let Target::Container {
-        image,
-        name,
-        ipc_host,
-        network,
-    } = &plan.target
-    else {
+    let Target::Container { image, name } = &plan.target else {
         return None;
     };
     let port = format!("{}/tcp", plan.port);
@@ -80,13 +74,12 @@ pub(crate) fn container_body(
             }]),
         )])),
         shm_size: plan.shm_size.and_then(|s| i64::try_from(s).ok()),
-        ipc_mode: ipc_host.then(|| "host".to_owned()),
         restart_policy: Some(RestartPolicy {
             name: Some(RestartPolicyNameEnum::NO),
             maximum_retry_count: None,
         }),
         device_requests: device_requests(&plan.gpus),
-        network_mode: network.clone(),
+        network_mode: plan.network.clone(),
         init: Some(false),
         ..HostConfig::default()
     };
@@ -123,7 +116,7 @@ pub(crate) fn container_body(
         stop_signal: Some("SIGTERM".to_owned()),
         stop_timeout: Some(i64::try_from(plan.stop_grace.as_secs()).unwrap_or(i64::MAX)),
         host_config: Some(host_config),
-        networking_config: network.as_ref().map(|net| NetworkingConfig {
+        networking_config: plan.network.as_ref().map(|net| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 net.clone(),
                 EndpointSettings {
@@ -248,8 +241,6 @@ mod tests {
             Target::Container {
                 image: "cortex/llama-server:b11434".into(),
                 name: "llamacpp-model-gemma".into(),
-                ipc_host: true,
-                network: Some("models".into()),
             },
             8080,
             HealthSpec::new("/health")
@@ -259,6 +250,7 @@ mod tests {
         plan.args = vec!["-m".into(), "/models/g.gguf".into()];
         plan.mounts = vec![PlanMount::read_only("/srv/models", "/models")];
         plan.shm_size = Some(8 << 30);
+        plan.network = Some("models".into());
         plan.gpus = gpus;
         plan.labels
             .insert("io.cortex.model-id".into(), "gemma".into());
@@ -285,7 +277,8 @@ mod tests {
         );
         assert_eq!(check.start_period, Some(300_000_000_000));
         let host = body.host_config.unwrap();
-        assert_eq!(host.ipc_mode.as_deref(), Some("host"));
+        // Private IPC with the plan's shared memory: `--ipc host` would ignore `--shm-size`.
+        assert_eq!(host.ipc_mode, None);
         assert_eq!(host.shm_size, Some(8 << 30));
         assert_eq!(host.network_mode.as_deref(), Some("models"));
         assert_eq!(
