@@ -2111,14 +2111,10 @@ fn a_reload_applies_limits_and_models_without_cutting_streams() {
     )
     .unwrap();
     hang_up(&server);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while chat(&padded) != "413" {
-        assert!(
-            Instant::now() < deadline,
-            "the new body limit is not in force"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        within(Duration::from_secs(10), || chat(&padded) == "413"),
+        "the new body limit is not in force"
+    );
     assert_eq!(chat(small), "200");
     let listed = server.models(&["list"]);
     assert!(
@@ -2229,11 +2225,10 @@ fn usage_kept_in_postgres_outlives_the_server() {
     );
 
     let server = Server::start(path, port);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.health().is_none() {
-        assert!(Instant::now() < deadline, "cortex serve never listened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        within(Duration::from_secs(30), || server.health().is_some()),
+        "cortex serve never listened"
+    );
     let out = server.models(&["usage", "--key", "tester", "--since", "1h"]);
     let usage: Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
@@ -2258,11 +2253,10 @@ fn keys_created_in_the_database_work_at_once_and_after_a_restart() {
     let before = std::fs::read_to_string(&path).unwrap();
     let mut server = Server::start(path.clone(), port);
     let wait_listening = |server: &Server| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while server.health().is_none() {
-            assert!(Instant::now() < deadline, "cortex serve never listened");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        assert!(
+            within(Duration::from_secs(30), || server.health().is_some()),
+            "cortex serve never listened"
+        );
     };
     wait_listening(&server);
     let (code, created) = admin_call(
