@@ -8,7 +8,9 @@
 //! retried with back-off (the connection made again each time) while new rows wait in the channel
 //! up to its bound ([`PostgresUsage::with_buffer`], default 65,536); beyond the bound a row is
 //! dropped, counted ([`PostgresUsage::dropped`], `cortex_usage_dropped_total`) and logged. No
-//! request ever waits for the database. Each row carries the id of the gateway that wrote it
+//! request ever waits for the database. Each batch is committed once, even when the server died
+//! between taking a commit and answering it: the writer's batch number is committed with the batch
+//! (table `cortex_usage_batches`, one row per writer), and a retry that finds it writes nothing. Each row carries the id of the gateway that wrote it
 //! ([`PostgresUsage::gateway`]), so the totals of several gateways add up in one query.
 //!
 //! The client is the `postgres` crate (the blocking face of `tokio-postgres`); it runs on the
@@ -67,6 +69,10 @@ CREATE TABLE IF NOT EXISTS cortex_keys (
     revoked_ms BIGINT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS cortex_keys_live_id ON cortex_keys (id) WHERE revoked_ms IS NULL;
+CREATE TABLE IF NOT EXISTS cortex_usage_batches (
+    writer TEXT PRIMARY KEY,
+    batch BIGINT NOT NULL
+);
 ";
 
 /// How long a connection attempt may take.
@@ -98,7 +104,21 @@ fn server_of(config: &postgres::Config) -> String {
 struct Postgres {
     config: postgres::Config,
     gateway: String,
+    /// This writer's row in `cortex_usage_batches`: the gateway id, when the writer started and
+    /// a count within the process, so no two writers share one.
+    writer: String,
     client: Option<Client>,
+}
+
+/// A name no other writer has: `gateway`, the time in nanoseconds and a count of this process's
+/// writers.
+fn writer_id(gateway: &str) -> String {
+    static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{gateway}/{nanos}/{n}")
 }
 
 impl Postgres {
@@ -119,7 +139,7 @@ impl Postgres {
 }
 
 impl Backend for Postgres {
-    fn commit(&mut self, rows: &[Row]) -> Result<(), String> {
+    fn commit(&mut self, batch: u64, rows: &[Row]) -> Result<(), String> {
         // A connection the server closed (a restart, a kill) is made again.
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
@@ -128,7 +148,7 @@ impl Backend for Postgres {
         let Some(client) = self.client.as_mut() else {
             return Err("no connection".to_owned());
         };
-        let result = commit(client, &self.gateway, rows);
+        let result = commit(client, &self.gateway, &self.writer, batch, rows);
         if result.is_err() {
             // Whatever broke, the next try starts from a fresh connection.
             self.client = None;
@@ -137,8 +157,29 @@ impl Backend for Postgres {
     }
 }
 
-fn commit(client: &mut Client, gateway: &str, rows: &[Row]) -> Result<(), postgres::Error> {
+/// Commits `rows` as `writer`'s batch number `batch`, once: the batch's number is written in the
+/// same transaction (`cortex_usage_batches`, one row per writer), so a retry of a batch whose
+/// commit took effect but whose answer was lost (the server killed in between) finds its number
+/// there and writes nothing again.
+fn commit(
+    client: &mut Client,
+    gateway: &str,
+    writer: &str,
+    batch: u64,
+    rows: &[Row],
+) -> Result<(), postgres::Error> {
     let mut tx = client.transaction()?;
+    let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+    let fresh = tx.execute(
+        "INSERT INTO cortex_usage_batches (writer, batch) VALUES ($1, $2)
+         ON CONFLICT (writer) DO UPDATE SET batch = EXCLUDED.batch
+         WHERE cortex_usage_batches.batch < EXCLUDED.batch",
+        &[&writer, &batch],
+    )?;
+    if fresh == 0 {
+        // Committed before; dropping `tx` rolls this one back.
+        return Ok(());
+    }
     let insert = tx.prepare(
         "INSERT INTO cortex_usage (at_ms, gateway, request_id, key_id, model, replica, instance,
             engine, status, prompt_tokens, completion_tokens, total_tokens, usage_source,
@@ -238,6 +279,7 @@ impl PostgresUsage {
                     })?;
                 Ok(Postgres {
                     config,
+                    writer: writer_id(&gateway),
                     gateway,
                     client: Some(client),
                 })

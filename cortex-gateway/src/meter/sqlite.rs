@@ -77,7 +77,8 @@ pub struct SqliteUsage {
 struct Sqlite(Connection);
 
 impl Backend for Sqlite {
-    fn commit(&mut self, rows: &[Row]) -> Result<(), String> {
+    // One local transaction: it took effect exactly when it reports so.
+    fn commit(&mut self, _batch: u64, rows: &[Row]) -> Result<(), String> {
         commit(&self.0, rows).map_err(|e| e.to_string())
     }
 }

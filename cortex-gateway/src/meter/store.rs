@@ -193,7 +193,11 @@ pub(crate) fn source_name(source: UsageSource) -> &'static str {
 /// A database rows are committed to, by the writer thread.
 pub(crate) trait Backend: Send + 'static {
     /// Commits `rows` in one transaction, or fails (the batch is retried, the rows kept).
-    fn commit(&mut self, rows: &[Row]) -> Result<(), String>;
+    ///
+    /// `batch` numbers the batches of one writer, from 1, each retry of a batch with the same
+    /// number: a backend whose commit can fail *after* it took effect (a server that died before
+    /// its answer arrived) uses it to commit each batch once.
+    fn commit(&mut self, batch: u64, rows: &[Row]) -> Result<(), String>;
 }
 
 enum Msg {
@@ -324,6 +328,7 @@ impl Drop for Writer {
 fn write_loop<B: Backend>(backend: &mut B, rx: &Receiver<Msg>, closing: &AtomicBool) {
     let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
     let mut acks: Vec<SyncSender<()>> = Vec::new();
+    let mut number = 0_u64;
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
@@ -338,8 +343,11 @@ fn write_loop<B: Backend>(backend: &mut B, rx: &Receiver<Msg>, closing: &AtomicB
         let mut wait = Duration::from_millis(50);
         let mut closing_since: Option<std::time::Instant> = None;
         let mut failures = 0_u32;
+        if !batch.is_empty() {
+            number += 1;
+        }
         while !batch.is_empty() {
-            let Err(e) = backend.commit(&batch) else {
+            let Err(e) = backend.commit(number, &batch) else {
                 if failures > 0 {
                     tracing::info!(
                         retries = failures,

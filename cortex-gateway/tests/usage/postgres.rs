@@ -2,7 +2,7 @@
 //! test in a temporary directory on a free port, killed and removed afterwards).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cortex_gateway::meter::{PostgresUsage, UsageQuery, UsageSink as _};
@@ -158,6 +158,90 @@ fn a_server_down_past_the_buffer_loses_only_what_overflows() {
         "down past the buffer: 10,001 written, {found} found, {dropped} dropped (buffer 500)"
     );
     assert_eq!(found + dropped, 10_001, "found {found}, dropped {dropped}");
+}
+
+/// A TCP relay to `upstream` on a free loopback port that cuts the first connection whose
+/// server sent `COMMIT`'s completion (`CommandComplete "COMMIT"`), before the client sees it: the
+/// transaction took effect, the client sees its connection die. A fault no real server makes on
+/// demand; every other byte passes as sent. Returns the port and how many answers it swallowed.
+fn relay_losing_the_first_commit_answer(upstream: u16) -> (u16, Arc<AtomicU64>) {
+    use std::io::{Read as _, Write as _};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    // 'C', length 11 (itself and "COMMIT\0"), "COMMIT\0".
+    const COMMIT_DONE: &[u8] = b"C\0\0\0\x0bCOMMIT\0";
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let swallowed = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&swallowed);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(Shutdown::Write);
+            });
+            let count = Arc::clone(&count);
+            std::thread::spawn(move || {
+                let mut buf = vec![0_u8; 64 * 1024];
+                // Bytes kept from the end of the last read, so a tag split across reads is seen.
+                let mut tail: Vec<u8> = Vec::new();
+                loop {
+                    let n = match server.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let mut seen = std::mem::take(&mut tail);
+                    seen.extend_from_slice(&buf[..n]);
+                    let hit = seen.windows(COMMIT_DONE.len()).any(|w| w == COMMIT_DONE);
+                    if hit && count.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let _ = client.shutdown(Shutdown::Both);
+                        let _ = server.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    if client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    tail = seen[seen.len().saturating_sub(COMMIT_DONE.len())..].to_vec();
+                }
+                let _ = client.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    (port, swallowed)
+}
+
+/// The server commits a batch but its answer never reaches the writer (the connection dies
+/// after `COMMIT` took effect, as when the server is killed at that moment): the writer retries
+/// the batch on a new connection, and the batch's number, committed with it, keeps it from being
+/// written twice.
+#[test]
+fn a_batch_whose_commit_answer_was_lost_is_written_once() {
+    let pg = Postgres::start();
+    let (port, swallowed) = relay_losing_the_first_commit_answer(pg.port());
+    let params = pg
+        .params()
+        .replace(&format!("port={}", pg.port()), &format!("port={port}"));
+    let usage = PostgresUsage::open(&params).unwrap();
+    for i in 0..10 {
+        usage.record(record(i, "alice", "gemma"));
+    }
+    usage.flush();
+    assert!(
+        swallowed.load(Ordering::SeqCst) >= 1,
+        "the relay never cut a commit's answer"
+    );
+    let direct = PostgresUsage::open(&pg.params()).unwrap();
+    assert_eq!(found(&direct), 10, "records written vs found");
+    // The writer goes on with the next batches as usual.
+    for i in 10..20 {
+        usage.record(record(i, "alice", "gemma"));
+    }
+    usage.flush();
+    assert_eq!(found(&direct), 20, "records written vs found");
 }
 
 #[test]

@@ -2075,6 +2075,18 @@ fn a_reload_applies_limits_and_models_without_cutting_streams() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let path = config(dir.path(), port);
+    // The drain must outlast the stream it waits for: 200 tokens on a loaded 2-core machine can
+    // take longer than the default 30 s (the fresh-clone CI cut one at that limit).
+    let text_now = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text_now.replacen(
+            "[[keys]]",
+            "[supervisor]\ndrain_timeout = \"10m\"\n\n[[keys]]",
+            1,
+        ),
+    )
+    .unwrap();
     let server = Server::start(path.clone(), port);
     server.wait_ready();
     let original = std::fs::read_to_string(&path).unwrap();
