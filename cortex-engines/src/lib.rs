@@ -11,7 +11,8 @@
 //! - [`resolve_gguf`] picks the GGUF file of a directory or split set; [`recommend`] picks an
 //!   engine from the files and explains why.
 //! - [`ProcessRuntime`] runs plans as child processes; `DockerRuntime` (feature `docker`, bollard)
-//!   runs them as containers on the local Docker Engine; [`HttpProbe`] probes either.
+//!   runs them as containers on the local Docker Engine, and `SwarmRuntime` (same feature) as
+//!   services on a Docker Swarm, one per replica; [`HttpProbe`] probes each.
 //! - [`translate`] turns the engines' error bodies into `OpenAI`'s shape.
 //!
 //! ```no_run
@@ -58,6 +59,8 @@ pub use recommend::{Recommendation, VLLM_ARCHITECTURES, recommend};
 pub use resolve::{ResolvedGguf, resolve_gguf};
 #[cfg(feature = "docker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
-pub use runtime::{DockerRuntime, DockerRuntimeBuilder};
+pub use runtime::{
+    DockerRuntime, DockerRuntimeBuilder, Placement, SwarmRuntime, SwarmRuntimeBuilder,
+};
 pub use runtime::{ProcessRuntime, ProcessRuntimeBuilder, StateDirError};
 pub use vllm::{VllmEngine, VllmSettings};

@@ -196,8 +196,18 @@ pub enum AccessLogFormat {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// `process` (default) or `docker`.
+    /// `process` (default), `docker` or `swarm`.
     pub kind: RuntimeKind,
+    /// Swarm runtime: placement constraints every model's services get (`node.labels.gpu ==
+    /// l4`), unless the model has its own in `placement`.
+    pub constraints: Vec<String>,
+    /// Swarm runtime: node labels to spread every model's services over (`node.labels.zone`).
+    pub spread: Vec<String>,
+    /// Swarm runtime: per model id, its own constraints and spread.
+    pub placement: std::collections::BTreeMap<String, PlacementConfig>,
+    /// Swarm runtime: the address endpoints are reached at instead of each node's address in
+    /// the swarm.
+    pub node_address: Option<String>,
     /// Process runtime: where each engine it starts is recorded until stopped, so that a
     /// `cortex serve` started after a crash finds what the last one left (and adopts or removes
     /// it). Default `$XDG_STATE_HOME/cortex/serve-<listen address>` (`~/.local/state/…` without
@@ -228,6 +238,30 @@ impl RuntimeConfig {
     }
 }
 
+/// `[runtime.placement.MODEL]`: where one model's services may run (Swarm runtime).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlacementConfig {
+    /// Constraints, each of which must hold on the node.
+    pub constraints: Vec<String>,
+    /// Node labels to spread the model's services over.
+    pub spread: Vec<String>,
+}
+
+impl PlacementConfig {
+    /// As the Swarm runtime takes it.
+    pub fn placement(constraints: &[String], spread: &[String]) -> cortex_engines::Placement {
+        let mut p = cortex_engines::Placement::new();
+        for c in constraints {
+            p = p.constraint(c.clone());
+        }
+        for s in spread {
+            p = p.spread(s.clone());
+        }
+        p
+    }
+}
+
 /// What runs the engines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -237,6 +271,9 @@ pub enum RuntimeKind {
     Process,
     /// Containers on the local Docker Engine (`settings.image`).
     Docker,
+    /// Docker Swarm services, one per replica, created through the local Docker Engine (a swarm
+    /// manager); `settings.image` as for `docker`.
+    Swarm,
 }
 
 impl RuntimeKind {
@@ -244,7 +281,7 @@ impl RuntimeKind {
     pub fn target(self) -> TargetKind {
         match self {
             Self::Process => TargetKind::Process,
-            Self::Docker => TargetKind::Container,
+            Self::Docker | Self::Swarm => TargetKind::Container,
         }
     }
 }
@@ -708,6 +745,25 @@ impl Config {
             errors.push((
                 None,
                 "usage.postgres: store = \"postgres\" needs the server's connection parameters (postgres = \"host=… user=… dbname=…\")".to_owned(),
+            ));
+        }
+        for id in self.runtime.placement.keys() {
+            if self.specs().all(|m| m.id.as_str() != id) {
+                errors.push((
+                    None,
+                    format!("runtime.placement.{id}: no model has the id `{id}`"),
+                ));
+            }
+        }
+        let placed = !self.runtime.constraints.is_empty()
+            || !self.runtime.spread.is_empty()
+            || !self.runtime.placement.is_empty()
+            || self.runtime.node_address.is_some();
+        if placed && self.runtime.kind != RuntimeKind::Swarm {
+            errors.push((
+                None,
+                "runtime: constraints, spread, placement and node_address are for kind = \"swarm\""
+                    .to_owned(),
             ));
         }
         if self.server.admin_listen == self.server.listen {

@@ -34,7 +34,8 @@ use cortex_core::{
     ModelId, ModelSpec, ModelState, Registry, Supervisor,
 };
 use cortex_engines::{
-    DockerRuntime, HttpProbe, LlamaCppEngine, ProcessRuntime, VllmEngine, VllmSettings,
+    DockerRuntime, HttpProbe, LlamaCppEngine, ProcessRuntime, SwarmRuntime, VllmEngine,
+    VllmSettings,
 };
 use cortex_gateway::auth::{InMemoryKeyStore, KeyHash, KeyStore as _};
 use cortex_gateway::balance::Policy;
@@ -59,7 +60,7 @@ use tower_http::timeout::TimeoutBody;
 
 use crate::access::{self, AccessLog, Logged};
 use crate::admin::{self, Admin};
-use crate::config::{BalancePolicy, Config, ConfigErrors, RuntimeKind};
+use crate::config::{BalancePolicy, Config, ConfigErrors, PlacementConfig, RuntimeKind};
 
 /// Why serving could not start or ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -548,6 +549,24 @@ async fn runtime(config: &Config) -> Result<Arc<dyn DynRuntime>, ServeError> {
                     message: cortex_core::error_chain(&e),
                 })?,
         ),
+        RuntimeKind::Swarm => {
+            let r = &config.runtime;
+            let mut builder = SwarmRuntime::builder()
+                .placement(PlacementConfig::placement(&r.constraints, &r.spread));
+            for (id, p) in &r.placement {
+                if let Ok(id) = ModelId::new(id) {
+                    builder = builder
+                        .placement_for(id, PlacementConfig::placement(&p.constraints, &p.spread));
+                }
+            }
+            if let Some(address) = &r.node_address {
+                builder = builder.node_address(address.clone());
+            }
+            Arc::new(builder.connect().await.map_err(|e| ServeError::Runtime {
+                kind: "swarm",
+                message: cortex_core::error_chain(&e),
+            })?)
+        }
         RuntimeKind::Docker => {
             Arc::new(
                 DockerRuntime::connect()

@@ -6,6 +6,7 @@
 //! them, so any of them can use it.
 
 pub mod postgres;
+pub mod swarm;
 
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,9 @@ mod process;
 
 #[cfg(feature = "docker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
-pub use docker::{DockerRuntime, DockerRuntimeBuilder};
+pub use docker::{
+    DockerRuntime, DockerRuntimeBuilder, Placement, SwarmRuntime, SwarmRuntimeBuilder,
+};
 pub use process::{ProcessRuntime, ProcessRuntimeBuilder, StateDirError};
 
 use cortex_core::{Exit, InstanceId, RuntimeError};

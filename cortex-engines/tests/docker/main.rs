@@ -29,6 +29,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Mutex;
 
+mod swarm;
+
 /// One test at a time.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
@@ -76,7 +78,7 @@ fn spec(id: &str, model: &Path, extra: &str) -> ModelSpec {
 /// on the same Docker Engine.
 const OWNER: &str = "cortex-tests";
 
-fn supervisor(runtime: &DockerRuntime) -> Supervisor {
+fn supervisor<R: Runtime + Clone>(runtime: &R) -> Supervisor {
     let mut config = SupervisorConfig::default();
     config.owner = OWNER.into();
     Supervisor::builder(Arc::new(runtime.clone()), Arc::new(HttpProbe::default()))
@@ -121,6 +123,15 @@ async fn clean(docker: &Docker, ids: &[&str]) {
 
 /// A chat completion over plain HTTP; returns the status and the JSON body.
 async fn chat(base: &str, model: &str) -> (u16, serde_json::Value) {
+    chat_with(base, model, None).await
+}
+
+/// [`chat`] with the engine's key.
+async fn chat_with_key(base: &str, model: &str, key: &str) -> (u16, serde_json::Value) {
+    chat_with(base, model, Some(key)).await
+}
+
+async fn chat_with(base: &str, model: &str, key: Option<&str>) -> (u16, serde_json::Value) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let body = serde_json::json!({
         "model": model,
@@ -128,14 +139,19 @@ async fn chat(base: &str, model: &str) -> (u16, serde_json::Value) {
         "max_tokens": 8,
         "temperature": 0,
     });
-    let req = http::Request::post(format!("{base}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
+    let mut req = http::Request::post(format!("{base}/v1/chat/completions"))
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
     let resp = client.request(req).await.unwrap();
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap())
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2322,3 +2322,167 @@ fn keys_created_in_the_database_work_at_once_and_after_a_restart() {
     let log = server.log.lock().unwrap().clone();
     assert!(!log.contains(&key), "a key in the log");
 }
+
+/// The ids of Docker objects (`service ls`, `secret ls`) carrying `label`.
+fn docker_ids(what: &str, label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([what, "ls", "-q", "--filter", &format!("label={label}")])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// `[runtime] kind = "swarm"` on a real one-node swarm (made by the test and left as found):
+/// `cortex serve` runs a model's two replicas as two services; the gateway sends chat to both;
+/// one task's container killed, every request still answered (failover, then the replica's
+/// restart as a new service); Ctrl-C removes every service and secret.
+#[test]
+#[allow(clippy::too_many_lines, reason = "one session, read top to bottom")]
+fn serve_runs_replicas_as_swarm_services_behind_the_gateway() {
+    let _swarm = cortex_testkit::swarm::Swarm::join();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = dir.path().join("cortex.toml");
+    let label = "io.cortex.model-id=sw-serve";
+    for id in docker_ids("service", label) {
+        let _ = Command::new("docker").args(["service", "rm", &id]).output();
+    }
+    std::fs::write(
+        &path,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin_port}"
+admin_key = "{admin}"
+
+[runtime]
+kind = "swarm"
+state_dir = "{state}"
+
+[[keys]]
+id = "tester"
+hash = "{client}"
+
+[[models]]
+id = "sw-serve"
+served_name = "gemma-3-270m"
+engine = "llamacpp"
+source = {{ path = "{model}" }}
+startup_timeout = "2m"
+replicas = 2
+restart = {{ on_failure = {{ max_restarts = 2, backoff = "500ms" }} }}
+
+[models.settings]
+ctx_size = 2048
+parallel = 2
+threads = 1
+gpus = "none"
+chat_template = "gemma"
+api_key = "sk-engine-in-swarm"
+"#,
+            admin = KeyHash::of(ADMIN),
+            admin_port = free_port(),
+            state = dir.path().join("state").display(),
+            client = KeyHash::of(CLIENT),
+            model = gemma().display(),
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(path, port);
+    let began = Instant::now();
+    server.wait_ready();
+    let ready = began.elapsed();
+    let services = docker_ids("service", label);
+    assert_eq!(services.len(), 2, "one service per replica");
+    let status: Value =
+        serde_json::from_slice(&server.models(&["status", "sw-serve"]).stdout).unwrap();
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["replicas"].as_array().unwrap().len(), 2, "{status}");
+
+    let chat = || {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("authorization: Bearer {CLIENT}"))
+            .args(["-H", "content-type: application/json", "-d"])
+            .arg(r#"{"model":"gemma-3-270m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#)
+            .arg(format!("{}/v1/chat/completions", server.base))
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    for _ in 0..6 {
+        assert_eq!(chat(), "200");
+    }
+    let access = server.out.lock().unwrap().clone();
+    for id in &services {
+        assert!(
+            access.contains(&format!("\"upstream\":\"{id}\"")),
+            "service {id} never answered through the gateway: {access}"
+        );
+    }
+
+    // One task's container killed: every request is still answered.
+    let victim = &services[1];
+    let container = text(
+        &Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                "label=io.cortex.swarm-service",
+                "--filter",
+                &format!("label=com.docker.swarm.service.id={victim}"),
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let container = container.trim();
+    assert!(!container.is_empty(), "no container for {victim}");
+    let killed = Instant::now();
+    assert!(
+        Command::new("docker")
+            .args(["kill", container])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let mut answered = 0;
+    while killed.elapsed() < Duration::from_secs(5) {
+        assert_eq!(chat(), "200", "a request failed after a task was killed");
+        answered += 1;
+    }
+    assert!(
+        within(Duration::from_secs(120), || {
+            let status: Value =
+                serde_json::from_slice(&server.models(&["status", "sw-serve"]).stdout)
+                    .unwrap_or(Value::Null);
+            status["replicas"]
+                .as_array()
+                .is_some_and(|r| r.iter().filter(|r| r["instance"].is_string()).count() == 2)
+                && docker_ids("service", label).len() == 2
+                && !docker_ids("service", label).contains(victim)
+        }),
+        "the killed replica was not replaced"
+    );
+    eprintln!(
+        "swarm serve: ready {:.1} s after start; {answered} requests in the 5 s after a task was killed, all answered; replaced after {:.1} s",
+        ready.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+
+    assert!(server.interrupt().success());
+    assert!(
+        docker_ids("service", label).is_empty(),
+        "services left after Ctrl-C"
+    );
+    assert!(
+        docker_ids("secret", "io.cortex.secret-of").is_empty(),
+        "secrets left after Ctrl-C"
+    );
+}

@@ -22,13 +22,7 @@ pub(super) async fn follow_container(
     exit_tx: watch::Sender<Option<Exit>>,
 ) {
     // Lines already loaded come again (the tail overlaps); their timestamps skip them.
-    let options = LogsOptionsBuilder::new()
-        .follow(true)
-        .stdout(true)
-        .stderr(true)
-        .timestamps(true)
-        .tail(&logs.capacity().to_string())
-        .build();
+    let options = follow_options(logs.capacity());
     let seen = last.clone();
     let mut stream = docker.logs(id.as_str(), Some(options));
     let mut framer = Framer::default();
@@ -75,6 +69,18 @@ pub(super) async fn follow_container(
     }
     logs.close();
     let _ = exit_tx.send(Some(exit));
+}
+
+/// Following stdout and stderr with Docker's timestamps, from the last `tail` lines on: for a
+/// container's logs and a service's alike.
+pub(super) fn follow_options(tail: usize) -> bollard::query_parameters::LogsOptions {
+    LogsOptionsBuilder::new()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .timestamps(true)
+        .tail(&tail.to_string())
+        .build()
 }
 
 /// Keeps a `(timestamp, line)`, remembering the timestamp of the last line kept.

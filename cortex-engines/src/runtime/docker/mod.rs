@@ -4,8 +4,11 @@ mod connect;
 mod error;
 mod follow;
 mod spec;
+mod swarm;
+mod swarm_spec;
 
 pub use connect::DockerRuntimeBuilder;
+pub use swarm::{Placement, SwarmRuntime, SwarmRuntimeBuilder};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

@@ -83,28 +83,7 @@ pub(crate) fn container_body(
         init: Some(false),
         ..HostConfig::default()
     };
-    let healthcheck = match &plan.health.command {
-        Some(command) => HealthConfig {
-            test: Some(
-                std::iter::once("CMD".to_owned())
-                    .chain(command.iter().cloned())
-                    .collect(),
-            ),
-            interval: Some(nanos(CHECK_INTERVAL)),
-            timeout: Some(nanos(CHECK_TIMEOUT)),
-            retries: Some(CHECK_RETRIES),
-            start_period: Some(nanos(plan.health.startup_timeout)),
-            // Docker 25+ (API 1.44): how often to check during the start period.
-            start_interval: Some(nanos(
-                plan.health.max_poll_interval.max(Duration::from_secs(1)),
-            )),
-        },
-        // An image's HEALTHCHECK knows nothing of the port this plan chose: never inherit it.
-        None => HealthConfig {
-            test: Some(vec!["NONE".to_owned()]),
-            ..HealthConfig::default()
-        },
-    };
+    let healthcheck = health_config(plan);
     let body = ContainerCreateBody {
         image: Some(image.clone()),
         entrypoint,
@@ -130,6 +109,34 @@ pub(crate) fn container_body(
     Some((name.clone(), body))
 }
 
+/// The health check of `plan`: its [`command`](cortex_core::HealthSpec::command) with the startup
+/// timeout as the start period; with no command, the image's own check is disabled. Shared by
+/// containers and Swarm services.
+pub(crate) fn health_config(plan: &LaunchPlan) -> HealthConfig {
+    match &plan.health.command {
+        Some(command) => HealthConfig {
+            test: Some(
+                std::iter::once("CMD".to_owned())
+                    .chain(command.iter().cloned())
+                    .collect(),
+            ),
+            interval: Some(nanos(CHECK_INTERVAL)),
+            timeout: Some(nanos(CHECK_TIMEOUT)),
+            retries: Some(CHECK_RETRIES),
+            start_period: Some(nanos(plan.health.startup_timeout)),
+            // Docker 25+ (API 1.44): how often to check during the start period.
+            start_interval: Some(nanos(
+                plan.health.max_poll_interval.max(Duration::from_secs(1)),
+            )),
+        },
+        // An image's HEALTHCHECK knows nothing of the port this plan chose: never inherit it.
+        None => HealthConfig {
+            test: Some(vec!["NONE".to_owned()]),
+            ..HealthConfig::default()
+        },
+    }
+}
+
 /// The device request for `gpus`: all of them, a count, or specific indices or UUIDs.
 fn device_requests(gpus: &GpuRequest) -> Option<Vec<DeviceRequest>> {
     let request = |count: Option<i64>, device_ids: Option<Vec<String>>| DeviceRequest {
@@ -148,13 +155,13 @@ fn device_requests(gpus: &GpuRequest) -> Option<Vec<DeviceRequest>> {
     }
 }
 
-fn nanos(d: Duration) -> i64 {
+pub(crate) fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// The plan's labels; every container made here is marked as Cortex's (the supervisor names its
 /// owner), so stop and remove, which check the mark, can always clean it up.
-fn container_labels(plan: &LaunchPlan) -> HashMap<String, String> {
+pub(crate) fn container_labels(plan: &LaunchPlan) -> HashMap<String, String> {
     let mut out: HashMap<String, String> = plan
         .labels
         .iter()
@@ -166,7 +173,7 @@ fn container_labels(plan: &LaunchPlan) -> HashMap<String, String> {
 }
 
 /// The entrypoint exporting `plan`'s secrets, when it needs one.
-fn secrets_entrypoint(
+pub(crate) fn secrets_entrypoint(
     plan: &LaunchPlan,
     image_entrypoint: Option<&[String]>,
 ) -> Option<Vec<String>> {
