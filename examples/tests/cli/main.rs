@@ -2420,13 +2420,30 @@ api_key = "sk-engine-in-swarm"
     let access = server.out.lock().unwrap().clone();
     for id in &services {
         assert!(
-            access.contains(&format!("\"upstream\":\"{id}\"")),
+            // `docker service ls -q` shows ids cut to 12 digits.
+            access.contains(&format!("\"upstream\":\"{id}")),
             "service {id} never answered through the gateway: {access}"
         );
     }
 
     // One task's container killed: every request is still answered.
-    let victim = &services[1];
+    let victim_name = "llamacpp-model-sw-serve-1";
+    let victim = &text(
+        &Command::new("docker")
+            .args([
+                "service",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("name={victim_name}"),
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    assert!(services.contains(victim), "{victim} of {services:?}");
     let container = text(
         &Command::new("docker")
             .args([
@@ -2435,7 +2452,7 @@ api_key = "sk-engine-in-swarm"
                 "--filter",
                 "label=io.cortex.swarm-service",
                 "--filter",
-                &format!("label=com.docker.swarm.service.id={victim}"),
+                &format!("label=com.docker.swarm.service.name={victim_name}"),
             ])
             .output()
             .unwrap()
