@@ -134,6 +134,14 @@ fn a_config_error_names_file_line_and_field_and_starts_nothing() {
             "[runtime]\nkind = \"podman\"\n",
             ":2:8: unknown variant `podman`",
         ),
+        (
+            "[runtime]\nkind = \"swarm\"\n\n[runtime.placement.nope]\nconstraints = [\"node.role == worker\"]\n",
+            "runtime.placement.nope: no model has the id `nope`",
+        ),
+        (
+            "[runtime]\nconstraints = [\"node.labels.gpu == l4\"]\n",
+            "are for kind = \"swarm\"",
+        ),
     ];
     for (i, (body, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.toml"));
