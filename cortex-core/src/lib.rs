@@ -107,7 +107,7 @@ pub use settings::{EngineSettings, SettingsError};
 pub use spec::{HubRepo, InvalidSource, Load, ModelSource, ModelSpec, RestartPolicy, Task};
 pub use state::{Event, EventKind, ModelState, ModelStatus, ReplicaStatus};
 pub use supervisor::{
-    Adoption, Reconciliation, Removal, Supervisor, SupervisorBuilder, SupervisorConfig,
+    Adoption, Following, Reconciliation, Removal, Supervisor, SupervisorBuilder, SupervisorConfig,
     SupervisorError,
 };
 

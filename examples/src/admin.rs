@@ -91,10 +91,17 @@ pub fn health(shared: &Shared) -> Response<Full<Bytes>> {
         .load()
         .specs()
         .map(|spec| {
-            let state = shared
-                .supervisor
-                .status(&spec.id)
-                .map_or("stopped", |s| state_name(&s.state));
+            let state = if shared.config.load().server.manage_engines {
+                shared
+                    .supervisor
+                    .status(&spec.id)
+                    .map_or("stopped", |s| state_name(&s.state))
+            } else if shared.supervisor.registry().resolve(spec.served_name()).is_some() {
+                // Run by another gateway; served here.
+                "running"
+            } else {
+                "stopped"
+            };
             let on_demand = spec.load == cortex_core::Load::OnDemand;
             json!({"id": spec.id, "served_name": spec.served_name(), "state": state, "on_demand": on_demand})
         })
@@ -445,7 +452,23 @@ impl Admin {
         json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
     }
 
+    /// The refusal of a start or stop on a gateway that does not run the engines.
+    fn managed_elsewhere(&self) -> Option<Response<Full<Bytes>>> {
+        (!self.shared.config.load().server.manage_engines).then(|| {
+            error(
+                StatusCode::CONFLICT,
+                "engines_managed_elsewhere",
+                "This gateway does not run the engines (server.manage_engines = false): start \
+                 and stop them through the gateway that does."
+                    .to_owned(),
+            )
+        })
+    }
+
     fn start(&self, name: &str, who: &str) -> Response<Full<Bytes>> {
+        if let Some(refused) = self.managed_elsewhere() {
+            return refused;
+        }
         let Some(spec) = self.spec(name) else {
             return self.not_found(name);
         };
@@ -479,6 +502,9 @@ impl Admin {
     }
 
     async fn stop(&self, name: &str, who: &str) -> Response<Full<Bytes>> {
+        if let Some(refused) = self.managed_elsewhere() {
+            return refused;
+        }
         let Some(spec) = self.spec(name) else {
             return self.not_found(name);
         };

@@ -114,6 +114,10 @@ pub enum UsageStoreKind {
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "the switches of the file's [server] table, one field each"
+)]
 pub struct ServerConfig {
     /// The gateway's address: the OpenAI API and `/health`. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
@@ -143,6 +147,12 @@ pub struct ServerConfig {
     pub auth: bool,
     /// Start every model when serving starts. Default true; false waits for `cortex models start`.
     pub start_models: bool,
+    /// Whether this gateway runs the engines. Default true. False: it starts, stops, adopts and
+    /// removes nothing, and serves the engines another `cortex serve` of the same models runs, as
+    /// the runtime shows them (a Docker Swarm or Docker runtime): every 2 s it registers the
+    /// running, ready instances of its configured models and drops those gone. Start, stop and the
+    /// models part of a reload belong to the gateway that runs them.
+    pub manage_engines: bool,
     /// Where `POST /admin/keys` keeps a new client key: `file` (default: a `[[keys]]` table in
     /// this file) or `database` (the usage database's key table, which several gateways sharing a
     /// PostgreSQL database all read). Keys of both places are in force either way.
@@ -174,6 +184,7 @@ impl Default for ServerConfig {
             admin_key: None,
             auth: true,
             start_models: true,
+            manage_engines: true,
             new_keys: NewKeys::File,
         }
     }

@@ -192,6 +192,10 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             o.header_read_timeout != n.header_read_timeout,
         ),
         ("server.access_log", o.access_log != n.access_log),
+        (
+            "server.manage_engines",
+            o.manage_engines != n.manage_engines,
+        ),
         ("runtime", differ(&old.runtime, &new.runtime)),
         ("supervisor", old.supervisor != new.supervisor),
         ("gpu", differ(&old.gpu, &new.gpu)),
@@ -288,6 +292,10 @@ impl Shared {
         tracing::info!(%who, ?report, "configuration reloaded");
         eprintln!("cortex: configuration reloaded by {who}: {report}");
 
+        // A gateway that does not run the engines follows what their manager does.
+        if !start_models_here(&self.config.load()) {
+            return Ok(report);
+        }
         // The engines, in the background: drains can take a while.
         for id in removed {
             let shared = Arc::clone(self);
@@ -636,11 +644,12 @@ pub fn gateway(
     if config.server.auth {
         builder = builder.keys(move |presented: &str| keys.load().lookup(presented));
     }
-    builder
-        .names(config.names())
-        .loader(on_demand.clone())
-        .unrouted(unrouted(config, supervisor))
-        .build()
+    builder = builder.names(config.names());
+    // A gateway that does not run the engines never starts one for a request.
+    if config.server.manage_engines {
+        builder = builder.loader(on_demand.clone());
+    }
+    builder.unrouted(unrouted(config, supervisor)).build()
 }
 
 /// Slots per replica: what the engine runs at once. llama-server: its `parallel` (-np), else the
@@ -671,11 +680,18 @@ fn unrouted(
         .map(|s| (s.served_name().to_owned(), s.id.clone()))
         .collect();
     let supervisor = supervisor.clone();
+    let follows = !config.server.manage_engines;
     move |model: &str| {
         let id = ids.get(model)?;
         let unavailable = |message: String, code: &'static str| {
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message).code(code)
         };
+        if follows {
+            return Some(unavailable(
+                format!("The model `{model}` has no ready replica now; try again shortly."),
+                "model_unavailable",
+            ));
+        }
         let state = supervisor.status(id).map(|s| s.state);
         Some(match state {
             None | Some(ModelState::Stopped | ModelState::Stopping) => unavailable(
@@ -944,7 +960,12 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     reload_on_hangup(&shared);
     refresh_database_keys(&shared);
 
-    let failures = start_models(&shared, started_at);
+    let failures = if server.manage_engines {
+        start_models(&shared, started_at)
+    } else {
+        follow_engines(&shared);
+        Arc::new(AtomicUsize::new(0))
+    };
 
     let graceful = GracefulShutdown::new();
     let limits = Limits {
@@ -1017,6 +1038,55 @@ fn start_models(shared: &Arc<Shared>, started_at: Instant) -> Arc<AtomicUsize> {
         }
     });
     failures
+}
+
+/// Whether this gateway runs the engines of `config` (`server.manage_engines`).
+fn start_models_here(config: &Config) -> bool {
+    config.server.manage_engines
+}
+
+/// How often a gateway that does not run the engines looks at what the runtime runs.
+const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+
+/// In the background, for a gateway with `server.manage_engines = false`: every
+/// [`FOLLOW_EVERY`], the running and ready instances of the configured models, as the runtime
+/// shows them, are registered, and those gone are dropped (`Supervisor::follow`).
+fn follow_engines(shared: &Arc<Shared>) {
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FOLLOW_EVERY);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let config = shared.config.load_full();
+            let specs: Vec<ModelSpec> = config.specs().cloned().collect();
+            match shared.supervisor.follow(&specs).await {
+                Ok(report) => {
+                    failing = false;
+                    for ep in &report.registered {
+                        eprintln!(
+                            "cortex: {}/{}: following `{}` at {} (run by another manager)",
+                            ep.model, ep.replica, ep.served_name, ep.base_url
+                        );
+                    }
+                    for ep in &report.deregistered {
+                        eprintln!(
+                            "cortex: {}/{}: `{}` at {} is gone or not ready: out of the registry",
+                            ep.model, ep.replica, ep.served_name, ep.base_url
+                        );
+                    }
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    eprintln!(
+                        "cortex: cannot follow the engines (keeping those found last): {}",
+                        cortex_core::error_chain(&e)
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+    });
 }
 
 /// Writes every usage record of the requests served before the process exits — unless the

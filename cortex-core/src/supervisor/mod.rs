@@ -64,6 +64,7 @@ mod builder;
 mod config;
 mod drain;
 mod error;
+mod follow;
 mod planning;
 mod reconcile;
 
@@ -72,6 +73,7 @@ pub(crate) use config::RETRY_STOP_GRACE;
 pub use config::SupervisorConfig;
 pub use drain::{Drain, Drained};
 pub use error::SupervisorError;
+pub use follow::Following;
 pub(crate) use planning::choose_ports;
 use planning::plan_all;
 pub use reconcile::{Adoption, Reconciliation, Removal};

@@ -17,6 +17,7 @@ use cortex_core::{
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio::time::{Instant, sleep, sleep_until};
 
+mod follow;
 mod reconcile;
 
 const KIND: &str = "fake";

@@ -2359,47 +2359,7 @@ fn serve_runs_replicas_as_swarm_services_behind_the_gateway() {
     for id in docker_ids("service", label) {
         let _ = Command::new("docker").args(["service", "rm", &id]).output();
     }
-    std::fs::write(
-        &path,
-        format!(
-            r#"[server]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin_port}"
-admin_key = "{admin}"
-
-[runtime]
-kind = "swarm"
-state_dir = "{state}"
-
-[[keys]]
-id = "tester"
-hash = "{client}"
-
-[[models]]
-id = "sw-serve"
-served_name = "gemma-3-270m"
-engine = "llamacpp"
-source = {{ path = "{model}" }}
-startup_timeout = "2m"
-replicas = 2
-restart = {{ on_failure = {{ max_restarts = 2, backoff = "500ms" }} }}
-
-[models.settings]
-ctx_size = 2048
-parallel = 2
-threads = 1
-gpus = "none"
-chat_template = "gemma"
-api_key = "sk-engine-in-swarm"
-"#,
-            admin = KeyHash::of(ADMIN),
-            admin_port = free_port(),
-            state = dir.path().join("state").display(),
-            client = KeyHash::of(CLIENT),
-            model = gemma().display(),
-        ),
-    )
-    .unwrap();
+    swarm_config(&path, port, dir.path(), 2, "");
     let mut server = Server::start(path, port);
     let began = Instant::now();
     server.wait_ready();
@@ -2411,17 +2371,7 @@ api_key = "sk-engine-in-swarm"
     assert_eq!(status["state"], "running", "{status}");
     assert_eq!(status["replicas"].as_array().unwrap().len(), 2, "{status}");
 
-    let chat = || {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
-            .arg(format!("authorization: Bearer {CLIENT}"))
-            .args(["-H", "content-type: application/json", "-d"])
-            .arg(r#"{"model":"gemma-3-270m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#)
-            .arg(format!("{}/v1/chat/completions", server.base))
-            .output()
-            .unwrap();
-        text(&out.stdout)
-    };
+    let chat = || small_chat(&server.base);
     for _ in 0..6 {
         assert_eq!(chat(), "200");
     }
@@ -2510,4 +2460,156 @@ api_key = "sk-engine-in-swarm"
         docker_ids("secret", "io.cortex.secret-of").is_empty(),
         "secrets left after Ctrl-C"
     );
+}
+
+/// A `cortex serve` configuration at `path` for Gemma served as `sw-serve` on the Swarm runtime,
+/// with `replicas`; `extra` is added at the end of `[server]`.
+fn swarm_config(path: &Path, port: u16, dir: &Path, replicas: u32, extra: &str) {
+    std::fs::write(
+        path,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin_port}"
+admin_key = "{admin}"
+{extra}
+
+[runtime]
+kind = "swarm"
+state_dir = "{state}"
+
+[[keys]]
+id = "tester"
+hash = "{client}"
+
+[[models]]
+id = "sw-serve"
+served_name = "gemma-3-270m"
+engine = "llamacpp"
+source = {{ path = "{model}" }}
+startup_timeout = "2m"
+replicas = {replicas}
+restart = {{ on_failure = {{ max_restarts = 2, backoff = "500ms" }} }}
+
+[models.settings]
+ctx_size = 2048
+parallel = 2
+threads = 1
+gpus = "none"
+chat_template = "gemma"
+api_key = "sk-engine-in-swarm"
+"#,
+            admin = KeyHash::of(ADMIN),
+            admin_port = free_port(),
+            state = dir.join("state").display(),
+            client = KeyHash::of(CLIENT),
+            model = gemma().display(),
+        ),
+    )
+    .unwrap();
+}
+
+/// A small chat completion through the gateway at `base`; its status.
+fn small_chat(base: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("authorization: Bearer {CLIENT}"))
+        .args(["-H", "content-type: application/json", "-d"])
+        .arg(r#"{"model":"gemma-3-270m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#)
+        .arg(format!("{base}/v1/chat/completions"))
+        .output()
+        .unwrap();
+    text(&out.stdout)
+}
+
+/// Two `cortex serve` gateways in front of one Swarm service: the first runs the engine, the
+/// second (`manage_engines = false`) follows what the swarm runs; both write usage to one real
+/// PostgreSQL server. Traffic through both is answered by the same task, the usage totals equal
+/// the requests sent, the follower refuses to start or stop engines, and its exit leaves the
+/// engine running.
+#[test]
+#[allow(clippy::too_many_lines, reason = "one session, read top to bottom")]
+fn two_gateways_front_one_swarm_service_and_count_every_request() {
+    let _swarm = cortex_testkit::swarm::Swarm::join();
+    let pg = cortex_testkit::postgres::Postgres::start();
+    let label = "io.cortex.model-id=sw-serve";
+    for id in docker_ids("service", label) {
+        let _ = Command::new("docker").args(["service", "rm", &id]).output();
+    }
+    let usage = format!(
+        "\n[usage]\nstore = \"postgres\"\npostgres = \"{}\"\n",
+        pg.params()
+    );
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let (path_a, path_b) = (
+        dir_a.path().join("cortex.toml"),
+        dir_b.path().join("cortex.toml"),
+    );
+    swarm_config(&path_a, port_a, dir_a.path(), 1, "");
+    swarm_config(&path_b, port_b, dir_b.path(), 1, "manage_engines = false");
+    for path in [&path_a, &path_b] {
+        let text_now = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, format!("{text_now}{usage}")).unwrap();
+    }
+    let mut leader = Server::start(path_a, port_a);
+    let began = Instant::now();
+    leader.wait_ready();
+    let mut follower = Server::start(path_b, port_b);
+    follower.wait_ready();
+    eprintln!(
+        "two gateways: the follower serves {:.1} s after the leader began",
+        began.elapsed().as_secs_f64()
+    );
+    let services = docker_ids("service", label);
+    assert_eq!(services.len(), 1, "one engine for both gateways");
+
+    let (through_a, through_b) = (5, 7);
+    for _ in 0..through_a {
+        assert_eq!(small_chat(&leader.base), "200");
+    }
+    for _ in 0..through_b {
+        assert_eq!(small_chat(&follower.base), "200");
+    }
+    let access = follower.out.lock().unwrap().clone();
+    assert!(
+        access.contains(&format!("\"upstream\":\"{}", services[0])),
+        "the follower did not send to the leader's service: {access}"
+    );
+    // Engines are the leader's to start and stop.
+    let refused = follower.models(&["stop", "sw-serve"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("does not run the engines")
+            || text(&refused.stdout).contains("does not run the engines"),
+        "{} {}",
+        text(&refused.stdout),
+        text(&refused.stderr)
+    );
+    assert_eq!(docker_ids("service", label).len(), 1);
+
+    // The follower's exit writes out its usage and leaves the engine alone.
+    assert!(follower.interrupt().success());
+    assert_eq!(
+        docker_ids("service", label),
+        services,
+        "the engine outlives the follower"
+    );
+    assert_eq!(small_chat(&leader.base), "200");
+    let out = leader.models(&["usage", "--key", "tester", "--since", "1h"]);
+    let totals: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
+    let requests: u64 = totals["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["requests"].as_u64().unwrap())
+        .sum();
+    eprintln!(
+        "two gateways: {} requests sent ({through_a} + 1 through the leader, {through_b} through the follower), {requests} counted",
+        through_a + 1 + through_b
+    );
+    assert_eq!(requests, through_a + 1 + through_b, "{totals}");
+    assert!(leader.interrupt().success());
+    assert!(docker_ids("service", label).is_empty());
 }
