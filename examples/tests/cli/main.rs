@@ -2359,7 +2359,7 @@ fn serve_runs_replicas_as_swarm_services_behind_the_gateway() {
     for id in docker_ids("service", label) {
         let _ = Command::new("docker").args(["service", "rm", &id]).output();
     }
-    swarm_config(&path, port, dir.path(), 2, "");
+    swarm_config(&path, port, dir.path(), "sw-serve", 2, "");
     let mut server = Server::start(path, port);
     let began = Instant::now();
     server.wait_ready();
@@ -2462,9 +2462,10 @@ fn serve_runs_replicas_as_swarm_services_behind_the_gateway() {
     );
 }
 
-/// A `cortex serve` configuration at `path` for Gemma served as `sw-serve` on the Swarm runtime,
-/// with `replicas`; `extra` is added at the end of `[server]`.
-fn swarm_config(path: &Path, port: u16, dir: &Path, replicas: u32, extra: &str) {
+/// A `cortex serve` configuration at `path` for Gemma as model `id` on the Swarm runtime, with
+/// `replicas`; `extra` is added at the end of `[server]`. Each test has its own `id`: the
+/// services are named after it, and tests run side by side.
+fn swarm_config(path: &Path, port: u16, dir: &Path, id: &str, replicas: u32, extra: &str) {
     std::fs::write(
         path,
         format!(
@@ -2478,12 +2479,16 @@ admin_key = "{admin}"
 kind = "swarm"
 state_dir = "{state}"
 
+# One owner per test: a manager removes what its owner left unconfigured, and tests share the swarm.
+[supervisor]
+owner = "cortex-test-{id}"
+
 [[keys]]
 id = "tester"
 hash = "{client}"
 
 [[models]]
-id = "sw-serve"
+id = "{id}"
 served_name = "gemma-3-270m"
 engine = "llamacpp"
 source = {{ path = "{model}" }}
@@ -2532,7 +2537,7 @@ fn small_chat(base: &str) -> String {
 fn two_gateways_front_one_swarm_service_and_count_every_request() {
     let _swarm = cortex_testkit::swarm::Swarm::join();
     let pg = cortex_testkit::postgres::Postgres::start();
-    let label = "io.cortex.model-id=sw-serve";
+    let label = "io.cortex.model-id=sw-two";
     for id in docker_ids("service", label) {
         let _ = Command::new("docker").args(["service", "rm", &id]).output();
     }
@@ -2546,8 +2551,15 @@ fn two_gateways_front_one_swarm_service_and_count_every_request() {
         dir_a.path().join("cortex.toml"),
         dir_b.path().join("cortex.toml"),
     );
-    swarm_config(&path_a, port_a, dir_a.path(), 1, "");
-    swarm_config(&path_b, port_b, dir_b.path(), 1, "manage_engines = false");
+    swarm_config(&path_a, port_a, dir_a.path(), "sw-two", 1, "");
+    swarm_config(
+        &path_b,
+        port_b,
+        dir_b.path(),
+        "sw-two",
+        1,
+        "manage_engines = false",
+    );
     for path in [&path_a, &path_b] {
         let text_now = std::fs::read_to_string(path).unwrap();
         std::fs::write(path, format!("{text_now}{usage}")).unwrap();
@@ -2577,7 +2589,7 @@ fn two_gateways_front_one_swarm_service_and_count_every_request() {
         "the follower did not send to the leader's service: {access}"
     );
     // Engines are the leader's to start and stop.
-    let refused = follower.models(&["stop", "sw-serve"]);
+    let refused = follower.models(&["stop", "sw-two"]);
     assert!(!refused.status.success());
     assert!(
         text(&refused.stderr).contains("does not run the engines")
