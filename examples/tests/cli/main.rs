@@ -2451,6 +2451,53 @@ fn serve_runs_replicas_as_swarm_services_behind_the_gateway() {
         killed.elapsed().as_secs_f64()
     );
 
+    // Scaled up to three and down to one by a reload (the replica count is part of the plans:
+    // the model is drained and started again with the new count; requests wait meanwhile).
+    for replicas in [3, 1] {
+        let file = std::fs::read_to_string(&server.config).unwrap();
+        let now = file
+            .lines()
+            .find(|l| l.starts_with("replicas = "))
+            .unwrap()
+            .to_owned();
+        std::fs::write(
+            &server.config,
+            file.replacen(&now, &format!("replicas = {replicas}"), 1),
+        )
+        .unwrap();
+        let scaled = Instant::now();
+        let (code, report) = admin_reload(&server);
+        assert_eq!(code, "200", "{report}");
+        assert_eq!(
+            report["replaced"],
+            serde_json::json!(["sw-serve"]),
+            "{report}"
+        );
+        assert_eq!(
+            chat(),
+            "200",
+            "a request during the scale waits and is answered"
+        );
+        assert!(
+            within(Duration::from_secs(120), || {
+                let status: Value =
+                    serde_json::from_slice(&server.models(&["status", "sw-serve"]).stdout)
+                        .unwrap_or(Value::Null);
+                status["state"] == "running"
+                    && status["replicas"]
+                        .as_array()
+                        .is_some_and(|r| r.len() == replicas)
+                    && docker_ids("service", label).len() == replicas
+            }),
+            "not scaled to {replicas}"
+        );
+        eprintln!(
+            "swarm serve: scaled to {replicas} in {:.1} s",
+            scaled.elapsed().as_secs_f64()
+        );
+    }
+    assert_eq!(chat(), "200");
+
     assert!(server.interrupt().success());
     assert!(
         docker_ids("service", label).is_empty(),
