@@ -234,14 +234,15 @@ fn tar_header(path: &str, mode: u32, size: usize, kind: u8) -> [u8; 512] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::net::Ipv4Addr;
 
     use cortex_core::{HealthSpec, Mount as PlanMount};
 
     use super::*;
 
-    fn plan(gpus: GpuRequest) -> LaunchPlan {
+    /// A plan with every setting a container translates (also the Swarm spec's tests').
+    pub(crate) fn plan(gpus: GpuRequest) -> LaunchPlan {
         let mut plan = LaunchPlan::new(
             "gemma".parse().unwrap(),
             "llamacpp".into(),

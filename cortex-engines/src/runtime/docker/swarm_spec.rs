@@ -295,29 +295,13 @@ mod tests {
     use std::time::Duration;
 
     use cortex_core::plan::Secret;
-    use cortex_core::{HealthSpec, Mount as PlanMount};
 
     use super::*;
 
+    /// The Docker spec's plan, with a stop grace of its own.
     fn plan(gpus: GpuRequest) -> LaunchPlan {
-        let mut plan = LaunchPlan::new(
-            "gemma".parse().unwrap(),
-            "llamacpp".into(),
-            Target::Container {
-                image: "cortex/llama-server:b11434".into(),
-                name: "llamacpp-model-gemma".into(),
-            },
-            8080,
-            HealthSpec::new("/health").with_startup_timeout(Duration::from_secs(300)),
-        );
-        plan.args = vec!["-m".into(), "/models/g.gguf".into()];
-        plan.mounts = vec![PlanMount::read_only("/srv/models", "/models")];
-        plan.shm_size = Some(8 << 30);
-        plan.network = Some("models".into());
-        plan.gpus = gpus;
+        let mut plan = super::super::spec::tests::plan(gpus);
         plan.stop_grace = Duration::from_secs(7);
-        plan.labels
-            .insert("io.cortex.model-id".into(), "gemma".into());
         plan
     }
 
@@ -389,9 +373,9 @@ mod tests {
         );
         assert_eq!(c.stop_grace_period, Some(7_000_000_000));
         assert_eq!(
-            c.health_check.unwrap().test,
-            Some(vec!["NONE".to_owned()]),
-            "no command: the image's check is off"
+            c.health_check.unwrap().test.unwrap()[..2],
+            ["CMD".to_owned(), "curl".to_owned()],
+            "the plan's health command"
         );
         let mounts = c.mounts.unwrap();
         assert_eq!(mounts[0].typ, Some(MountType::BIND));
