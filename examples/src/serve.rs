@@ -293,7 +293,7 @@ impl Shared {
         eprintln!("cortex: configuration reloaded by {who}: {report}");
 
         // A gateway that does not run the engines follows what their manager does.
-        if !start_models_here(&self.config.load()) {
+        if !self.config.load().server.manage_engines {
             return Ok(report);
         }
         // The engines, in the background: drains can take a while.
@@ -1038,11 +1038,6 @@ fn start_models(shared: &Arc<Shared>, started_at: Instant) -> Arc<AtomicUsize> {
         }
     });
     failures
-}
-
-/// Whether this gateway runs the engines of `config` (`server.manage_engines`).
-fn start_models_here(config: &Config) -> bool {
-    config.server.manage_engines
 }
 
 /// How often a gateway that does not run the engines looks at what the runtime runs.

@@ -14,6 +14,19 @@ pub(super) enum CallError {
     TimedOut { what: &'static str, limit: Duration },
 }
 
+/// Runs one Docker call, bounded by `limit`: Docker's error, or how long it was given.
+pub(super) async fn within<T>(
+    what: &'static str,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, DockerError>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(CallError::Docker(e)),
+        Err(_) => Err(CallError::TimedOut { what, limit }),
+    }
+}
+
 pub(super) fn status(e: &CallError) -> Option<u16> {
     match e {
         CallError::Docker(DockerError::DockerResponseServerError { status_code, .. }) => {

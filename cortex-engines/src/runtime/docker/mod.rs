@@ -217,25 +217,12 @@ impl DockerRuntime {
     }
 
     /// Runs one Docker call under the call timeout.
-    async fn call<T>(
+    fn call<T>(
         &self,
         what: &'static str,
         f: impl Future<Output = Result<T, DockerError>>,
-    ) -> Result<T, CallError> {
-        self.call_within(what, self.inner.call_timeout, f).await
-    }
-
-    async fn call_within<T>(
-        &self,
-        what: &'static str,
-        limit: Duration,
-        f: impl Future<Output = Result<T, DockerError>>,
-    ) -> Result<T, CallError> {
-        match tokio::time::timeout(limit, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(CallError::Docker(e)),
-            Err(_) => Err(CallError::TimedOut { what, limit }),
-        }
+    ) -> impl Future<Output = Result<T, CallError>> {
+        error::within(what, self.inner.call_timeout, f)
     }
 
     /// Refuses to touch a container that no Cortex manager started (it has no
@@ -488,13 +475,12 @@ impl Runtime for DockerRuntime {
         let secs = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
             .unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::new().t(secs).build();
-        let stopped = self
-            .call_within(
-                "stop",
-                grace + self.inner.call_timeout,
-                self.inner.docker.stop_container(id.as_str(), Some(options)),
-            )
-            .await;
+        let stopped = error::within(
+            "stop",
+            grace + self.inner.call_timeout,
+            self.inner.docker.stop_container(id.as_str(), Some(options)),
+        )
+        .await;
         match stopped {
             // 304 (already stopped) is a success to bollard.
             Ok(()) => {}

@@ -53,17 +53,7 @@ pub(crate) fn container_body(
         env.entry("NVIDIA_DRIVER_CAPABILITIES".into())
             .or_insert_with(|| "compute,utility".into());
     }
-    let mounts = plan
-        .mounts
-        .iter()
-        .map(|m| Mount {
-            source: Some(m.source.to_string_lossy().into_owned()),
-            target: Some(m.target.to_string_lossy().into_owned()),
-            typ: Some(MountType::BIND),
-            read_only: Some(m.read_only),
-            ..Mount::default()
-        })
-        .collect();
+    let mounts = bind_mounts(plan);
     let host_config = HostConfig {
         mounts: Some(mounts),
         port_bindings: Some(HashMap::from([(
@@ -107,6 +97,20 @@ pub(crate) fn container_body(
         ..ContainerCreateBody::default()
     };
     Some((name.clone(), body))
+}
+
+/// The plan's mounts as bind mounts (read-only where planned): for containers and Swarm services.
+pub(crate) fn bind_mounts(plan: &LaunchPlan) -> Vec<Mount> {
+    plan.mounts
+        .iter()
+        .map(|m| Mount {
+            source: Some(m.source.to_string_lossy().into_owned()),
+            target: Some(m.target.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(m.read_only),
+            ..Mount::default()
+        })
+        .collect()
 }
 
 /// The health check of `plan`: its [`command`](cortex_core::HealthSpec::command) with the startup

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use super::error::{CallError, call_message, operation_error, status};
+use super::error::{CallError, call_message, operation_error, status, within};
 use super::follow::{Framer, follow_options, push};
 pub use super::swarm_spec::Placement;
 use super::swarm_spec::{SECRET_OF, secret_name, service_spec};
@@ -247,19 +247,12 @@ impl SwarmRuntime {
         }
     }
 
-    async fn call<T>(
+    fn call<T>(
         &self,
         what: &'static str,
         f: impl Future<Output = Result<T, DockerError>>,
-    ) -> Result<T, CallError> {
-        match tokio::time::timeout(self.inner.call_timeout, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(CallError::Docker(e)),
-            Err(_) => Err(CallError::TimedOut {
-                what,
-                limit: self.inner.call_timeout,
-            }),
-        }
+    ) -> impl Future<Output = Result<T, CallError>> {
+        within(what, self.inner.call_timeout, f)
     }
 
     async fn inspect_service(&self, id: &InstanceId) -> Result<Service, RuntimeError> {
@@ -518,16 +511,7 @@ async fn tasks_of(docker: &Docker, id: &str, limit: Duration) -> Result<Vec<Task
     let options = ListTasksOptionsBuilder::new()
         .filters(&HashMap::from([("service", vec![id])]))
         .build();
-    let mut tasks = match tokio::time::timeout(limit, docker.list_tasks(Some(options))).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Err(CallError::Docker(e)),
-        Err(_) => {
-            return Err(CallError::TimedOut {
-                what: "list tasks",
-                limit,
-            });
-        }
-    };
+    let mut tasks = within("list tasks", limit, docker.list_tasks(Some(options))).await?;
     // Listing by service id also matches services whose id starts with it: keep this one's.
     tasks.retain(|t| t.service_id.as_deref() == Some(id));
     tasks.sort_by_key(|t| std::cmp::Reverse(t.version.as_ref().and_then(|v| v.index).unwrap_or(0)));

@@ -17,7 +17,7 @@ use bollard::models::{
 use cortex_core::plan::{SECRETS_DIR, labels};
 use cortex_core::{GpuRequest, LaunchPlan, Target};
 
-use super::spec::{container_labels, health_config, nanos, secrets_entrypoint};
+use super::spec::{bind_mounts, container_labels, health_config, nanos, secrets_entrypoint};
 
 /// The generic resource Docker documents for NVIDIA GPUs in a swarm (each node's daemon
 /// advertises its GPUs under this kind, `node-generic-resources` in `daemon.json`).
@@ -220,17 +220,7 @@ fn generic_gpus(
 
 /// Bind mounts as planned, and shared memory as a tmpfs at `/dev/shm`.
 fn mounts(plan: &LaunchPlan) -> Vec<Mount> {
-    let mut mounts: Vec<Mount> = plan
-        .mounts
-        .iter()
-        .map(|m| Mount {
-            source: Some(m.source.to_string_lossy().into_owned()),
-            target: Some(m.target.to_string_lossy().into_owned()),
-            typ: Some(MountType::BIND),
-            read_only: Some(m.read_only),
-            ..Mount::default()
-        })
-        .collect();
+    let mut mounts = bind_mounts(plan);
     if let Some(size) = plan.shm_size {
         mounts.push(Mount {
             target: Some("/dev/shm".to_owned()),
