@@ -13,7 +13,7 @@
 //! | `POST /admin/models/{name}/stop` | 200 once the requests on it finished (up to `supervisor.drain_timeout`) and every instance is stopped |
 //! | `POST /admin/reload` | reads the configuration file again and applies it, as SIGHUP does ([`Shared::reload`](crate::serve::Shared::reload)): 200 with what was added, removed, replaced, left running and what needs a restart; 422 and nothing changed when the file has errors |
 //! | `GET /admin/models/{name}/logs?lines=N` | the last N (default 100) log lines of each replica |
-//! | `GET /admin/usage` | requests and tokens by key and model since the server started |
+//! | `GET /admin/usage?key=&model=&since=&until=&every=&format=` | requests and tokens by key and model (since the server started, or in a time range; per time bucket with `every`; as CSV with `format=csv`) |
 //! | `POST /admin/keys/reload` | reads the configuration file again and puts only its keys in force; 422 and nothing changed when the file has errors |
 //! | `GET /admin/keys` | the client keys of the file and of the usage database: id, allowed models, rate limit, `source` (`file` or `database`), who created a database key (never a key or digest) |
 //! | `POST /admin/keys` | `{"id", "models"?}`: a new client key, its digest written to the configuration file — or, with `server.new_keys = "database"`, to the usage database — and put in force; 201 with the key, shown this once; 422 when the id is taken in either place |
@@ -65,21 +65,31 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     )
 }
 
-/// A model's status as JSON: the supervisor's, or `stopped` for a declared model it never ran.
+/// A model's status as JSON: the supervisor's, or `stopped` for a declared model it never ran;
+/// with whether it loads on demand, how many replicas it wants, and for a failed model the
+/// last lines its instance wrote (up to 20).
 fn model_json(spec: &ModelSpec, status: Option<ModelStatus>) -> Value {
+    let on_demand = spec.load == cortex_core::Load::OnDemand;
+    let wanted = spec.replicas.get();
     let Some(status) = status else {
         return json!({
             "id": spec.id, "served_name": spec.served_name(), "engine": spec.engine,
-            "state": "stopped", "replicas": [],
+            "state": "stopped", "on_demand": on_demand, "replicas_wanted": wanted, "replicas": [],
         });
     };
-    let reason = match &status.state {
-        ModelState::Failed { reason, .. } => Some(reason.clone()),
-        _ => None,
+    let (reason, log_tail) = match &status.state {
+        ModelState::Failed { reason, log_tail } => {
+            let from = log_tail.len().saturating_sub(20);
+            let tail: Vec<&str> = log_tail[from..].iter().map(|l| l.line.as_str()).collect();
+            (Some(reason.clone()), Some(tail))
+        }
+        ModelState::Unhealthy { reason, .. } => (Some(reason.clone()), None),
+        _ => (None, None),
     };
     json!({
         "id": status.id, "served_name": status.served_name, "engine": status.engine,
-        "state": state_name(&status.state), "reason": reason,
+        "state": state_name(&status.state), "reason": reason, "log_tail": log_tail,
+        "on_demand": on_demand, "replicas_wanted": wanted,
         "replicas": status.replicas,
     })
 }
@@ -159,7 +169,7 @@ impl Admin {
             Some(_) => {}
         }
         let method = req.method().clone();
-        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or("").to_owned();
         let who = req
             .extensions()
@@ -171,15 +181,30 @@ impl Admin {
             .await
             .map(http_body_util::Collected::to_bytes)
             .unwrap_or_default();
+        self.route(&method, &path, &query, &body, &who).await
+    }
+
+    /// Answers one admin request whose caller was found to hold the admin key (by
+    /// [`handle`](Self::handle), or by the admin page's session): `path` is `/admin/…`, `who`
+    /// says who asked, for the log.
+    pub async fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        body: &Bytes,
+        who: &str,
+    ) -> Response<Full<Bytes>> {
+        let path = path.trim_end_matches('/');
         let parts: Vec<&str> = path.split('/').skip(2).collect();
-        match (&method, parts.as_slice()) {
+        match (method, parts.as_slice()) {
             (&Method::GET, ["models"]) => self.list(),
             (&Method::GET, ["models", name]) => self.with_model(name, |spec, status| {
                 json_response(StatusCode::OK, &model_json(spec, status))
             }),
-            (&Method::POST, ["models", name, "start"]) => self.start(name, &who),
-            (&Method::POST, ["models", name, "stop"]) => self.stop(name, &who).await,
-            (&Method::POST, ["reload"]) => match self.shared.reload(&who).await {
+            (&Method::POST, ["models", name, "start"]) => self.start(name, who),
+            (&Method::POST, ["models", name, "stop"]) => self.stop(name, who).await,
+            (&Method::POST, ["reload"]) => match self.shared.reload(who).await {
                 Ok(report) => json_response(
                     StatusCode::OK,
                     &serde_json::to_value(report).unwrap_or_default(),
@@ -199,10 +224,10 @@ impl Admin {
                 self.logs(name, lines).await
             }
             (&Method::GET, ["models", name, "metrics"]) => self.engine_metrics(name).await,
-            (&Method::GET, ["usage"]) => self.usage(&query).await,
+            (&Method::GET, ["usage"]) => self.usage(query).await,
             (&Method::GET, ["keys"]) => self.list_keys(),
-            (&Method::POST, ["keys"]) => self.create_key(&body, &who),
-            (&Method::DELETE, ["keys", id]) => self.revoke_key(id, &who),
+            (&Method::POST, ["keys"]) => self.create_key(body, who),
+            (&Method::DELETE, ["keys", id]) => self.revoke_key(id, who),
             (&Method::POST, ["keys", "reload"]) => match self.shared.reload_keys() {
                 Ok(n) => json_response(StatusCode::OK, &json!({"reloaded": true, "keys": n})),
                 Err(errors) => error(
@@ -583,15 +608,16 @@ impl Admin {
             .unwrap_or_default()
     }
 
-    /// `GET /admin/usage?key=&model=&since=&until=`: totals by key and model (`since`/`until`:
-    /// RFC 3339 or a duration before now, such as `1h`).
+    /// `GET /admin/usage?key=&model=&since=&until=&every=&format=`: totals by key and model
+    /// (`since`/`until`: RFC 3339 or a duration before now, such as `1h`; `every`: a duration,
+    /// totals per time bucket of that length, each row with its bucket's start `from`;
+    /// `format=csv`: the rows as CSV).
     async fn usage(&self, query: &str) -> Response<Full<Bytes>> {
         let mut q = cortex_gateway::meter::UsageQuery::default();
-        let (mut since, mut until) = (None, None);
-        for (name, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
-            let value = cortex_gateway::route::percent_decode(&value.replace('+', " "));
+        let (mut since, mut until, mut csv) = (None, None, false);
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             let time = |v: &str| crate::usage::parse_time(v);
-            match name {
+            match &*name {
                 "key" => q = q.key(value),
                 "model" => q = q.model(value),
                 "since" | "until" => match time(&value) {
@@ -602,6 +628,29 @@ impl Admin {
                             StatusCode::BAD_REQUEST,
                             "invalid_parameter",
                             format!("{name}: {e}"),
+                        );
+                    }
+                },
+                "every" => match humantime::parse_duration(&value) {
+                    Ok(every) if every >= std::time::Duration::from_secs(1) => q = q.every(every),
+                    _ => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_parameter",
+                            format!(
+                                "every: `{value}`: expected a duration of at least 1s, such as 5m"
+                            ),
+                        );
+                    }
+                },
+                "format" => match &*value {
+                    "csv" => csv = true,
+                    "json" => csv = false,
+                    other => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_parameter",
+                            format!("format: `{other}`: expected json or csv"),
                         );
                     }
                 },
@@ -627,21 +676,76 @@ impl Admin {
                 );
             }
         };
-        let data: Vec<Value> = rows
-            .into_iter()
-            .map(|e| {
-                let t = e.totals;
-                json!({
-                    "key": e.key_id.as_deref(), "model": e.model.as_deref(),
-                    "requests": t.requests, "prompt_tokens": t.prompt_tokens,
-                    "completion_tokens": t.completion_tokens, "total_tokens": t.total_tokens,
-                    "usage_missing": t.usage_missing, "failed": t.failed,
-                    "client_disconnected": t.client_disconnected,
-                })
-            })
-            .collect();
+        let data: Vec<Value> = rows.into_iter().map(|e| usage_json(&e)).collect();
+        if csv {
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")
+                .header(
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"cortex-usage.csv\"",
+                )
+                .body(Full::new(Bytes::from(usage_csv(&data))))
+                .unwrap_or_default();
+        }
         json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
     }
+}
+
+/// The columns of a usage row, in the order of its CSV.
+const USAGE_COLUMNS: [&str; 10] = [
+    "from",
+    "key",
+    "model",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "usage_missing",
+    "failed",
+    "client_disconnected",
+];
+
+/// One usage row as JSON (`from`: RFC 3339, for a query by time bucket).
+fn usage_json(e: &cortex_gateway::meter::UsageEntry) -> Value {
+    let t = e.totals;
+    json!({
+        "from": e.from.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        "key": e.key_id.as_deref(), "model": e.model.as_deref(),
+        "requests": t.requests, "prompt_tokens": t.prompt_tokens,
+        "completion_tokens": t.completion_tokens, "total_tokens": t.total_tokens,
+        "usage_missing": t.usage_missing, "failed": t.failed,
+        "client_disconnected": t.client_disconnected,
+    })
+}
+
+/// Usage rows as CSV (RFC 4180: a header line, fields quoted where they hold a comma, a quote
+/// or a line break; a cell that a spreadsheet would run as a formula is prefixed with `'`).
+fn usage_csv(rows: &[Value]) -> String {
+    fn cell(v: &Value) -> String {
+        let text = match v {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            format!("'{text}")
+        } else {
+            text
+        };
+        if text.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", text.replace('"', "\"\""))
+        } else {
+            text
+        }
+    }
+    let mut out = USAGE_COLUMNS.join(",");
+    out.push_str("\r\n");
+    for row in rows {
+        let cells: Vec<String> = USAGE_COLUMNS.iter().map(|c| cell(&row[*c])).collect();
+        out.push_str(&cells.join(","));
+        out.push_str("\r\n");
+    }
+    out
 }
 
 /// The client side: one admin call, with the JSON answer.

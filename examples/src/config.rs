@@ -157,6 +157,10 @@ pub struct ServerConfig {
     /// this file) or `database` (the usage database's key table, which several gateways sharing a
     /// PostgreSQL database all read). Keys of both places are in force either way.
     pub new_keys: NewKeys,
+    /// Directories whose GGUF files the admin page's memory calculator offers (`${VAR}` and `~`
+    /// expanded; not searched below them). Default: the directories of the configured models'
+    /// GGUF files.
+    pub model_dirs: Vec<String>,
 }
 
 /// `server.new_keys`.
@@ -186,6 +190,7 @@ impl Default for ServerConfig {
             start_models: true,
             manage_engines: true,
             new_keys: NewKeys::File,
+            model_dirs: Vec::new(),
         }
     }
 }

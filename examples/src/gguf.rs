@@ -50,3 +50,17 @@ pub fn estimate_for(
     estimate_example::attach(&mut params, &parsed)?;
     cortex_gguf::estimate::estimate(&model, &params, gpus).map_err(|e| e.to_string())
 }
+
+/// The `cortex.estimate/1` document (docs/estimator.md) `cortex gguf estimate --json` prints for
+/// the llama-server command line `args` (`-m FILE` and its flags) on `gpus`: the estimate per
+/// device and the ladder of changes.
+///
+/// # Errors
+///
+/// The flags, the model file or the estimate refused, with why.
+pub fn estimate_document(
+    args: &[String],
+    gpus: &[cortex_gguf::Gpu],
+) -> Result<serde_json::Value, String> {
+    estimate_example::json_document(args, gpus)
+}

@@ -5,6 +5,7 @@
 //! - [`serve`]: `cortex serve`, the gateway, the supervisor and the runtime in one process;
 //! - [`access`]: the access log of `cortex serve`;
 //! - [`admin`]: the admin API on the running server, and its client (`cortex models …`);
+//! - [`ui`]: the admin page, over the admin API;
 //! - [`plan`]: `cortex plan MODEL`;
 //! - [`gguf`]: `cortex gguf inspect|estimate`;
 //! - [`keys`]: `cortex keys new`.
@@ -21,4 +22,5 @@ pub mod keys;
 pub mod ondemand;
 pub mod plan;
 pub mod serve;
+pub mod ui;
 pub mod usage;

@@ -58,6 +58,52 @@ pub struct Budget {
     pub needs: HashMap<ModelId, (u64, Vec<u64>)>,
 }
 
+/// What each model of `config` needs by the estimate, all its replicas together: host bytes and
+/// bytes on each configured GPU (`[[gpu]]`, by index). A model the estimator cannot read is
+/// missing, with a warning on stderr.
+pub fn needs(config: &crate::config::Config) -> HashMap<cortex_core::ModelId, (u64, Vec<u64>)> {
+    let mut needs = HashMap::new();
+    let vllm = cortex_engines::VllmEngine::new().with_gpus(config.gpu.iter().cloned());
+    for spec in config.specs() {
+        let n = u64::from(spec.replicas.get());
+        if spec.engine == cortex_core::EngineKind::VLLM {
+            // vLLM claims its share of each GPU it uses, whatever the model.
+            match vllm.claims(spec) {
+                Ok(claims) => {
+                    let mut per_gpu = vec![0_u64; config.gpu.len()];
+                    for (i, bytes) in claims {
+                        if let Some(g) = per_gpu.get_mut(i) {
+                            *g = g.saturating_add(bytes.saturating_mul(n));
+                        }
+                    }
+                    needs.insert(spec.id.clone(), (0, per_gpu));
+                }
+                Err(e) => eprintln!("cortex: {}: no memory claim for the budget: {e}", spec.id),
+            }
+            continue;
+        }
+        let Some(args) = crate::plan::estimate_args(spec) else {
+            continue;
+        };
+        match crate::gguf::estimate_for(&args, &config.gpu) {
+            Ok(est) => {
+                let per_gpu = (0..config.gpu.len())
+                    .map(|i| est.device(i).map_or(0, |d| d.total()).saturating_mul(n))
+                    .collect();
+                needs.insert(
+                    spec.id.clone(),
+                    (est.host().total().saturating_mul(n), per_gpu),
+                );
+            }
+            Err(e) => eprintln!(
+                "cortex: {}: no memory estimate for the budget: {e}",
+                spec.id
+            ),
+        }
+    }
+    needs
+}
+
 impl Budget {
     /// The budget of `config` (`[budget]`, `[[gpu]]`) with each model's need, or
     /// `None` when nothing limits memory. A model the estimator cannot read counts as nothing,
@@ -79,45 +125,7 @@ impl Budget {
         if host.is_none() && gpus.is_empty() {
             return None;
         }
-        let mut needs = HashMap::new();
-        let vllm = cortex_engines::VllmEngine::new().with_gpus(config.gpu.iter().cloned());
-        for spec in config.specs() {
-            let n = u64::from(spec.replicas.get());
-            if spec.engine == cortex_core::EngineKind::VLLM {
-                // vLLM claims its share of each GPU it uses, whatever the model.
-                match vllm.claims(spec) {
-                    Ok(claims) => {
-                        let mut per_gpu = vec![0_u64; config.gpu.len()];
-                        for (i, bytes) in claims {
-                            if let Some(g) = per_gpu.get_mut(i) {
-                                *g = g.saturating_add(bytes.saturating_mul(n));
-                            }
-                        }
-                        needs.insert(spec.id.clone(), (0, per_gpu));
-                    }
-                    Err(e) => eprintln!("cortex: {}: no memory claim for the budget: {e}", spec.id),
-                }
-                continue;
-            }
-            let Some(args) = crate::plan::estimate_args(spec) else {
-                continue;
-            };
-            match crate::gguf::estimate_for(&args, &config.gpu) {
-                Ok(est) => {
-                    let per_gpu = (0..config.gpu.len())
-                        .map(|i| est.device(i).map_or(0, |d| d.total()).saturating_mul(n))
-                        .collect();
-                    needs.insert(
-                        spec.id.clone(),
-                        (est.host().total().saturating_mul(n), per_gpu),
-                    );
-                }
-                Err(e) => eprintln!(
-                    "cortex: {}: no memory estimate for the budget: {e}",
-                    spec.id
-                ),
-            }
-        }
+        let needs = needs(config);
         Some(Self { host, gpus, needs })
     }
 

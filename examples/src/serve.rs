@@ -117,6 +117,8 @@ pub struct Shared {
     pub replicas: Replicas,
     /// The on-demand models.
     pub on_demand: OnDemand,
+    /// Cancelled when serving ends (Ctrl-C, SIGTERM): the admin page's event streams close.
+    pub closing: tokio_util::sync::CancellationToken,
     /// Held by a reload, so that two never interleave.
     reloading: tokio::sync::Mutex<()>,
     /// The usage database's keys as last read (kept in force while it cannot be read).
@@ -445,8 +447,12 @@ impl Shared {
     }
 }
 
-/// The response body of the server: the gateway's, or one written here; logged when done.
-pub type Body = Logged<Either<GatewayBody, Full<Bytes>>>;
+/// The response body of the server: the gateway's, or one written here (whole, or the admin
+/// page's event streams); logged when done.
+pub type Body = Logged<Either<GatewayBody, Local>>;
+
+/// A body written by the server itself.
+pub type Local = Either<Full<Bytes>, crate::ui::UiBody>;
 
 /// The client listener's service: `/health`, `/metrics` when `server.metrics_on_listen`, else
 /// the gateway. Request bodies time out after `server.body_read_timeout` without a byte.
@@ -455,11 +461,12 @@ pub struct App {
     shared: Arc<Shared>,
 }
 
-/// The admin listener's service: `/admin/…`, `/metrics`, `/health`.
+/// The admin listener's service: `/admin/…`, `/metrics`, `/health`, and the admin page (`/ui/…`).
 #[derive(Debug, Clone)]
 pub struct AdminApp {
     shared: Arc<Shared>,
     admin: Admin,
+    ui: crate::ui::Ui,
     /// The connection's peer, for the admin API's "by whom".
     peer: Option<SocketAddr>,
 }
@@ -479,7 +486,14 @@ fn logged_request<B>(req: &mut Request<B>) -> access::Request {
 
 fn answered(shared: &Shared, request: access::Request, response: Response<Full<Bytes>>) -> Answer {
     let status = response.status().as_u16();
-    let response = response.map(|b| Logged::new(Either::Right(b), &shared.access, request, status));
+    let response = response.map(|b| {
+        Logged::new(
+            Either::Right(Either::Left(b)),
+            &shared.access,
+            request,
+            status,
+        )
+    });
     Box::pin(async move { Ok(response) })
 }
 
@@ -527,9 +541,14 @@ impl hyper::service::Service<Request<Incoming>> for AdminApp {
             req.extensions_mut().insert(peer);
         }
         let admin = self.admin.clone();
+        let ui = self.ui.clone();
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            let response = admin.handle(req).await;
+            let response = if crate::ui::Ui::serves(req.uri().path()) {
+                ui.handle(req).await.map(Either::Right)
+            } else {
+                admin.handle(req).await.map(Either::Left)
+            };
             let status = response.status().as_u16();
             Ok(response.map(|b| Logged::new(Either::Right(b), &shared.access, request, status)))
         })
@@ -897,6 +916,7 @@ impl Shared {
             gateway: ArcSwap::from_pointee(gateway),
             replicas,
             on_demand,
+            closing: tokio_util::sync::CancellationToken::new(),
             reloading: tokio::sync::Mutex::new(()),
             database_keys_read: std::sync::Mutex::new(Vec::new()),
         };
@@ -933,8 +953,10 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let app = App {
         shared: Arc::clone(&shared),
     };
+    let admin = Admin::new(Arc::clone(&shared));
     let admin_app = AdminApp {
-        admin: Admin::new(Arc::clone(&shared)),
+        ui: crate::ui::Ui::new(Arc::clone(&shared), admin.clone()),
+        admin,
         shared: Arc::clone(&shared),
         peer: None,
     };
@@ -982,8 +1004,10 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         &graceful,
     )
     .await;
-    // Stop accepting: the listeners close; requests and streams in flight go on.
+    // Stop accepting: the listeners close; requests and streams in flight go on, but for the
+    // admin page's event streams, which would otherwise hold the drain for its whole grace.
     drop((listener, admin_listener));
+    shared.closing.cancel();
     unloader.abort();
     drain_and_stop(&shared, graceful, &limits.close).await;
     flush_usage(&shared).await;

@@ -319,9 +319,11 @@ impl PostgresUsage {
     /// The server cannot be reached or refuses.
     pub fn query(&self, query: &UsageQuery) -> Result<Vec<UsageEntry>, UsageStoreError> {
         let (since, until) = (query.since.map(millis), query.until.map(millis));
+        let every = query.every_ms();
         let rows = self.with_client("reading usage", |client| {
             client.query(
-                "SELECT key_id, model, COUNT(*)::BIGINT, SUM(prompt_tokens)::BIGINT,
+                "SELECT key_id, model, at_ms - at_ms % $5::BIGINT AS bucket,
+                        COUNT(*)::BIGINT, SUM(prompt_tokens)::BIGINT,
                         SUM(completion_tokens)::BIGINT, SUM(total_tokens)::BIGINT,
                         COUNT(*) FILTER (WHERE usage_source = 'missing'),
                         COUNT(*) FILTER (WHERE failed),
@@ -329,8 +331,8 @@ impl PostgresUsage {
                  FROM cortex_usage
                  WHERE ($1::TEXT IS NULL OR key_id = $1) AND ($2::TEXT IS NULL OR model = $2)
                    AND ($3::BIGINT IS NULL OR at_ms >= $3) AND ($4::BIGINT IS NULL OR at_ms < $4)
-                 GROUP BY key_id, model ORDER BY key_id, model",
-                &[&query.key_id, &query.model, &since, &until],
+                 GROUP BY key_id, model, bucket ORDER BY bucket, key_id, model",
+                &[&query.key_id, &query.model, &since, &until, &every],
             )
         })?;
         let err = |source| UsageStoreError::Postgres {
@@ -342,9 +344,9 @@ impl PostgresUsage {
             .map(|r| {
                 let mut counts = [0_i64; 7];
                 for (i, c) in counts.iter_mut().enumerate() {
-                    *c = r.try_get(i + 2)?;
+                    *c = r.try_get(i + 3)?;
                 }
-                Ok(entry(r.try_get(0)?, r.try_get(1)?, counts))
+                Ok(entry(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, counts))
             })
             .collect::<Result<_, postgres::Error>>()
             .map_err(err)

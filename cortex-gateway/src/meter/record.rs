@@ -113,6 +113,9 @@ pub struct UsageEntry {
     pub key_id: Option<Arc<str>>,
     /// The model (`None`: requests not routed).
     pub model: Option<Arc<str>>,
+    /// The start of the time bucket these totals cover, for a query with
+    /// [`UsageQuery::every`](crate::meter::UsageQuery::every); `None` otherwise.
+    pub from: Option<std::time::SystemTime>,
     /// The totals.
     pub totals: UsageTotals,
 }
@@ -144,6 +147,7 @@ impl InMemoryUsage {
             .map(|((key_id, model), totals)| UsageEntry {
                 key_id: key_id.clone(),
                 model: model.clone(),
+                from: None,
                 totals: *totals,
             })
             .collect();

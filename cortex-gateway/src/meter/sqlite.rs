@@ -148,13 +148,13 @@ impl SqliteUsage {
         let conn = connect(&self.path)?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT key_id, model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),
-                        SUM(total_tokens), SUM(usage_source = 'missing'), SUM(failed),
-                        SUM(client_disconnected)
+                "SELECT key_id, model, at_ms - at_ms % ?5 AS bucket, COUNT(*), SUM(prompt_tokens),
+                        SUM(completion_tokens), SUM(total_tokens), SUM(usage_source = 'missing'),
+                        SUM(failed), SUM(client_disconnected)
                  FROM usage
                  WHERE (?1 IS NULL OR key_id = ?1) AND (?2 IS NULL OR model = ?2)
                    AND (?3 IS NULL OR at_ms >= ?3) AND (?4 IS NULL OR at_ms < ?4)
-                 GROUP BY key_id, model ORDER BY key_id, model",
+                 GROUP BY key_id, model, bucket ORDER BY bucket, key_id, model",
             )
             .map_err(err("preparing the usage query"))?;
         let rows = stmt
@@ -163,14 +163,15 @@ impl SqliteUsage {
                     query.key_id,
                     query.model,
                     query.since.map(millis),
-                    query.until.map(millis)
+                    query.until.map(millis),
+                    query.every_ms()
                 ],
                 |r| {
                     let mut counts = [0_i64; 7];
                     for (i, c) in counts.iter_mut().enumerate() {
-                        *c = r.get::<_, Option<i64>>(i + 2)?.unwrap_or(0);
+                        *c = r.get::<_, Option<i64>>(i + 3)?.unwrap_or(0);
                     }
-                    Ok(entry(r.get(0)?, r.get(1)?, counts))
+                    Ok(entry(r.get(0)?, r.get(1)?, r.get(2)?, counts))
                 },
             )
             .map_err(err("reading usage"))?;

@@ -97,6 +97,10 @@ pub struct UsageQuery {
     pub since: Option<SystemTime>,
     /// Only records before this time.
     pub until: Option<SystemTime>,
+    /// Totals per time bucket of this length (buckets start at multiples of it since the Unix
+    /// epoch, to the millisecond), each row's [`UsageEntry::from`] its bucket's start; `None`:
+    /// one total over the whole range.
+    pub every: Option<std::time::Duration>,
 }
 
 impl UsageQuery {
@@ -121,16 +125,38 @@ impl UsageQuery {
         self.until = until;
         self
     }
+
+    /// Totals per time bucket of length `every` (at least a millisecond), as for a chart.
+    #[must_use]
+    pub fn every(mut self, every: std::time::Duration) -> Self {
+        self.every = Some(every.max(std::time::Duration::from_millis(1)));
+        self
+    }
+
+    /// The bucket length in milliseconds, for the SQL of a database store.
+    pub(crate) fn every_ms(&self) -> Option<i64> {
+        self.every
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1))
+    }
 }
 
 /// The totals of one key and model from a query's columns: requests, prompt, completion and
 /// total tokens, records without usage, failures, hang-ups.
-pub(crate) fn entry(key_id: Option<String>, model: Option<String>, counts: [i64; 7]) -> UsageEntry {
+/// `from_ms` is the time bucket's start, for a query by time bucket.
+pub(crate) fn entry(
+    key_id: Option<String>,
+    model: Option<String>,
+    from_ms: Option<i64>,
+    counts: [i64; 7],
+) -> UsageEntry {
     let [requests, prompt, completion, total, missing, failed, gone] =
         counts.map(|v| u64::try_from(v).unwrap_or(0));
     UsageEntry {
         key_id: key_id.map(Arc::from),
         model: model.map(Arc::from),
+        from: from_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| UNIX_EPOCH + std::time::Duration::from_millis(ms)),
         totals: UsageTotals {
             requests,
             prompt_tokens: prompt,

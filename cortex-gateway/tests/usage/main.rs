@@ -203,3 +203,61 @@ fn a_rebuilt_key_store_keeps_the_allowance_used() {
         "a changed limit starts afresh"
     );
 }
+
+/// Waits until just after the next whole second, so what follows lands in one bucket.
+fn next_second() {
+    let ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    std::thread::sleep(Duration::from_millis(
+        u64::try_from(1_050 - ms % 1_000).unwrap(),
+    ));
+}
+
+/// A query by time bucket (`every`, as the admin page's charts ask) through `store`'s `record`,
+/// `flush` and `query`: 3 records in one second, 2 in the next, per bucket and in order.
+pub(crate) fn assert_buckets(
+    record: &dyn Fn(UsageRecord),
+    flush: &dyn Fn(),
+    query: &dyn Fn(&UsageQuery) -> Vec<cortex_gateway::meter::UsageEntry>,
+) {
+    next_second();
+    for i in 0..3 {
+        record(self::record(i, "alice", "gemma"));
+    }
+    flush();
+    next_second();
+    for i in 3..5 {
+        record(self::record(i, "alice", "gemma"));
+    }
+    flush();
+    let rows = query(&UsageQuery::default().every(Duration::from_secs(1)));
+    let per_bucket: Vec<u64> = rows.iter().map(|e| e.totals.requests).collect();
+    assert_eq!(per_bucket, [3, 2], "requests per 1 s bucket: {rows:?}");
+    let starts: Vec<u128> = rows
+        .iter()
+        .map(|e| {
+            e.from
+                .expect("a bucketed row has its bucket's start")
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        })
+        .collect();
+    assert!(starts.iter().all(|ms| ms % 1_000 == 0), "{starts:?}");
+    assert_eq!(starts[1] - starts[0], 1_000, "{starts:?}");
+    // Without `every`: one total, no bucket.
+    let all = query(&UsageQuery::default());
+    assert_eq!(all.len(), 1);
+    assert_eq!((all[0].totals.requests, all[0].from), (5, None));
+}
+
+#[test]
+fn sqlite_sums_by_time_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let usage = SqliteUsage::open(dir.path().join("usage.sqlite3")).unwrap();
+    assert_buckets(&|r| usage.record(r), &|| usage.flush(), &|q| {
+        usage.query(q).unwrap()
+    });
+}

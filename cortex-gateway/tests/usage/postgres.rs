@@ -270,3 +270,12 @@ fn keys_live_in_the_postgres_database_too() {
         2
     );
 }
+
+#[test]
+fn postgres_sums_by_time_bucket() {
+    let pg = Postgres::start();
+    let usage = PostgresUsage::open(&pg.params()).unwrap();
+    super::assert_buckets(&|r| usage.record(r), &|| usage.flush(), &|q| {
+        usage.query(q).unwrap()
+    });
+}

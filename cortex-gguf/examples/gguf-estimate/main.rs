@@ -101,12 +101,7 @@ fn run(name: &str, args: impl Iterator<Item = String>) -> Result<ExitCode, Strin
         let rpc = parsed.rpc.iter().map(|e| Gpu::rpc(e.clone(), mib << 20));
         gpus.splice(0..0, rpc);
     }
-    let mut params = parsed.params.clone();
-    let model = load(&path)?;
-    attach(&mut params, &parsed)?;
-
-    let est = estimate::estimate(&model, &params, &gpus).map_err(|e| e.to_string())?;
-    let ladder = estimate::suggestions(&model, &params, &gpus).map_err(|e| e.to_string())?;
+    let (est, ladder) = compute(&path, &parsed, &gpus)?;
     if json_out {
         println!(
             "{}",
@@ -126,6 +121,34 @@ fn run(name: &str, args: impl Iterator<Item = String>) -> Result<ExitCode, Strin
     } else {
         ExitCode::from(3)
     })
+}
+
+/// The estimate of the model at `path` for `parsed` on `gpus`, and the ladder of changes.
+fn compute(
+    path: &std::path::Path,
+    parsed: &LlamaArgs,
+    gpus: &[Gpu],
+) -> Result<(Estimate, Vec<estimate::Suggestion>), String> {
+    let mut params = parsed.params.clone();
+    let model = load(path)?;
+    attach(&mut params, parsed)?;
+    let est = estimate::estimate(&model, &params, gpus).map_err(|e| e.to_string())?;
+    let ladder = estimate::suggestions(&model, &params, gpus).map_err(|e| e.to_string())?;
+    Ok((est, ladder))
+}
+
+/// The `cortex.estimate/1` document `--json` prints for the llama-server flags `args` (with
+/// `-m`) on `gpus`: what `cortex serve`'s admin page shows, the same numbers.
+pub(crate) fn json_document(args: &[String], gpus: &[Gpu]) -> Result<serde_json::Value, String> {
+    let parsed = parse_llama_args(args).map_err(|e| e.to_string())?;
+    let path = parsed.model.clone().ok_or("no model: pass -m MODEL.gguf")?;
+    let (est, ladder) = compute(&path, &parsed, gpus)?;
+    Ok(document(
+        &path.display().to_string(),
+        &est,
+        &ladder,
+        &parsed,
+    ))
 }
 
 pub(crate) fn load(path: &std::path::Path) -> Result<Model, String> {
