@@ -139,6 +139,10 @@ fn compute(
 
 /// The `cortex.estimate/1` document `--json` prints for the llama-server flags `args` (with
 /// `-m`) on `gpus`: what `cortex serve`'s admin page shows, the same numbers.
+#[allow(
+    dead_code,
+    reason = "called by the `cortex` binary, which compiles this file as a module"
+)]
 pub(crate) fn json_document(args: &[String], gpus: &[Gpu]) -> Result<serde_json::Value, String> {
     let parsed = parse_llama_args(args).map_err(|e| e.to_string())?;
     let path = parsed.model.clone().ok_or("no model: pass -m MODEL.gguf")?;

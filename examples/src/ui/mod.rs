@@ -92,9 +92,11 @@ fn with_headers(mut response: Response<UiBody>, content_type: &'static str) -> R
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // `same-origin`, not `no-referrer`: with the latter a browser sends `Origin: null` on the
+    // page's own posts, which the cross-site check would refuse.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     response
 }
@@ -201,7 +203,7 @@ impl Ui {
     {
         let (parts, body) = req.into_parts();
         let who = parts.extensions.get::<SocketAddr>().map_or_else(
-            || "the admin page".to_owned(),
+            || "an admin page caller".to_owned(),
             |peer| format!("{peer} (admin page)"),
         );
         let asked = Asked {
@@ -391,7 +393,7 @@ impl Ui {
     ) -> Response<UiBody> {
         let presented = field(form, "key").unwrap_or("").trim();
         if !cortex_gateway::auth::KeyHash::of(presented).matches(&admin) {
-            eprintln!("cortex: admin page: a login with a wrong key from {who}");
+            eprintln!("cortex: a login to the admin page with a wrong key by {who}");
             return page(
                 StatusCode::UNAUTHORIZED,
                 pages::login(Some("That is not the admin key.")),
@@ -406,7 +408,7 @@ impl Ui {
                 );
             }
         };
-        eprintln!("cortex: admin page: logged in from {who}");
+        eprintln!("cortex: a login to the admin page by {who}");
         let mut response = see_other("/ui/models");
         if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&token, secure)) {
             response.headers_mut().insert(header::SET_COOKIE, v);
@@ -756,11 +758,21 @@ fn cross_site(headers: &HeaderMap) -> Option<Response<UiBody>> {
         .get("sec-fetch-site")
         .is_none_or(|v| matches!(v.as_bytes(), b"same-origin" | b"none"));
     (!(origin_ok && site_ok)).then(|| {
+        let shown = |name: &str| {
+            headers
+                .get(name)
+                .map_or("none".into(), |v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
         page(
             StatusCode::FORBIDDEN,
             pages::message(
                 "Refused",
-                "That request came from another site; the admin page takes changes from itself only.",
+                &format!(
+                    "That request came from another site (Origin: {}, Sec-Fetch-Site: {}, Host: {}); the admin page takes changes from itself only.",
+                    shown("origin"),
+                    shown("sec-fetch-site"),
+                    shown("host"),
+                ),
             ),
         )
     })

@@ -714,3 +714,96 @@ pub(crate) fn keys_page(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_failed_model_shows_its_reason_and_log_tail_escaped() {
+        let model = json!({
+            "id": "gemma", "served_name": "gemma-3-270m", "engine": "llamacpp", "state": "failed",
+            "reason": "exited with code 1 before it was ready",
+            "log_tail": ["error: <model> not found", "exiting"], "replicas": [],
+        });
+        let html = model_section(&model, "tok").into_string();
+        assert!(
+            html.contains("exited with code 1 before it was ready"),
+            "{html}"
+        );
+        assert!(
+            html.contains("error: &lt;model&gt; not found\nexiting\n"),
+            "{html}"
+        );
+        assert!(html.contains(r#"data-state="failed""#));
+        // Start is offered, Stop is not.
+        assert!(
+            html.contains(r#"<button type="submit">Start</button>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<button type="submit" disabled>Stop</button>"#),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn states_in_words() {
+        let starting = json!({"state": "starting", "replicas_wanted": 2, "replicas": [
+            {"index": 0, "registered": true, "instance": "proc-1", "health": {"status": "ready"}},
+            {"index": 1, "registered": false, "instance": "proc-2", "health": {"status": "loading"}},
+        ]});
+        assert_eq!(state_label(&starting), "starting (1 of 2 ready)");
+        assert_eq!(health_label(&starting["replicas"][1]), "loading the model");
+        let idle = json!({"state": "stopped", "on_demand": true, "replicas": []});
+        assert_eq!(state_label(&idle), "idle (on demand)");
+        let launching = json!({"index": 0, "instance": null, "health": null});
+        assert_eq!(health_label(&launching), "launching");
+    }
+
+    #[test]
+    fn the_calculator_builds_the_command_line_and_refuses_another_model() {
+        let s = CalculatorSettings {
+            ctx_size: "8192".into(),
+            gpu_layers: "all".into(),
+            cache_type: "q8_0".into(),
+            extra: "-b 1024 --no-mmap".into(),
+            ..CalculatorSettings::default()
+        };
+        assert_eq!(
+            s.args("/m/a.gguf").unwrap(),
+            [
+                "-m",
+                "/m/a.gguf",
+                "-c",
+                "8192",
+                "-ngl",
+                "all",
+                "-ctk",
+                "q8_0",
+                "-ctv",
+                "q8_0",
+                "-b",
+                "1024",
+                "--no-mmap"
+            ]
+        );
+        let other = CalculatorSettings {
+            extra: "-m /etc/passwd".into(),
+            ..CalculatorSettings::default()
+        };
+        assert!(
+            other
+                .args("/m/a.gguf")
+                .unwrap_err()
+                .contains("another model")
+        );
+        let bad = CalculatorSettings {
+            ctx_size: "lots".into(),
+            ..CalculatorSettings::default()
+        };
+        assert!(bad.args("/m/a.gguf").unwrap_err().contains("context size"));
+    }
+}
