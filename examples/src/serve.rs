@@ -1,15 +1,17 @@
 //! `cortex serve`: the gateway with every layer, the supervisor and the chosen runtime, serving
 //! what a [`Config`] declares, until Ctrl-C.
 //!
-//! One listener answers:
+//! The client listener answers `GET /health` (200 and every model's state: the process is up;
+//! `ready` says whether every declared model is running, on-demand models excepted), `GET
+//! /metrics` with `server.metrics_on_listen`, and sends
+//! everything else to the gateway (auth → route → meter → failover → balance → breaker → queue →
+//! proxy). The admin listener answers:
 //!
-//! - `GET /health`: 200 and every model's state (the process is up; `ready` says whether every
-//!   declared model is running, on-demand models excepted);
+//! - `GET /health`, as above;
 //! - `GET /metrics`: the gateway's Prometheus metrics (the `metrics` facade, rendered by
 //!   `metrics-exporter-prometheus`);
 //! - `/admin/…`: the [admin API](crate::admin), with the admin key;
-//! - everything else: the gateway (auth → route → meter → failover → balance → breaker → queue →
-//!   proxy).
+//! - `/` and `/ui/…`: the [admin page](crate::ui), with a session the admin key opens.
 //!
 //! While models load, their state changes and their engines' own log lines are printed to stderr
 //! (an engine's log stops being copied once it is running, so request logs do not flood the

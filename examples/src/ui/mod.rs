@@ -8,12 +8,12 @@
 //! JavaScript. A small embedded script (`app.js`, no framework) makes them live: the models'
 //! states come pushed over Server-Sent Events (`/ui/events`, the models section rendered here
 //! and replaced whole), a model's log lines too (`/ui/models/ID/logs/events`), and the buttons
-//! post without leaving the page. Charts and memory bars are SVG drawn here ([`chart`]).
+//! post without leaving the page. Charts and memory bars are SVG drawn here (module `chart`).
 //! Everything is compiled into the binary: one file to deploy.
 //!
 //! Login is with the admin key; it gives a session cookie (`HttpOnly`, `SameSite=Strict`,
 //! `Secure` behind a TLS proxy that says `X-Forwarded-Proto: https`) that lasts 12 hours, until
-//! logout, or until the admin key in force changes ([`session`]). Every change is a POST that
+//! logout, or until the admin key in force changes (module `session`). Every change is a POST that
 //! carries the session's CSRF token and, when the browser says where it comes from (`Origin`,
 //! `Sec-Fetch-Site`), comes from this page. A new client key is shown once, in the answer to the
 //! POST that made it, and never again. Answers are `no-store`, framed by nothing, and run no
@@ -688,15 +688,19 @@ impl Ui {
         )
     }
 
-    async fn keys_page(&self, csrf: &str, said: Option<(bool, String)>) -> Response<UiBody> {
-        let (status, keys) = self.admin_json(Method::GET, "/admin/keys", "", "").await;
-        let models: Vec<String> = self
-            .shared
+    /// The names clients use for the configured models: what a new key may be limited to.
+    fn served_names(&self) -> Vec<String> {
+        self.shared
             .config
             .load()
             .specs()
             .map(|s| s.served_name().to_owned())
-            .collect();
+            .collect()
+    }
+
+    async fn keys_page(&self, csrf: &str, said: Option<(bool, String)>) -> Response<UiBody> {
+        let (status, keys) = self.admin_json(Method::GET, "/admin/keys", "", "").await;
+        let models = self.served_names();
         let said = said.or_else(|| (!status.is_success()).then(|| (false, error_message(&keys))));
         page(
             StatusCode::OK,
@@ -721,13 +725,7 @@ impl Ui {
             .admin_json_with(Method::POST, "/admin/keys", "", body, who)
             .await;
         let (_, keys) = self.admin_json(Method::GET, "/admin/keys", "", "").await;
-        let served: Vec<String> = self
-            .shared
-            .config
-            .load()
-            .specs()
-            .map(|s| s.served_name().to_owned())
-            .collect();
+        let served = self.served_names();
         if status == StatusCode::CREATED {
             let key = answer["key"].as_str().unwrap_or_default();
             let said = (true, format!("Key `{id}` created and in force."));

@@ -74,31 +74,11 @@ admin_key = "{admin}"
 [runtime]
 state_dir = "{state}"
 
-[[keys]]
-id = "tester"
-hash = "{client}"
-models = ["gemma-3-270m"]
-
-[[models]]
-id = "gemma"
-served_name = "gemma-3-270m"
-engine = "llamacpp"
-source = {{ path = "{model}" }}
-startup_timeout = "2m"
-
-[models.settings]
-program = "{server}"
-ctx_size = 2048
-parallel = 2
-threads = 2
-chat_template = "gemma"
-"#,
+{tables}"#,
             admin = KeyHash::of(ADMIN),
             admin_port = free_port(),
             state = dir.join("state").display(),
-            client = KeyHash::of(CLIENT),
-            model = gemma().display(),
-            server = require(cache().join("bin/llama-server-b11434")).display(),
+            tables = support::gemma_tables(&KeyHash::of(CLIENT).to_string()),
         ),
     )
     .unwrap();

@@ -9,6 +9,37 @@ use serde_json::Value;
 
 pub(crate) use cortex_testkit::{cache, require};
 
+/// The `[[keys]]` table of the client key whose digest is `client_hash` (id `tester`, Gemma only)
+/// and the `[[models]]` table of Gemma 3 270M on the real llama-server (`gemma`, served as
+/// `gemma-3-270m`, 2,048 tokens of context, 2 slots, 2 threads): what the tests' configurations
+/// share.
+#[allow(dead_code, reason = "the compose tests write their own configuration")]
+pub(crate) fn gemma_tables(client_hash: &str) -> String {
+    format!(
+        r#"[[keys]]
+id = "tester"
+hash = "{client_hash}"
+models = ["gemma-3-270m"]
+
+[[models]]
+id = "gemma"
+served_name = "gemma-3-270m"
+engine = "llamacpp"
+source = {{ path = "{model}" }}
+startup_timeout = "2m"
+
+[models.settings]
+program = "{server}"
+ctx_size = 2048
+parallel = 2
+threads = 2
+chat_template = "gemma"
+"#,
+        model = require(cache().join("models/gemma-3-270m-q4_k_m.gguf")).display(),
+        server = require(cache().join("bin/llama-server-b11434")).display(),
+    )
+}
+
 /// A chat completion through `base` (no `/v1`) with the unmodified OpenAI Python SDK
 /// (`tests/cli/chat.py`): its JSON report.
 pub(crate) fn sdk_chat(base: &str, key: &str, model: &str) -> Value {

@@ -56,31 +56,11 @@ index = 0
 name = "Test GPU"
 total_bytes = {gpu}
 
-[[keys]]
-id = "tester"
-hash = "{client}"
-models = ["gemma-3-270m"]
-
-[[models]]
-id = "gemma"
-served_name = "gemma-3-270m"
-engine = "llamacpp"
-source = {{ path = "{model}" }}
-startup_timeout = "2m"
-
-[models.settings]
-program = "{server}"
-ctx_size = 2048
-parallel = 2
-threads = 2
-chat_template = "gemma"
-"#,
+{tables}"#,
                 admin = KeyHash::of(ADMIN),
                 state = dir.join("state").display(),
                 gpu = GPU_MIB << 20,
-                client = KeyHash::of(CLIENT),
-                model = gemma().display(),
-                server = require(cache().join("bin/llama-server-b11434")).display(),
+                tables = support::gemma_tables(&KeyHash::of(CLIENT).to_string()),
             ),
         )
         .unwrap();
@@ -598,8 +578,12 @@ async fn keys(browser: &Browser, server: &Server) {
         .click("form.newkey input[value='gemma-3-270m']")
         .await;
     browser.click("form.newkey button").await;
+    browser
+        .wait_text("#new-key", Duration::from_secs(10), |t| {
+            t.starts_with("sk-cortex-")
+        })
+        .await;
     let key = browser.text("#new-key").await;
-    assert!(key.starts_with("sk-cortex-"), "{key:?}");
     browser.shot("07-key-created").await;
     let reply = tokio::task::spawn_blocking({
         let (base, key) = (server.base.clone(), key.clone());
@@ -658,6 +642,13 @@ async fn calculator(browser: &Browser, server: &Server) {
         .await
         .unwrap();
     browser.click("form.calculator button").await;
+    browser
+        .c()
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#estimate"))
+        .await
+        .unwrap();
     let page_total = browser.attr("#estimate", "data-total").await.unwrap();
     let cli = estimate_cli(&["-m", &model, "-c", "8192"]);
     assert_eq!(
