@@ -4,16 +4,25 @@
 //! ```text
 //! load_target upstream PORT [STREAM_INTERVAL_MS]   # chat completions from memory; streams of 16 chunks
 //! load_target gateway PORT UPSTREAM_PORT           # the whole stack (key sk-load) to that upstream
+//! load_target gateway-pool PORT UPSTREAM_PORT      # the same, its proxy on hyper-util's pool
 //! load_target proxy PORT UPSTREAM_PORT             # routing and the proxy only: the floor
 //! load_target relay PORT UPSTREAM_PORT             # a byte relay, no HTTP: the cost of the hop
 //! load_target affine PORT UPSTREAM_PORT            # experiment: a connection-affine HTTP proxy
 //! load_target lean PORT UPSTREAM_PORT              # experiment: a lean pool of spawned connections
+//! load_target streams URL TOTAL CONCURRENCY        # client: time to first byte of streams
 //! ```
 //!
 //! `relay` copies each client connection's bytes to its own upstream connection and back
 //! (`tokio::io::copy_bidirectional`): what one more process on the path costs on this machine
 //! before any HTTP is parsed, the lower bound for every proxy. `affine` measures a design the
 //! gateway's proxy does not use yet (docs/performance.md).
+//!
+//! `streams` is a client, not a server: it asks for TOTAL streamed chat completions at URL,
+//! CONCURRENCY at a time on as many keep-alive connections, and prints one JSON object: the
+//! median time from sending a request to its first body byte (`ttfb_us`), and the median
+//! lateness of every later chunk (`chunk_late_us`: when it came, after the first, beyond
+//! `upstream`'s schedule of one chunk per `STREAM_INTERVAL_MS`, which it is told with
+//! `LOAD_INTERVAL_MS`).
 //!
 //! `LOAD_WORKERS=N` sets the tokio worker threads (default: one per core).
 
@@ -26,6 +35,7 @@ use cortex_core::{Endpoint, EngineKind, InMemoryRegistry, InstanceId, ModelId, R
 use cortex_gateway::GatewayBuilder;
 use cortex_gateway::auth::{ApiKey, InMemoryKeyStore};
 use cortex_gateway::meter::InMemoryUsage;
+use cortex_gateway::proxy::Affinity;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
@@ -127,6 +137,38 @@ where
     .await;
 }
 
+/// Serves `service` on `port` as `cortex serve` does: each connection's requests carry its own
+/// [`Affinity`], whose driver runs beside the connection on its task.
+async fn serve_affine<S, B>(port: u16, service: S)
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use tower::ServiceExt as _;
+    each_connection(port, move |stream| {
+        let service = service.clone();
+        async move {
+            let (affinity, driver) = Affinity::new();
+            let per_request = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(affinity.clone());
+                service.clone().oneshot(req)
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), per_request);
+            tokio::select! {
+                _ = connection => {}
+                () = driver => {}
+            }
+        }
+    })
+    .await;
+}
+
 /// Listens on `port` (printing the address), and runs `handle` on its own task for each
 /// connection, `TCP_NODELAY` set.
 async fn each_connection<F, Fut>(port: u16, handle: F)
@@ -222,6 +264,87 @@ async fn lean(port: u16, upstream: u16) {
     serve(port, service).await;
 }
 
+/// The `streams` client (module docs).
+async fn streams(url: &str, total: usize, concurrency: usize) {
+    let uri: http::Uri = url.parse().expect("a URL");
+    let authority = uri.authority().expect("a host and port").to_string();
+    let interval = Duration::from_millis(
+        std::env::var("LOAD_INTERVAL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20),
+    );
+    let body = r#"{"model":"gemma","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (uri, authority, next) = (uri.clone(), authority.clone(), Arc::clone(&next));
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+                let _ = stream.set_nodelay(true);
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                let (mut ttfb, mut late) = (Vec::new(), Vec::new());
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                    let req = Request::post(uri.clone())
+                        .header("host", &authority)
+                        .header("content-type", "application/json")
+                        .header("authorization", "Bearer sk-load")
+                        .body(Full::new(Bytes::from_static(body.as_bytes())))
+                        .unwrap();
+                    sender.ready().await.unwrap();
+                    let sent = std::time::Instant::now();
+                    let response = sender.send_request(req).await.unwrap();
+                    assert_eq!(response.status(), 200, "{uri}");
+                    let mut body = response.into_body();
+                    let mut first = None;
+                    let mut chunk = 0_u32;
+                    while let Some(frame) = body.frame().await {
+                        let Ok(data) = frame.unwrap().into_data() else {
+                            continue;
+                        };
+                        // Chunks may coalesce on the way; each event counts once.
+                        for _ in 0..data.windows(2).filter(|w| w == b"\n\n").count() {
+                            let now = sent.elapsed();
+                            match first {
+                                None => {
+                                    first = Some(now);
+                                    ttfb.push(now);
+                                }
+                                Some(f) => {
+                                    let due = f + interval * chunk;
+                                    late.push(now.saturating_sub(due));
+                                }
+                            }
+                            chunk += 1;
+                        }
+                    }
+                }
+                (ttfb, late)
+            })
+        })
+        .collect();
+    let (mut ttfb, mut late) = (Vec::new(), Vec::new());
+    for w in workers {
+        let (t, l) = w.await.unwrap();
+        ttfb.extend(t);
+        late.extend(l);
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v.get(v.len() / 2).map_or(0, Duration::as_micros)
+    };
+    println!(
+        r#"{{"streams": {}, "ttfb_us": {}, "chunk_late_us": {}}}"#,
+        ttfb.len(),
+        median(&mut ttfb),
+        median(&mut late)
+    );
+}
+
 /// A registry with model `gemma` served by one replica at `upstream`, and that replica's URL.
 fn one_replica(upstream: u16) -> (Arc<InMemoryRegistry>, http::Uri) {
     let base: http::Uri = format!("http://127.0.0.1:{upstream}").parse().unwrap();
@@ -253,7 +376,7 @@ async fn run() {
     let port = |i: usize| -> u16 {
         args.get(i).and_then(|p| p.parse().ok()).unwrap_or_else(|| {
             eprintln!(
-                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay|affine|lean PORT UPSTREAM_PORT"
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|gateway-pool|proxy|relay|affine|lean PORT UPSTREAM_PORT | streams URL TOTAL CONCURRENCY"
             );
             std::process::exit(2)
         })
@@ -265,7 +388,7 @@ async fn run() {
             let service = hyper::service::service_fn(move |req| upstream(req, interval));
             serve(port(2), service).await;
         }
-        Some("gateway") => {
+        Some(mode @ ("gateway" | "gateway-pool")) => {
             let (registry, _) = one_replica(port(3));
             let mut keys = InMemoryKeyStore::new();
             keys.insert_key("sk-load", ApiKey::new("load"));
@@ -274,11 +397,15 @@ async fn run() {
                 .usage_sink(Arc::new(InMemoryUsage::new()))
                 .slots(100_000)
                 .build();
-            serve(
-                port(2),
-                hyper_util::service::TowerToHyperService::new(gateway),
-            )
-            .await;
+            if mode == "gateway" {
+                serve_affine(port(2), gateway).await;
+            } else {
+                serve(
+                    port(2),
+                    hyper_util::service::TowerToHyperService::new(gateway),
+                )
+                .await;
+            }
         }
         Some("proxy") => {
             // Routing reads the body (the proxy takes a whole one); nothing else.
@@ -286,18 +413,18 @@ async fn run() {
             let proxy = tower::ServiceBuilder::new()
                 .layer(cortex_gateway::route::RouteLayer::new(registry))
                 .service(cortex_gateway::proxy::Proxy::new().fixed(base, EngineKind::LLAMA_CPP));
-            serve(
-                port(2),
-                hyper_util::service::TowerToHyperService::new(proxy),
-            )
-            .await;
+            serve_affine(port(2), proxy).await;
         }
         Some("relay") => relay(port(2), port(3)).await,
         Some("affine") => affine(port(2), port(3)).await,
         Some("lean") => lean(port(2), port(3)).await,
+        Some("streams") => {
+            let count = |i: usize| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(100);
+            streams(args.get(2).map_or("", String::as_str), count(3), count(4)).await;
+        }
         _ => {
             eprintln!(
-                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay|affine|lean PORT UPSTREAM_PORT"
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|gateway-pool|proxy|relay|affine|lean PORT UPSTREAM_PORT | streams URL TOTAL CONCURRENCY"
             );
             std::process::exit(2);
         }

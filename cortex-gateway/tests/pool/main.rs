@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cortex_gateway::proxy::Proxy;
+use cortex_gateway::proxy::{Affinity, Proxy};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use support::upstream::{KeepAlive, KeepAliveMode};
@@ -146,4 +146,148 @@ async fn an_unreachable_upstream_is_502_and_an_https_one_is_refused() {
             .contains("scheme `https` is not supported"),
         "{json}"
     );
+}
+
+// With an `Affinity` (one client connection's own upstream connections, driven by its driver):
+// the same guarantees as the pool's.
+
+/// One request through `proxy` on `affinity`'s connections, its body read to the end.
+async fn send_on(proxy: &Proxy, affinity: &Affinity) -> (u16, String) {
+    let mut req = chat();
+    req.extensions_mut().insert(affinity.clone());
+    let response = proxy.clone().oneshot(req).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// An affinity whose driver runs on its own task until the returned handle is aborted.
+fn affinity() -> (Affinity, tokio::task::JoinHandle<()>) {
+    let (affinity, driver) = Affinity::new();
+    (affinity, tokio::spawn(driver))
+}
+
+#[tokio::test]
+async fn with_affinity_one_client_connection_reuses_one_upstream_connection() {
+    let upstream = KeepAlive::start(KeepAliveMode::Keep).await;
+    let proxy = proxy_to(&upstream);
+    let (a, driver) = affinity();
+    for n in 0..20 {
+        let (status, body) = send_on(&proxy, &a).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&format!(r#""n":{n}"#)), "{body}");
+    }
+    assert_eq!(upstream.connections(), 1);
+    // Another client connection has its own.
+    let (b, other) = affinity();
+    assert_eq!(send_on(&proxy, &b).await.0, 200);
+    assert_eq!(upstream.connections(), 2);
+    driver.abort();
+    other.abort();
+}
+
+#[tokio::test]
+async fn with_affinity_an_idle_connection_expires_after_the_pool_idle_timeout() {
+    let upstream = KeepAlive::start(KeepAliveMode::Keep).await;
+    let proxy = proxy_to(&upstream).pool_idle_timeout(Duration::from_millis(100));
+    let (a, driver) = affinity();
+    assert_eq!(send_on(&proxy, &a).await.0, 200);
+    assert_eq!(send_on(&proxy, &a).await.0, 200);
+    assert_eq!(upstream.connections(), 1);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(send_on(&proxy, &a).await.0, 200);
+    assert_eq!(upstream.connections(), 2);
+    driver.abort();
+}
+
+#[tokio::test]
+async fn with_affinity_a_connection_the_engine_closed_is_never_used() {
+    let upstream = KeepAlive::start(KeepAliveMode::CloseAfterOne).await;
+    let proxy = proxy_to(&upstream);
+    let (a, driver) = affinity();
+    // At once (a close racing the next request: sent again, unwritten, on a new connection)
+    // and after the close arrived.
+    for pause in [0, 30, 0, 30, 0, 0, 30, 0, 0, 0] {
+        let (status, body) = send_on(&proxy, &a).await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    assert_eq!(upstream.requests(), 10);
+    assert_eq!(upstream.connections(), 10);
+    driver.abort();
+}
+
+#[tokio::test]
+async fn with_affinity_a_stream_dropped_before_its_end_closes_its_connection() {
+    let upstream = KeepAlive::start(KeepAliveMode::SlowStream).await;
+    let proxy = proxy_to(&upstream);
+    let (a, driver) = affinity();
+    let mut req = chat();
+    req.extensions_mut().insert(a.clone());
+    let response = proxy.clone().oneshot(req).await.unwrap();
+    let mut body = Box::pin(response.into_body());
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.data_ref().is_some());
+    drop(body);
+    let (status, text) = send_on(&proxy, &a).await;
+    assert_eq!(status, 200);
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(upstream.connections(), 2);
+    let (status, _) = send_on(&proxy, &a).await;
+    assert_eq!(status, 200);
+    assert_eq!(upstream.connections(), 2);
+    driver.abort();
+}
+
+#[tokio::test]
+async fn with_affinity_an_unreachable_upstream_is_502_and_marked_not_sent() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let proxy = Proxy::to(format!("http://{addr}").parse().unwrap());
+    let (a, driver) = affinity();
+    let mut req = chat();
+    req.extensions_mut().insert(a.clone());
+    let response = proxy.oneshot(req).await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(
+        response
+            .extensions()
+            .get::<cortex_gateway::failover::NotSent>()
+            .is_some(),
+        "nothing reached the engine: another replica may take it"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("could not connect") && message.contains("refused"),
+        "{json}"
+    );
+    driver.abort();
+}
+
+#[tokio::test]
+async fn with_affinity_a_client_connection_gone_closes_its_upstream_connection() {
+    let upstream = KeepAlive::start(KeepAliveMode::SlowStream).await;
+    let proxy = proxy_to(&upstream);
+    let (a, driver) = affinity();
+    let mut req = chat();
+    req.extensions_mut().insert(a.clone());
+    let response = proxy.clone().oneshot(req).await.unwrap();
+    let mut body = Box::pin(response.into_body());
+    assert!(body.frame().await.unwrap().unwrap().data_ref().is_some());
+    // The client connection ends: its task drops the body and the driver.
+    drop(body);
+    driver.abort();
+    let _ = driver.await;
+    drop(a);
+    let began = std::time::Instant::now();
+    while upstream.closed() == 0 {
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "the engine's connection was not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
