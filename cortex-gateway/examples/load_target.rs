@@ -4,7 +4,6 @@
 //! ```text
 //! load_target upstream PORT [STREAM_INTERVAL_MS]   # chat completions from memory; streams of 16 chunks
 //! load_target gateway PORT UPSTREAM_PORT           # the whole stack (key sk-load) to that upstream
-//! load_target gateway-pool PORT UPSTREAM_PORT      # the same, its proxy on hyper-util's pool
 //! load_target proxy PORT UPSTREAM_PORT             # routing and the proxy only: the floor
 //! load_target relay PORT UPSTREAM_PORT             # a byte relay, no HTTP: the cost of the hop
 //! load_target affine PORT UPSTREAM_PORT            # experiment: a connection-affine HTTP proxy
@@ -19,10 +18,10 @@
 //!
 //! `streams` is a client, not a server: it asks for TOTAL streamed chat completions at URL,
 //! CONCURRENCY at a time on as many keep-alive connections, and prints one JSON object: the
-//! median time from sending a request to its first body byte (`ttfb_us`), and the median
-//! lateness of every later chunk (`chunk_late_us`: when it came, after the first, beyond
-//! `upstream`'s schedule of one chunk per `STREAM_INTERVAL_MS`, which it is told with
-//! `LOAD_INTERVAL_MS`).
+//! median time from sending a request to its first body byte (`ttfb_us`), and the median delay
+//! of every later chunk (`chunk_late_us`: the time since the one before it beyond `upstream`'s
+//! `STREAM_INTERVAL_MS`, which it is told with `LOAD_INTERVAL_MS`; what the path adds per
+//! chunk, over the upstream's own timer drift).
 //!
 //! `LOAD_WORKERS=N` sets the tokio worker threads (default: one per core).
 
@@ -35,7 +34,6 @@ use cortex_core::{Endpoint, EngineKind, InMemoryRegistry, InstanceId, ModelId, R
 use cortex_gateway::GatewayBuilder;
 use cortex_gateway::auth::{ApiKey, InMemoryKeyStore};
 use cortex_gateway::meter::InMemoryUsage;
-use cortex_gateway::proxy::Affinity;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
@@ -132,38 +130,6 @@ where
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
-        }
-    })
-    .await;
-}
-
-/// Serves `service` on `port` as `cortex serve` does: each connection's requests carry its own
-/// [`Affinity`], whose driver runs beside the connection on its task.
-async fn serve_affine<S, B>(port: u16, service: S)
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    use tower::ServiceExt as _;
-    each_connection(port, move |stream| {
-        let service = service.clone();
-        async move {
-            let (affinity, driver) = Affinity::new();
-            let per_request = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(affinity.clone());
-                service.clone().oneshot(req)
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), per_request);
-            tokio::select! {
-                _ = connection => {}
-                () = driver => {}
-            }
         }
     })
     .await;
@@ -300,27 +266,24 @@ async fn streams(url: &str, total: usize, concurrency: usize) {
                     let response = sender.send_request(req).await.unwrap();
                     assert_eq!(response.status(), 200, "{uri}");
                     let mut body = response.into_body();
-                    let mut first = None;
-                    let mut chunk = 0_u32;
+                    let mut previous: Option<Duration> = None;
                     while let Some(frame) = body.frame().await {
                         let Ok(data) = frame.unwrap().into_data() else {
                             continue;
                         };
-                        // Chunks may coalesce on the way; each event counts once.
-                        for _ in 0..data.windows(2).filter(|w| w == b"\n\n").count() {
-                            let now = sent.elapsed();
-                            match first {
-                                None => {
-                                    first = Some(now);
-                                    ttfb.push(now);
-                                }
-                                Some(f) => {
-                                    let due = f + interval * chunk;
-                                    late.push(now.saturating_sub(due));
-                                }
-                            }
-                            chunk += 1;
+                        let now = sent.elapsed();
+                        // Chunks may coalesce on the way: the first of a frame's events is
+                        // timed, the others came with it (no gap).
+                        let events = data.windows(2).filter(|w| w == b"\n\n").count();
+                        match previous {
+                            None => ttfb.push(now),
+                            Some(p) => late.push(now.saturating_sub(p).saturating_sub(interval)),
                         }
+                        late.extend(std::iter::repeat_n(
+                            Duration::ZERO,
+                            events.saturating_sub(1),
+                        ));
+                        previous = Some(now);
                     }
                 }
                 (ttfb, late)
@@ -361,11 +324,17 @@ fn one_replica(upstream: u16) -> (Arc<InMemoryRegistry>, http::Uri) {
 }
 
 fn main() {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("LOAD_WORKERS")
+    let workers: Option<usize> = std::env::var("LOAD_WORKERS")
         .ok()
-        .and_then(|n| n.parse().ok())
-    {
+        .and_then(|n| n.parse().ok());
+    // `LOAD_WORKERS=0`: one current-thread runtime (no work-stealing scheduler, no wake-ups of
+    // other workers).
+    let mut runtime = if workers == Some(0) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if let Some(n) = workers.filter(|n| *n > 0) {
         runtime.worker_threads(n);
     }
     runtime.enable_all().build().unwrap().block_on(run());
@@ -376,7 +345,7 @@ async fn run() {
     let port = |i: usize| -> u16 {
         args.get(i).and_then(|p| p.parse().ok()).unwrap_or_else(|| {
             eprintln!(
-                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|gateway-pool|proxy|relay|affine|lean PORT UPSTREAM_PORT | streams URL TOTAL CONCURRENCY"
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay|affine|lean PORT UPSTREAM_PORT | streams URL TOTAL CONCURRENCY"
             );
             std::process::exit(2)
         })
@@ -388,7 +357,7 @@ async fn run() {
             let service = hyper::service::service_fn(move |req| upstream(req, interval));
             serve(port(2), service).await;
         }
-        Some(mode @ ("gateway" | "gateway-pool")) => {
+        Some("gateway") => {
             let (registry, _) = one_replica(port(3));
             let mut keys = InMemoryKeyStore::new();
             keys.insert_key("sk-load", ApiKey::new("load"));
@@ -397,15 +366,11 @@ async fn run() {
                 .usage_sink(Arc::new(InMemoryUsage::new()))
                 .slots(100_000)
                 .build();
-            if mode == "gateway" {
-                serve_affine(port(2), gateway).await;
-            } else {
-                serve(
-                    port(2),
-                    hyper_util::service::TowerToHyperService::new(gateway),
-                )
-                .await;
-            }
+            serve(
+                port(2),
+                hyper_util::service::TowerToHyperService::new(gateway),
+            )
+            .await;
         }
         Some("proxy") => {
             // Routing reads the body (the proxy takes a whole one); nothing else.
@@ -413,7 +378,11 @@ async fn run() {
             let proxy = tower::ServiceBuilder::new()
                 .layer(cortex_gateway::route::RouteLayer::new(registry))
                 .service(cortex_gateway::proxy::Proxy::new().fixed(base, EngineKind::LLAMA_CPP));
-            serve_affine(port(2), proxy).await;
+            serve(
+                port(2),
+                hyper_util::service::TowerToHyperService::new(proxy),
+            )
+            .await;
         }
         Some("relay") => relay(port(2), port(3)).await,
         Some("affine") => affine(port(2), port(3)).await,
@@ -424,7 +393,7 @@ async fn run() {
         }
         _ => {
             eprintln!(
-                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|gateway-pool|proxy|relay|affine|lean PORT UPSTREAM_PORT | streams URL TOTAL CONCURRENCY"
+                "usage: load_target upstream PORT [STREAM_INTERVAL_MS] | gateway|proxy|relay|affine|lean PORT UPSTREAM_PORT | streams URL TOTAL CONCURRENCY"
             );
             std::process::exit(2);
         }

@@ -63,7 +63,6 @@ use tower_http::timeout::TimeoutBody;
 use crate::access::{self, AccessLog, Logged};
 use crate::admin::{self, Admin};
 use crate::config::{BalancePolicy, Config, ConfigErrors, PlacementConfig, RuntimeKind};
-use cortex_gateway::proxy::{Affinity, AffinityDriver};
 
 /// Why serving could not start or ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -462,9 +461,6 @@ pub type Local = Either<Full<Bytes>, crate::ui::UiBody>;
 #[derive(Debug, Clone)]
 pub struct App {
     shared: Arc<Shared>,
-    /// The connection's own upstream connections, put in each of its requests' extensions (the
-    /// proxy sends over them, driven on the connection's task: `cortex_gateway::proxy::Affinity`).
-    affinity: Option<Affinity>,
 }
 
 /// The admin listener's service: `/admin/…`, `/metrics`, `/health`, and the admin page (`/ui/…`).
@@ -516,9 +512,6 @@ impl hyper::service::Service<Request<Incoming>> for App {
             return answered(&self.shared, request, response);
         }
         let timeout = config.server.body_read_timeout;
-        if let Some(affinity) = &self.affinity {
-            req.extensions_mut().insert(affinity.clone());
-        }
         let req = req.map(|body| TimeoutBody::new(timeout, body));
         let access = Arc::clone(&self.shared.access);
         // No `async` block here: rustc cannot prove such a block `Send` over the gateway's
@@ -961,7 +954,6 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     );
     let app = App {
         shared: Arc::clone(&shared),
-        affinity: None,
     };
     let admin = Admin::new(Arc::clone(&shared));
     let admin_app = AdminApp {
@@ -1178,12 +1170,7 @@ async fn accept_until_signal(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     client_backoff.reset();
-                    let (affinity, driver) = Affinity::new();
-                    let app = App {
-                        affinity: Some(affinity),
-                        ..app.clone()
-                    };
-                    limits.serve(stream, app, graceful, Some(driver));
+                    limits.serve(stream, app.clone(), graceful, true);
                 }
                 Err(e) => client_backoff.wait(&e).await,
             },
@@ -1194,7 +1181,7 @@ async fn accept_until_signal(
                         peer: Some(peer),
                         ..admin_app.clone()
                     };
-                    limits.serve(stream, app, graceful, None);
+                    limits.serve(stream, app, graceful, false);
                 }
                 Err(e) => admin_backoff.wait(&e).await,
             },
@@ -1287,15 +1274,14 @@ fn over_capacity() -> Bytes {
 }
 
 impl Limits {
-    /// Serves one connection on its own task, watched by `graceful`, with the driver of its
-    /// upstream connections beside it; a client connection (one with a `driver`) over the cap is
-    /// refused (the admin listener is not capped: an operator can always get in).
+    /// Serves one connection on its own task, watched by `graceful`; a client connection over the
+    /// cap is refused (the admin listener is not capped: an operator can always get in).
     fn serve<S>(
         &self,
         stream: tokio::net::TcpStream,
         service: S,
         graceful: &GracefulShutdown,
-        driver: Option<AffinityDriver>,
+        capped: bool,
     ) where
         S: hyper::service::Service<
                 Request<Incoming>,
@@ -1305,7 +1291,7 @@ impl Limits {
             + 'static,
         S::Future: Send + 'static,
     {
-        let permit = if driver.is_some() {
+        let permit = if capped {
             let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
                 metrics::counter!("cortex_connections_refused_total").increment(1);
                 tokio::spawn(async move {
@@ -1332,18 +1318,9 @@ impl Limits {
         let connection = graceful.watch(connection);
         let close = self.close.clone();
         tokio::spawn(async move {
-            // The driver never ends by itself; the connection's end drops it, and with it the
-            // upstream connections.
-            let driver = async move {
-                match driver {
-                    Some(driver) => driver.await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = connection => {}
                 () = close.cancelled() => {}
-                () = driver => {}
             }
             drop(permit);
         });

@@ -13,7 +13,6 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::ResponseBody;
-use super::affinity::SendError;
 use super::body::Source;
 use super::headers::strip_hop_by_hop;
 use super::service::Proxy;
@@ -96,40 +95,7 @@ impl Ctx {
     }
 }
 
-/// A request on its way: through hyper-util's pool, or on a client connection's own upstream
-/// connection ([`Affinity`](super::Affinity)).
-pub(super) enum Sending {
-    Pool(hyper_util::client::legacy::ResponseFuture),
-    Affine(Pin<Box<dyn Future<Output = Result<Response<Incoming>, SendError>> + Send>>),
-}
-
-/// Why a request got no answer: whether nothing reached the engine (a connection could not be
-/// opened), and why, its sources included.
-pub(super) struct NoAnswer {
-    connect: bool,
-    why: String,
-}
-
-impl Future for Sending {
-    type Output = Result<Response<Incoming>, NoAnswer>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Self::Pool(f) => Pin::new(f).poll(cx).map_err(|e| NoAnswer {
-                connect: e.is_connect(),
-                why: chain(&e),
-            }),
-            Self::Affine(f) => f.as_mut().poll(cx).map_err(|e| match e {
-                SendError::Connect(why) => NoAnswer { connect: true, why },
-                SendError::Failed(e) => NoAnswer {
-                    connect: false,
-                    why: chain(&e),
-                },
-            }),
-        }
-    }
-}
+type Sending = hyper_util::client::legacy::ResponseFuture;
 
 /// An error and its sources, `: `-separated: hyper-util's own message ("client error
 /// (Connect)") leaves out the cause a user needs ("Connection refused").
@@ -222,20 +188,28 @@ impl Future for ResponseFuture {
                     let response = match Pin::new(future).poll(cx) {
                         Poll::Ready(Ok(response)) => response,
                         Poll::Ready(Err(e)) => {
-                            let refusal = if e.connect {
+                            let refusal = if e.is_connect() {
                                 Refusal::new(
                                     StatusCode::BAD_GATEWAY,
-                                    format!("could not connect to {}: {}", ctx.replica(), e.why),
+                                    format!(
+                                        "could not connect to {}: {}",
+                                        ctx.replica(),
+                                        chain(&e)
+                                    ),
                                 )
                             } else {
                                 Refusal::new(
                                     StatusCode::BAD_GATEWAY,
-                                    format!("{} failed before answering: {}", ctx.replica(), e.why),
+                                    format!(
+                                        "{} failed before answering: {}",
+                                        ctx.replica(),
+                                        chain(&e)
+                                    ),
                                 )
                             };
-                            tracing::warn!(replica = %ctx.replica(), error = %e.why, "upstream request failed");
+                            tracing::warn!(replica = %ctx.replica(), error = %e, "upstream request failed");
                             let mut response = ctx.refusal(&refusal.code("upstream_unavailable"));
-                            if e.connect {
+                            if e.is_connect() {
                                 // Not one byte reached the engine: safe to send elsewhere.
                                 response.extensions_mut().insert(NotSent);
                             }

@@ -27,10 +27,6 @@
 //!   connections never return to the pool (a pooled one would fail the next request with
 //!   "connection closed before message completed"); plain requests and vLLM's streams reuse
 //!   connections.
-//! - Affinity: a request that carries an [`Affinity`] (the server puts one in the extensions of
-//!   every request of a client connection) goes over that connection's own upstream
-//!   connections, driven on its task, instead of the pool: the same guarantees, without the
-//!   pool's hand-offs between tasks (see [`Affinity`]). `cortex serve` does this.
 //! - Cancellation: when the client goes away the stack drops this service's future or body,
 //!   which drops the upstream request; hyper closes that connection and the engine sees the
 //!   disconnect (llama-server then stops generating).
@@ -55,13 +51,11 @@
 //! # }
 //! ```
 
-mod affinity;
 mod body;
 mod future;
 mod headers;
 mod service;
 
-pub use self::affinity::{Affinity, AffinityDriver};
 pub use self::body::{IdleTimeout, ResponseBody};
 pub use self::future::ResponseFuture;
 pub use self::service::Proxy;

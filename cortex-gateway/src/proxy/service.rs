@@ -14,9 +14,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
-use super::future::{Ctx, Sending};
 use super::headers::strip_hop_by_hop;
-use super::{Affinity, ResponseFuture};
+use super::{ResponseFuture, future::Ctx};
 use crate::balance::Picked;
 use crate::error::Refusal;
 use crate::request_id;
@@ -216,23 +215,8 @@ impl Service<Request<Full<Bytes>>> for Proxy {
                 headers.insert(header::AUTHORIZATION, value);
             }
         }
-        let llama_stream = stream && engine == EngineKind::LLAMA_CPP;
         let ctx = Ctx::new(picked, engine, request_id, self, cut_usage);
-        let affinity = req.extensions_mut().remove::<Affinity>();
-        let authority = req.uri().authority().cloned();
-        match (affinity, authority) {
-            (Some(affinity), Some(authority)) => {
-                let sending = affinity.send(
-                    authority,
-                    req,
-                    self.connect_timeout,
-                    self.pool_idle_timeout,
-                    !llama_stream,
-                );
-                ResponseFuture::sending(Sending::Affine(Box::pin(sending)), ctx)
-            }
-            _ => ResponseFuture::sending(Sending::Pool(self.client.request(req)), ctx),
-        }
+        ResponseFuture::sending(self.client.request(req), ctx)
     }
 }
 

@@ -278,8 +278,6 @@ pub struct KeepAlive {
     pub addr: std::net::SocketAddr,
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
     pub requests: Arc<std::sync::atomic::AtomicUsize>,
-    /// Connections that ended (the client closed, or a write failed).
-    pub closed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// How a [`KeepAlive`] upstream answers.
@@ -300,17 +298,11 @@ impl KeepAlive {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (c, r, gone) = (
-            Arc::clone(&connections),
-            Arc::clone(&requests),
-            Arc::clone(&closed),
-        );
+        let (c, r) = (Arc::clone(&connections), Arc::clone(&requests));
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 c.fetch_add(1, Relaxed);
                 let r = Arc::clone(&r);
-                let gone = Arc::clone(&gone);
                 tokio::spawn(async move {
                     while read_request(&mut stream).await.is_some() {
                         let n = r.fetch_add(1, Relaxed);
@@ -334,7 +326,6 @@ impl KeepAlive {
                             break;
                         }
                     }
-                    gone.fetch_add(1, Relaxed);
                 });
             }
         });
@@ -342,12 +333,7 @@ impl KeepAlive {
             addr,
             connections,
             requests,
-            closed,
         }
-    }
-
-    pub fn closed(&self) -> usize {
-        self.closed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn connections(&self) -> usize {
