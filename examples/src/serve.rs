@@ -991,6 +991,9 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         Arc::new(AtomicUsize::new(0))
     };
 
+    // Listened for from here to the end: a second signal that comes as the accept loop ends is
+    // the drain's, not lost between the two.
+    let mut signals = Signals::new();
     let graceful = GracefulShutdown::new();
     let limits = Limits {
         connections: Arc::new(Semaphore::new(server.max_connections.max(1))),
@@ -1004,6 +1007,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         &admin_app,
         &limits,
         &graceful,
+        &mut signals,
     )
     .await;
     // Stop accepting: the listeners close; requests and streams in flight go on, but for the
@@ -1011,7 +1015,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     drop((listener, admin_listener));
     shared.closing.cancel();
     unloader.abort();
-    drain_and_stop(&shared, graceful, &limits.close).await;
+    drain_and_stop(&shared, graceful, &limits.close, &mut signals).await;
     flush_usage(&shared).await;
     eprintln!("cortex: stopped");
     let failed = failures.load(Ordering::Relaxed);
@@ -1160,11 +1164,10 @@ async fn accept_until_signal(
     admin_app: &AdminApp,
     limits: &Limits,
     graceful: &GracefulShutdown,
+    signals: &mut Signals,
 ) {
     let mut client_backoff = Backoff::default();
     let mut admin_backoff = Backoff::default();
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -1185,7 +1188,7 @@ async fn accept_until_signal(
                 }
                 Err(e) => admin_backoff.wait(&e).await,
             },
-            () = &mut signal => return,
+            () = signals.next() => return,
         }
     }
 }
@@ -1196,6 +1199,7 @@ async fn drain_and_stop(
     shared: &Shared,
     graceful: GracefulShutdown,
     close: &tokio_util::sync::CancellationToken,
+    signals: &mut Signals,
 ) {
     let grace = shared.config.load().server.shutdown_grace;
     let shown = humantime::format_duration(grace);
@@ -1206,7 +1210,7 @@ async fn drain_and_stop(
             eprintln!("cortex: requests still in flight after {shown}: closing them and stopping anyway");
             false
         }
-        () = shutdown_signal() => true,
+        () = signals.next() => true,
     };
     // What is still open is cut now, so that no engine waits on a client that is not coming.
     close.cancel();
@@ -1222,7 +1226,7 @@ async fn drain_and_stop(
                 eprintln!("cortex: {}", cortex_core::error_chain(&e));
             }
         }
-        () = shutdown_signal() => {
+        () = signals.next() => {
             eprintln!("cortex: killing every engine");
             kill_all(shared).await;
         }
@@ -1371,18 +1375,38 @@ fn refresh_database_keys(shared: &Arc<Shared>) {
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from the moment this is made: a signal that comes
+/// while the server moves from one stage of its shutdown to the next (between the end of the
+/// accept loop and the drain's wait, say) is kept for the next [`Signals::next`], not lost — as
+/// it would be with a new listener made at each stage.
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+    }
+
+    /// The next Ctrl-C or SIGTERM (one that came since the last call included).
+    async fn next(&mut self) {
+        async fn one(signal: Option<&mut tokio::signal::unix::Signal>) {
+            match signal {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            () = one(self.interrupt.as_mut()) => {}
+            () = one(self.terminate.as_mut()) => {}
+        }
     }
 }
 
