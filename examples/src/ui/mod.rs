@@ -308,13 +308,13 @@ impl Ui {
             (&Method::POST, ["models", id, action @ ("start" | "stop")]) => {
                 let path = format!("/admin/models/{}/{action}", segment(id));
                 let (status, answer) = self.admin_json(Method::POST, &path, "", &asked.who).await;
-                self.acted(asked, status, &answer, &format!("{action} {id}"))
+                acted(asked, status, &answer, &format!("{action} {id}"))
             }
             (&Method::POST, ["reload"]) => {
                 let (status, answer) = self
                     .admin_json(Method::POST, "/admin/reload", "", &asked.who)
                     .await;
-                self.acted(asked, status, &answer, "reload the configuration")
+                acted(asked, status, &answer, "reload the configuration")
             }
             (&Method::GET, ["events"]) => self.model_events(field(&query, "model"), csrf),
             (&Method::GET, ["models", id, "logs", "events"]) => self.log_events(id),
@@ -414,26 +414,6 @@ impl Ui {
             response.headers_mut().insert(header::SET_COOKIE, v);
         }
         response
-    }
-
-    /// The answer to a button: JSON for the page's script, a page without it.
-    #[allow(clippy::unused_self, reason = "a handler among the others")]
-    fn acted(
-        &self,
-        asked: &Asked,
-        status: StatusCode,
-        answer: &Value,
-        what: &str,
-    ) -> Response<UiBody> {
-        if wants_json(&asked.headers) {
-            return json_answer(status, answer);
-        }
-        let said = if status.is_success() {
-            format!("Done: {what}.")
-        } else {
-            error_message(answer)
-        };
-        page(status, pages::acted(what, status.is_success(), &said))
     }
 
     async fn model_page(&self, id: &str, csrf: &str) -> Response<UiBody> {
@@ -740,6 +720,19 @@ impl Ui {
             pages::keys_page(&keys, &served, csrf, Some(&said), None),
         )
     }
+}
+
+/// The answer to a button: JSON for the page's script, a page without it.
+fn acted(asked: &Asked, status: StatusCode, answer: &Value, what: &str) -> Response<UiBody> {
+    if wants_json(&asked.headers) {
+        return json_answer(status, answer);
+    }
+    let said = if status.is_success() {
+        format!("Done: {what}.")
+    } else {
+        error_message(answer)
+    };
+    page(status, pages::acted(what, status.is_success(), &said))
 }
 
 /// The refusal of a POST the browser says comes from another site.

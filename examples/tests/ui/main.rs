@@ -223,13 +223,20 @@ impl Browser {
     }
 
     async fn click(&self, css: &str) {
+        self.element(css).await.click().await.unwrap();
+    }
+
+    /// The element `css` finds, or a panic naming it.
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
         self.c()
             .find(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no `{css}`: {e}"))
-            .click()
-            .await
-            .unwrap();
+    }
+
+    /// Types `text` into the field `css` finds.
+    async fn type_into(&self, css: &str, text: &str) {
+        self.element(css).await.send_keys(text).await.unwrap();
     }
 
     async fn goto(&self, url: &str) {
@@ -567,13 +574,8 @@ async fn keys(browser: &Browser, server: &Server) {
     // Keys: create one (shown once), use it, revoke it.
     browser.goto(&format!("{admin}/ui/keys")).await;
     browser
-        .c()
-        .find(Locator::Css("form.newkey input[name=id]"))
-        .await
-        .unwrap()
-        .send_keys("browser")
-        .await
-        .unwrap();
+        .type_into("form.newkey input[name=id]", "browser")
+        .await;
     browser
         .click("form.newkey input[value='gemma-3-270m']")
         .await;
@@ -626,21 +628,12 @@ async fn calculator(browser: &Browser, server: &Server) {
     browser.goto(&format!("{admin}/ui/calculator")).await;
     let model = gemma().display().to_string();
     browser
-        .c()
-        .find(Locator::Css("select[name=file]"))
+        .element("select[name=file]")
         .await
-        .unwrap()
         .select_by_value(&model)
         .await
         .unwrap();
-    browser
-        .c()
-        .find(Locator::Css("input[name=ctx_size]"))
-        .await
-        .unwrap()
-        .send_keys("8192")
-        .await
-        .unwrap();
+    browser.type_into("input[name=ctx_size]", "8192").await;
     browser.click("form.calculator button").await;
     browser
         .c()
